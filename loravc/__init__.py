@@ -1,0 +1,1 @@
+"""Versioned LoRA fine-tuning on DVC: what the pipeline stages and the version tool share."""

