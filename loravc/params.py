@@ -173,7 +173,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
+    if (hint in (int, float) and isinstance(value, bool)) or not isinstance(value, hint):
         raise UserError(f"{key} must be {hint.__name__}, got {value!r}")
     return value
 

@@ -17,4 +17,3 @@ def write_summary(live_dir: Path, summary: dict[str, Any]) -> None:
     for key, value in summary.items():
         live.summary[key] = value
     live.make_summary()
-

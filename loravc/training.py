@@ -10,18 +10,17 @@ from loravc.devices import bf16_supported, resolve_device
 from loravc.errors import UserError
 from loravc.metadata import git_revision, library_versions, utc_now, version_id, write_metadata
 from loravc.params import LoraParams, Params, TrainParams
-from loravc.tracking import open_live, write_summary
+from loravc.tracking import open_live
 
 # Defaults for SFTConfig that differ from TRL's own; anything in train.trainer overrides them.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "num_train_epochs": 1,
-    "per_device_train_batch_size": 8,
+    "per_device_train_batch_size": 4,
     "per_device_eval_batch_size": 8,
     "learning_rate": 2.0e-4,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.05,  # a fraction of the total steps
     "logging_steps": 5,
-    "gradient_checkpointing": False,  # a 135M model fits easily; checkpointing halves CPU speed
     "eval_strategy": "epoch",
     "save_strategy": "no",
     "report_to": "none",
@@ -51,8 +50,17 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
 
     if ":" in device:
         raise UserError(f"train.device {device!r}: choose the GPU with CUDA_VISIBLE_DEVICES and set 'cuda'")
-    kwargs = TRAINER_DEFAULTS | {"bf16": bf16_supported(device), "use_cpu": device == "cpu"}
-    kwargs |= params.trainer
+    # Activation checkpointing off: a model this size fits easily, and recomputing halves CPU speed.
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing; accept either.
+    checkpointing = "activation_checkpointing"
+    if checkpointing not in SFTConfig.__dataclass_fields__:
+        checkpointing = "gradient_checkpointing"
+    user = dict(params.trainer)
+    for old in ("gradient_checkpointing", "activation_checkpointing"):
+        if old in user:
+            user[checkpointing] = user.pop(old)
+    kwargs = TRAINER_DEFAULTS | {checkpointing: False, "bf16": bf16_supported(device), "use_cpu": device == "cpu"}
+    kwargs |= user
     kwargs |= {"output_dir": str(output_dir), "seed": params.seed, "max_length": params.max_length}
     try:
         return SFTConfig(**kwargs)
@@ -101,7 +109,9 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
         live = open_live(live_dir)
         trainer.add_callback(DVCLiveCallback(live=live))
         result = trainer.train()
-        validation = trainer.evaluate(metric_key_prefix="eval")
+        validation_loss = _last_logged(trainer.state.log_history, "eval_loss")
+        if validation_loss is None:  # eval_strategy "no": evaluate once at the end
+            validation_loss = trainer.evaluate()["eval_loss"]
     finished = utc_now()
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +120,8 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
     state = trainer.state
     metrics = {
         "train_loss": round(result.training_loss, 6),
-        "validation_loss": round(validation["eval_loss"], 6),
-        "train_tokens": int(state.num_input_tokens_seen or 0) or None,
+        "validation_loss": round(validation_loss, 6),
+        "train_tokens": int(_last_logged(state.log_history, "num_tokens") or 0),
         "train_seconds": round(result.metrics["train_runtime"], 2),
         "steps": state.global_step,
         "epochs": round(state.epoch or 0.0, 4),
@@ -123,8 +133,17 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
         "started": started.isoformat(),
         "base_model": identity,
         "lora": vars(tp.lora) | {"trainable_parameters": trainable},
-        "data": {"sha256": data_sha256, "train_records": len(train_records), "validation_records": len(validation_records)},
-        "training": {"seed": tp.seed, "device": device, "max_length": tp.max_length, "trainer": _trainer_args(trainer.args)},
+        "data": {
+            "sha256": data_sha256,
+            "train_records": len(train_records),
+            "validation_records": len(validation_records),
+        },
+        "training": {
+            "seed": tp.seed,
+            "device": device,
+            "max_length": tp.max_length,
+            "trainer": _trainer_args(trainer.args),
+        },
         "metrics": metrics,
         "code": git_revision(),
         "libraries": library_versions(),
@@ -132,16 +151,33 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
     }
     write_metadata(out_dir, metadata)
     if trainer.is_world_process_zero():
-        write_summary(live_dir, metrics)
+        live.summary.update(metrics)  # next to the last logged step values of DVCLiveCallback
+        live.make_summary()
     return metadata
+
+
+def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [entry[key] for entry in history if key in entry]
+    return values[-1] if values else None
 
 
 def _trainer_args(args: Any) -> dict[str, Any]:
     """The effective training arguments worth keeping (TrainingArguments has ~150 fields)."""
     keys = (
-        "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-        "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "bf16", "fp16",
-        "gradient_checkpointing", "packing", "optim",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "weight_decay",
+        "bf16",
+        "fp16",
+        "activation_checkpointing",
+        "gradient_checkpointing",
+        "packing",
+        "optim",
     )
     found = args.to_dict()
     return {key: found[key] for key in keys if key in found}

@@ -43,14 +43,22 @@ def main() -> None:
     summary["perplexity_ratio"] = round(ppl["tuned"]["perplexity"] / ppl["base"]["perplexity"], 4)
     write_summary(args.live, summary)
     args.samples.parent.mkdir(parents=True, exist_ok=True)
-    args.samples.write_text(_samples_markdown(meta["version_id"], ep.prompts, base_samples, tuned_samples), encoding="utf-8")
+    args.samples.write_text(
+        _samples_markdown(meta["version_id"], ep.prompts, base_samples, tuned_samples), encoding="utf-8"
+    )
 
     print(f"\nversion   {meta['version_id']}  ({args.adapter}, base {meta['base_model']['id']})")
-    print(f"lora      r={meta['lora']['r']} alpha={meta['lora']['alpha']} on {', '.join(meta['lora']['target_modules'])}")
-    print(f"train     {meta['metrics']['steps']} steps, train loss {meta['metrics']['train_loss']:.4f}, "
-          f"validation loss {meta['metrics']['validation_loss']:.4f}")
-    print(f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "
-          f"over {ppl['tuned']['tokens']} tokens")
+    print(
+        f"lora      r={meta['lora']['r']} alpha={meta['lora']['alpha']} on {', '.join(meta['lora']['target_modules'])}"
+    )
+    print(
+        f"train     {meta['metrics']['steps']} steps, train loss {meta['metrics']['train_loss']:.4f}, "
+        f"validation loss {meta['metrics']['validation_loss']:.4f}"
+    )
+    print(
+        f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "
+        f"over {ppl['tuned']['tokens']} tokens"
+    )
     print(f"samples   {args.samples}")
 
 

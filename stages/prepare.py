@@ -28,8 +28,11 @@ def main() -> None:
     records = data.read_jsonl(args.raw)
     unique = data.dedupe(records)
     splits = data.split(
-        unique, seed=params.seed, test=params.test_records,
-        validation=params.validation_records, train=params.train_records,
+        unique,
+        seed=params.seed,
+        test=params.test_records,
+        validation=params.validation_records,
+        train=params.train_records,
     )
     data.write_splits(splits, args.out)
 

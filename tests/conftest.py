@@ -1,0 +1,175 @@
+"""Shared fixtures: a tiny random Llama + tokenizer built offline, and a throw-away copy of the repo.
+
+The `pipeline_repo` fixture is the real pipeline (dvc.yaml, stages, loravc, data) in a fresh
+git + DVC repository under tmp_path, shrunk to a few records and two training steps on the
+tiny base, the lightning-hydra-template way: same code, smaller config.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "data" / "raw" / "pydoc_topics.jsonl"
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".gitignore",
+    ".dvcignore",
+    "stages",
+    "loravc",
+    "data/raw",
+)
+
+os.environ.update(DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+os.environ.setdefault("DVCLIVE_OPEN", "false")
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tiny_model(out_dir: Path, texts: list[str]) -> Path:
+    """A 2-layer Llama (hidden 16) and a 400-token byte-level BPE trained on `texts`, saved to out_dir."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|pad|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    texts = [json.loads(line)["text"] for line in RAW.read_text(encoding="utf-8").splitlines()]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-base"), texts)
+
+
+def tiny_params(base_source: Path) -> dict[str, Any]:
+    """params.yaml values that shrink the default pipeline to seconds on the tiny base."""
+    return {
+        "base": {"source": str(base_source)},
+        "prepare": {"test_records": 6, "validation_records": 4, "train_records": 16},
+        "train": {
+            "device": "cpu",
+            "max_length": 64,
+            "trainer": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1, "learning_rate": 1.0e-2},
+        },
+        "evaluate": {"device": "cpu", "max_new_tokens": 4},
+    }
+
+
+def update_params(path: Path, changes: dict[str, Any]) -> None:
+    """Merge `changes` into a params.yaml, keeping its comments (ruamel round-trip, as DVC does)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    doc = yaml.load(path.read_text(encoding="utf-8"))
+
+    def merge(node: Any, new: dict[str, Any]) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                merge(node[key], value)
+            else:
+                node[key] = value
+
+    merge(doc, changes)
+    with path.open("w", encoding="utf-8") as f:
+        yaml.dump(doc, f)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command with this interpreter's venv first on PATH (dvc stages call `python`)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.update(kwargs.pop("env", {}))
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(["git", *args], repo).stdout.strip()
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "dvc", *args], repo, check=check)
+
+
+def make_repo(dest: Path, base_source: Path) -> Path:
+    """Copy the project into dest as a new git + DVC repository using the tiny base; one commit."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    update_params(dest / "params.yaml", tiny_params(base_source))
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "config", "user.email", "test@example.com")
+    git(dest, "config", "user.name", "test")
+    dvc(dest, "init", "-q")
+    dvc(dest, "config", "core.autostage", "true")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "project")
+    return dest
+
+
+@pytest.fixture
+def pipeline_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A fresh git + DVC copy of this repository on the tiny base, nothing run yet."""
+    return make_repo(tmp_path / "repo", tiny_model_dir)
+
+
+def sha256_tree(directory: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def lora_rank_from_weights(adapter_dir: Path) -> set[int]:
+    """The LoRA rank(s) read from the adapter's tensor shapes: lora_A is (r, in_features)."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
+        return {f.get_slice(k).get_shape()[0] for k in f.keys() if "lora_A" in k}  # noqa: SIM118 (safe_open is not a dict)

@@ -1,0 +1,94 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from loravc import data
+from loravc.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("record", "shape"),
+    [
+        ({"text": "hello"}, "text"),
+        ({"prompt": "Q?", "completion": " A."}, "prompt-completion"),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "messages"),
+    ],
+)
+def test_three_shapes(record: dict, shape: str) -> None:
+    assert data.record_shape(record) == shape
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "Expecting property name"),
+        ('["a list"]', "JSON object"),
+        ('{"prompt": "only a prompt"}', 'no "completion"'),
+        ('{"text": ""}', "non-empty"),
+        ('{"text": "a", "messages": []}', "exactly one"),
+        ('{"messages": [{"role": "user", "content": "hi"}]}', "assistant"),
+        ('{"messages": [{"role": "robot", "content": "hi"}]}', "role"),
+    ],
+)
+def test_bad_record_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "fine"}, line])
+    with pytest.raises(UserError) as err:
+        data.read_jsonl(path)
+    assert f"{path}:2:" in str(err.value) and message in str(err.value)
+
+
+def test_mixed_shapes_are_rejected(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"prompt": "p", "completion": "c"}])
+    with pytest.raises(UserError, match=":2:"):
+        data.read_jsonl(path)
+
+
+def test_extra_keys_are_dropped_and_duplicates_removed(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "topic": "x"}, {"text": "b"}, {"text": "a", "topic": "y"}])
+    records = data.read_jsonl(path)
+    assert records == [{"text": "a"}, {"text": "b"}, {"text": "a"}]
+    assert data.dedupe(records) == [{"text": "a"}, {"text": "b"}]
+
+
+def test_split_is_deterministic_disjoint_and_independent_of_train_cap() -> None:
+    records = [{"text": f"r{i}"} for i in range(50)]
+    a = data.split(records, seed=1, test=5, validation=4, train=None)
+    b = data.split(records, seed=1, test=5, validation=4, train=10)
+    c = data.split(records, seed=2, test=5, validation=4, train=None)
+    assert a == data.split(records, seed=1, test=5, validation=4, train=None)
+    assert (len(a["train"]), len(a["validation"]), len(a["test"])) == (41, 4, 5)
+    assert a["test"] == b["test"] and a["validation"] == b["validation"] and b["train"] == a["train"][:10]
+    assert a["test"] != c["test"]
+    texts = [r["text"] for rows in a.values() for r in rows]
+    assert len(texts) == len(set(texts)) == 50
+
+
+def test_split_too_small_says_which_params() -> None:
+    with pytest.raises(UserError, match=r"prepare\.test_records"):
+        data.split([{"text": "a"}] * 3, seed=0, test=2, validation=1, train=None)
+
+
+def test_render_prompt_completion_and_messages(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert data.render({"text": "t"}, tok) == ("", "t")
+    assert data.render({"prompt": "p", "completion": "c"}, tok) == ("p", "c")
+    prompt, completion = data.render(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, tok
+    )
+    assert prompt.endswith("<|assistant|>") and completion.startswith("yo")
+
+
+def test_shipped_dataset_is_valid_and_has_its_licence_noted() -> None:
+    records = data.read_jsonl(ROOT / "data" / "raw" / "pydoc_topics.jsonl")
+    assert len(data.dedupe(records)) > 300
+    assert "PSF" in (ROOT / "data" / "README.md").read_text(encoding="utf-8")

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from loravc.errors import UserError
+from loravc.params import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_repository_params_load_with_yaml_12_floats() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.base.source == "smollm2" and params.base.trust_remote_code is False
+    assert isinstance(params.train.trainer["learning_rate"], float)
+
+
+def test_exponent_without_dot_is_a_float_as_dvc_reads_it(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, "train:\n  trainer:\n    learning_rate: 2e-4\n"))
+    assert params.train.trainer["learning_rate"] == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("train:\n  lora:\n    r: 0\n", "train.lora.r"),
+        ("train:\n  lora:\n    r: eight\n", "train.lora.r"),
+        ("train:\n  lora:\n    rank: 8\n", "train.lora.rank"),
+        ("train:\n  lora:\n    dropout: 1.5\n", "train.lora.dropout"),
+        ("train:\n  device: tpu\n", "train.device"),
+        ("train:\n  trainer:\n    seed: 1\n", "train.trainer.seed"),
+        ("prepare:\n  test_records: true\n", "prepare.test_records"),
+        ("evaluate:\n  prompts: hello\n", "evaluate.prompts"),
+        ("bogus: 1\n", "bogus"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as err:
+        load_params(path)
+    assert key in str(err.value) and str(path) in str(err.value)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_params(write(tmp_path, "train: [unclosed\n"))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_int_accepted_for_float(tmp_path: Path) -> None:
+    assert load_params(write(tmp_path, "train:\n  lora:\n    dropout: 0\n")).train.lora.dropout == 0.0

@@ -1,0 +1,67 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from loravc import data
+from loravc.base_model import materialize
+from loravc.errors import UserError
+from loravc.params import BaseParams, LoraParams, Params, TrainParams
+from loravc.training import lora_config, sft_config, train
+from tests.conftest import lora_rank_from_weights
+
+
+def test_lora_config_from_params() -> None:
+    config = lora_config(LoraParams(r=4, alpha=8, dropout=0.1, target_modules=["q_proj"]))
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (4, 8, 0.1)
+    assert set(config.target_modules) == {"q_proj"} and config.task_type == "CAUSAL_LM"
+
+
+def test_cpu_defaults_have_no_bf16_and_no_checkpointing(tmp_path: Path) -> None:
+    config = sft_config(TrainParams(seed=3, max_length=64), "cpu", tmp_path)
+    assert config.bf16 is False and config.gradient_checkpointing is False and config.use_cpu is True
+    assert (config.seed, config.max_length, config.output_dir) == (3, 64, str(tmp_path))
+
+
+def test_checkpointing_can_be_turned_on_by_either_name(tmp_path: Path) -> None:
+    for key in ("gradient_checkpointing", "activation_checkpointing"):
+        assert sft_config(TrainParams(trainer={key: True}), "cpu", tmp_path).gradient_checkpointing is True
+
+
+def test_trainer_block_overrides_defaults(tmp_path: Path) -> None:
+    config = sft_config(TrainParams(trainer={"learning_rate": 1.0e-3, "num_train_epochs": 2}), "cpu", tmp_path)
+    assert config.learning_rate == 1.0e-3 and config.num_train_epochs == 2
+
+
+def test_unknown_trainer_key_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"train\.trainer.*learnin_rate"):
+        sft_config(TrainParams(trainer={"learnin_rate": 1.0}), "cpu", tmp_path)
+
+
+@pytest.fixture
+def prepared(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, Path]:
+    base = tmp_path / "base"
+    materialize(BaseParams(source=str(tiny_model_dir)), base)
+    rows = [{"text": f"The statement number {i} is evaluated from left to right."} for i in range(20)]
+    data.write_splits(data.split(rows, seed=0, test=2, validation=2, train=None), tmp_path / "prepared")
+    return base, tmp_path / "prepared"
+
+
+def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepared: tuple[Path, Path]) -> None:
+    base, prepared_dir = prepared
+    params = Params(train=TrainParams(device="cpu", max_length=32, lora=LoraParams(r=4), trainer={"max_steps": 2}))
+    out = tmp_path / "adapter"
+    meta = train(params, base, prepared_dir, out, tmp_path / "live")
+
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "metadata.json", "tokenizer.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert lora_rank_from_weights(out) == {4}
+    saved = json.loads((out / "metadata.json").read_text())
+    assert saved == meta
+    assert saved["version_id"].startswith("v_") and saved["lora"]["r"] == 4
+    assert saved["metrics"]["steps"] == 2 and saved["metrics"]["validation_loss"] > 0
+    assert saved["data"]["train_records"] == 16 and len(saved["data"]["sha256"]) == 64
+    assert saved["base_model"]["id"] == saved["base_model"]["source"]
+    assert saved["libraries"]["trl"] and saved["training"]["seed"] == 42
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["steps"] == 2
