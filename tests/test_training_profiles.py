@@ -1,0 +1,52 @@
+"""train.profile: per-device speed defaults (loravc.training.PROFILES), chosen by device, overridable."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from loravc.errors import UserError
+from loravc.params import TrainParams, build
+from loravc.training import BASE_DTYPES, PROFILES, resolve_profile, sft_config
+
+
+def test_auto_picks_the_gpu_profile_on_cuda_only() -> None:
+    assert resolve_profile("auto", "cuda") == "gpu"
+    assert resolve_profile("auto", "cpu") == resolve_profile("auto", "mps") == "cpu"
+    assert resolve_profile("gpu", "cpu") == "gpu"
+    assert BASE_DTYPES["cpu"] == "float32"  # bf16 is emulated (slow) on CPUs without AVX512-BF16/AMX
+
+
+def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path) -> None:
+    config = sft_config(TrainParams(), "cpu", tmp_path)
+    assert config.per_device_train_batch_size == 4 and config.bf16 is False and config.use_liger_kernel is False
+
+
+def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> None:
+    liger_installed = importlib.util.find_spec("liger_kernel") is not None
+    with pytest.warns(UserWarning, match="liger-kernel is not installed") if not liger_installed else _nothing():
+        config = sft_config(TrainParams(profile="gpu"), "cpu", tmp_path)
+    gpu = PROFILES["gpu"]
+    assert config.per_device_train_batch_size == gpu["per_device_train_batch_size"]
+    assert config.train_sampling_strategy == "group_by_length"
+    assert config.bf16 is False  # no bf16 without a CUDA device that has it
+    assert config.use_liger_kernel is liger_installed
+
+
+def test_train_trainer_overrides_the_profile(tmp_path: Path) -> None:
+    params = TrainParams(profile="gpu", trainer={"per_device_train_batch_size": 64, "use_liger_kernel": False})
+    config = sft_config(params, "cpu", tmp_path)
+    assert config.per_device_train_batch_size == 64 and config.use_liger_kernel is False
+
+
+def test_unknown_profile_is_a_clear_error() -> None:
+    with pytest.raises(UserError, match=r"train\.profile must be one of auto, cpu, gpu"):
+        build(TrainParams, {"profile": "tpu"}, "train")
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
