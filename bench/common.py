@@ -64,6 +64,8 @@ def machine(device: str = "cpu") -> dict[str, Any]:
         "cores": os.cpu_count(),
         "cpu_features": features,
         "python": platform.python_version(),
+        # other work on the machine while this ran: timings on a busy CPU box are slower, ratios hold better
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
     if device.startswith("cuda"):
         import torch
@@ -77,7 +79,7 @@ def describe(info: dict[str, Any]) -> str:
     text = f"{info['date']}  {info['cpu']}, {info['cores']} cores ({', '.join(info['cpu_features']) or 'no AVX2'})"
     if "gpu" in info:
         text += f", GPU {info['gpu']}"
-    return text
+    return text + f"; load average {info['load_average_1min']}"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

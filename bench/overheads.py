@@ -33,15 +33,15 @@ TARGETS = {"repro": 1.5, "exp_show": 3.0, "help": 1.0}
 BENCHMARKS = ("throughput", "storage", "restore", "overheads", "default_run")
 
 
-def median_time(cmd: list[str], cwd: Path, repeat: int) -> float:
+def median_time(cmd: list[str], cwd: Path, repeat: int, warm: bool = True) -> float:
     times = []
-    for attempt in range(repeat + 1):
+    for attempt in range(repeat + 1 if warm else repeat):
         start = time.perf_counter()
         result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         if result.returncode:
             raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
-        if attempt:  # the first run warms the file cache and DVC's state database
+        if attempt or not warm:  # the first run warms the file cache and DVC's state database
             times.append(elapsed)
     return statistics.median(times)
 
@@ -96,7 +96,7 @@ def _stages() -> list[Path]:
     return sorted(p for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__")
 
 
-def run(workdir: Path, source: Path | None, experiments: int, repeat: int) -> dict[str, Any]:
+def run(workdir: Path, source: Path | None, experiments: int, repeat: int, warm: bool = True) -> dict[str, Any]:
     repo = copy_project(workdir / "repo")
     copied = place_outputs(repo, source)
     sh(dvc_cmd("commit", "-f", "-q"), repo)
@@ -105,7 +105,7 @@ def run(workdir: Path, source: Path | None, experiments: int, repeat: int) -> di
     status = sh(dvc_cmd("status"), repo).stdout
     if "up to date" not in status:
         raise RuntimeError(f"the scratch pipeline is not up to date after dvc commit:\n{status}")
-    repro = median_time(dvc_cmd("repro"), repo, repeat)
+    repro = median_time(dvc_cmd("repro"), repo, repeat, warm)
     for number in range(experiments):
         update_params(repo / "params.yaml", {"train": {"lora": {"r": number + 1}, "seed": number}})
         sh(dvc_cmd("exp", "save", "-q", "-n", f"bench-{number + 1}"), repo)
@@ -113,8 +113,8 @@ def run(workdir: Path, source: Path | None, experiments: int, repeat: int) -> di
     found = sum(1 for line in listed.splitlines() if "bench-" in line)
     if found != experiments:
         raise RuntimeError(f"dvc exp show lists {found} experiments, expected {experiments}")
-    exp_show = median_time(dvc_cmd("exp", "show", "--no-pager"), repo, repeat)
-    helps = {name: median_time(argv, ROOT, repeat) for name, argv in help_commands()}
+    exp_show = median_time(dvc_cmd("exp", "show", "--no-pager"), repo, repeat, warm)
+    helps = {name: median_time(argv, ROOT, repeat, warm) for name, argv in help_commands()}
     return {"copied_outputs": copied, "repro": repro, "exp_show": exp_show, "experiments": experiments, "help": helps}
 
 
@@ -124,13 +124,13 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=20, help="experiments for dvc exp show (default: 20)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each command (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--smoke", action="store_true", help="stand-in outputs, 2 experiments, 1 run each (CI)")
+    parser.add_argument("--smoke", action="store_true", help="stand-in outputs, 2 experiments, 1 cold run each (CI)")
     args = parser.parse_args()
     source = None if args.smoke else args.outputs_from
     if args.smoke:
         args.experiments, args.repeat = 2, 1
     with tempfile.TemporaryDirectory(prefix="bench-overheads-") as tmp:
-        result = run(Path(tmp), source, args.experiments, args.repeat)
+        result = run(Path(tmp), source, args.experiments, args.repeat, warm=not args.smoke)
     result["machine"] = machine()
     print(f"machine: {describe(result['machine'])}")
     copied = ", ".join(result["copied_outputs"]) or "none (stand-ins)"

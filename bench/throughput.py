@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import resource
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -145,7 +146,8 @@ class StepClock:
 
     def __init__(self, device: str, profiler: Any = None) -> None:
         self.device, self.profiler, self.trainer = device, profiler, None
-        self.marks: list[tuple[float, int]] = []
+        self.marks: list[tuple[float, float, int]] = []  # (wall s, this process's CPU s, tokens so far)
+        self.system: list[float] = []  # this process's kernel-mode CPU s (page faults of big allocations, ...)
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -166,16 +168,24 @@ class StepClock:
         tokens = getattr(self.trainer, "_total_train_tokens", None)
         if tokens is None:
             raise RuntimeError("this TRL has no SFTTrainer._total_train_tokens; update bench.throughput")
-        self.marks.append((time.perf_counter(), int(tokens)))
+        self.marks.append((time.perf_counter(), time.process_time(), int(tokens)))
+        self.system.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime)
         if self.profiler is not None:
             self.profiler.step()
 
     def result(self, warmup: int) -> dict[str, Any]:
         if len(self.marks) <= warmup:
             raise UserError(f"only {len(self.marks)} steps ran: raise --steps above --warmup ({warmup})")
-        (t0, n0), (t1, n1) = self.marks[warmup - 1] if warmup else (self._start, 0), self.marks[-1]
-        steps = len(self.marks) - warmup
-        return {"tokens_per_s": (n1 - n0) / (t1 - t0), "timed_steps": steps, "tokens": n1 - n0, "seconds": t1 - t0}
+        (t0, c0, n0), (t1, c1, n1) = self.marks[warmup - 1] if warmup else self._start, self.marks[-1]
+        return {
+            "tokens_per_s": (n1 - n0) / (t1 - t0),
+            # CPU seconds of this process: on a shared CPU box a steadier basis than wall time (use --threads 1)
+            "tokens_per_cpu_s": (n1 - n0) / (c1 - c0) if c1 > c0 else None,
+            "system_cpu_share": (self.system[-1] - self.system[warmup - 1]) / (c1 - c0) if warmup and c1 > c0 else None,
+            "timed_steps": len(self.marks) - warmup,
+            "tokens": n1 - n0,
+            "seconds": t1 - t0,
+        }
 
 
 def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str, Any]:
@@ -202,7 +212,7 @@ def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str,
         trainer.remove_callback(PrinterCallback)  # the figures are printed once, below
         if setup.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        clock._start = time.perf_counter()
+        clock._start = (time.perf_counter(), time.process_time(), 0)
         if profiler is not None:
             with profiler:
                 trainer.train()
@@ -225,6 +235,7 @@ def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str,
             first = setup.warmup - 1 if setup.warmup else 0
             marks = clock.marks[first : first + profile_steps + 1]
             found["profile"]["wall_seconds"] = round(marks[-1][0] - marks[0][0], 3)
+            found["profile"]["cpu_seconds"] = round(marks[-1][1] - marks[0][1], 3)
     del trainer, model
     _free(setup.device)
     return found
@@ -356,7 +367,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             extra = f", peak {found['peak_gpu_gib']} GiB" if "peak_gpu_gib" in found else ""
             print(
                 f"  round {round_number} {recipe.name:<12} {found['tokens_per_s']:>10,.1f} tokens/s "
-                f"({found['timed_steps']} steps, {found['seconds']:.1f} s{extra})",
+                f"({found['timed_steps']} steps, {found['seconds']:.1f} s{extra}); "
+                f"{found['tokens_per_cpu_s'] or 0:,.1f} tokens/CPU-s "
+                f"({found['system_cpu_share'] or 0:.0%} in the kernel)",
                 flush=True,
             )
     if args.torch_profile:
@@ -372,15 +385,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profiled = None
 
     summary = summarize(trials, [r.name for r in chosen if any(t["recipe"] == r.name for t in trials)])
-    print(table(["recipe", "tokens/s (median)", "runs", "batch", "act. ckpt", "bf16", "sampling", "lora"], summary))
+    headers = ["recipe", "tokens/s (median)", "tokens/CPU-s", "runs", "batch", "act. ckpt", "bf16", "sampling", "lora"]
+    print(table(headers, summary))
     result: dict[str, Any] = {"machine": info, "device": device, "max_length": setup.max_length, "trials": trials}
     result["failed"] = failed
     medians = {row[0]: row[1] for row in summary}
+    per_cpu = {row[0]: row[2] for row in summary if row[2] != "-"}
     if "tutorial" in medians and len(medians) > 1:
         result["ratios"] = {name: value / medians["tutorial"] for name, value in medians.items()}
+        if "tutorial" in per_cpu:
+            result["cpu_time_ratios"] = {name: value / per_cpu["tutorial"] for name, value in per_cpu.items()}
         for name, ratio in result["ratios"].items():
             if name != "tutorial":
-                print(f"ratio {name} / tutorial: {ratio:.2f}x")
+                also = ""
+                if name in result.get("cpu_time_ratios", {}) and device == "cpu":
+                    also = f" (per CPU second: {result['cpu_time_ratios'][name]:.2f}x)"
+                print(f"ratio {name} / tutorial: {ratio:.2f}x{also}")
     if profiled:
         result["profile"] = profiled["profile"]
     write_json(args.json, result)
@@ -392,10 +412,12 @@ def summarize(trials: list[dict[str, Any]], names: list[str]) -> list[list[Any]]
     for name in names:
         mine = [t for t in trials if t["recipe"] == name]
         t = mine[0]
+        per_cpu = [m["tokens_per_cpu_s"] for m in mine if m["tokens_per_cpu_s"]]
         rows.append(
             [
                 name,
                 median([m["tokens_per_s"] for m in mine]),
+                median(per_cpu) if per_cpu else "-",
                 len(mine),
                 t["batch"],
                 t["activation_checkpointing"],

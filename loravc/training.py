@@ -30,10 +30,12 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 # Per-device defaults on top of TRAINER_DEFAULTS, chosen by train.profile ("auto": gpu on CUDA, else cpu),
 # measured side by side with `python -m bench.throughput` (README, Performance). train.trainer overrides them.
-# gpu: bf16 autocast; 512 examples a step, batched by length (little padding) so each step's fixed cost (kernel
-# launches, host syncs) is spread over ~40 k tokens; Liger's fused RMSNorm/SwiGLU/RoPE kernels (if installed).
+# cpu: fp32 (bf16 is emulated, so slow, without AVX512-BF16/AMX); packing: examples are packed into rows of
+#   max_length tokens (padding-free, attention kept within each example), so no compute goes to padding.
+# gpu: bf16 autocast and bf16 base weights; 512 examples a step, batched by length (little padding); Liger's
+#   fused RMSNorm/SwiGLU/RoPE kernels (if installed).
 PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": {},
+    "cpu": {"packing": True},
     "gpu": {
         "bf16": True,
         "per_device_train_batch_size": 512,

@@ -33,7 +33,7 @@ def test_throughput_compares_project_and_tutorial(
     tutorial, project = trials["tutorial"], trials["project"]
     assert tutorial["batch"] == 2 and tutorial["activation_checkpointing"] and not tutorial["bf16"]
     assert tutorial["lora"] == "r=8 alpha=32 dropout=0.1"
-    assert project["batch"] == 4 and not project["activation_checkpointing"]  # the cpu profile
+    assert project["batch"] == 4 and project["packing"] and not project["activation_checkpointing"]  # cpu profile
     assert trials["grouped"]["sampling"] == "group_by_length"
     assert all(t["tokens_per_s"] > 0 and t["timed_steps"] == 2 for t in trials.values())
     assert result["ratios"]["project"] == pytest.approx(project["tokens_per_s"] / tutorial["tokens_per_s"])
@@ -78,5 +78,6 @@ def test_overheads_times_repro_exp_show_and_every_help(tmp_path: Path, monkeypat
 
 def test_default_run_reports_each_stage(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = run_bench("default_run", ["--base", str(tiny_model_dir)], tmp_path, monkeypatch)
-    assert [s["stage"] for s in result["stages"]] == ["base", "prepare", "train", "evaluate"]
-    assert result["seconds"] > 0 and result["peak_rss"] > 0
+    assert set(result["stages"]) <= {"base", "prepare", "train", "evaluate"} and "train" in result["stages"]
+    assert result["seconds"] > 0 and result["peak_rss"] >= result["stages"]["train"]["peak_rss"] > 0
+    assert (tmp_path / "default_run.json").exists()

@@ -20,6 +20,7 @@ def test_auto_picks_the_gpu_profile_on_cuda_only() -> None:
 def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path) -> None:
     config = sft_config(TrainParams(), "cpu", tmp_path)
     assert config.per_device_train_batch_size == 4 and config.bf16 is False and config.use_liger_kernel is False
+    assert config.packing is True  # padding-free rows: no compute spent on padding
 
 
 def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> None:
