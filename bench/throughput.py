@@ -97,12 +97,12 @@ def build_model(setup: Setup, recipe: Recipe) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from loravc.training import BASE_DTYPES, resolve_profile
+    from loravc.training import base_dtype
 
     options = dict(recipe.model)
     default = "float32"
     if recipe.kind == "project":  # the base dtype the train stage loads for this device's profile
-        default = BASE_DTYPES[resolve_profile(setup.params.train.profile, setup.device)]
+        default = base_dtype(setup.params.train.profile, setup.device)
     dtype = getattr(torch, options.pop("dtype", default))
     torch.manual_seed(0)
     if not setup.random_weights:
@@ -251,25 +251,35 @@ def _free(device: str) -> None:
 
 
 def summarize_profile(profiler: Any, device: str) -> dict[str, Any]:
-    """Where the time of the profiled steps goes: top operators and a split by kind of work."""
-    events = profiler.key_averages()
+    """Where the time of the profiled steps goes: operators by self time, and a split by kind of work.
+
+    On a GPU each operator is charged the kernel time it launched itself (its self device time), so
+    the operators add up to the kernels' busy time; the kernels themselves are not listed twice.
+    """
+    from torch.autograd import DeviceType
+
     cuda = device.startswith("cuda")
+    events = [
+        e
+        for e in profiler.key_averages()
+        if not e.key.startswith("ProfilerStep") and not (cuda and e.device_type == DeviceType.CUDA)
+    ]
 
     def self_time(e: Any) -> float:
         return (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6
 
-    total = sum(self_time(e) for e in events)
     groups = {
-        "matmul": ("addmm", "mm", "bmm", "linear", "matmul", "gemm"),
-        "attention": ("attention", "sdpa", "flash", "softmax"),
+        "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"),
+        "attention": ("attention", "sdpa", "flash"),
         "lm head + loss": ("logprob", "log_softmax", "logsumexp", "cross_entropy", "nll"),
-        "optimizer": ("adam", "foreach", "_fused"),
+        "optimizer": ("adam", "_foreach", "_fused"),
     }
     split = dict.fromkeys([*groups, "other"], 0.0)
     for e in events:
         name = e.key.lower()
         kind = next((g for g, keys in groups.items() if any(k in name for k in keys)), "other")
         split[kind] += self_time(e)
+    total = sum(split.values())
     top = sorted(events, key=self_time, reverse=True)[:12]
     return {
         "seconds": round(total, 3),

@@ -97,6 +97,12 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
         raise UserError(f"train.trainer: {err}") from None
 
 
+def base_dtype(profile: str, device: str) -> str:
+    """The dtype to load the frozen base in: the profile's, but fp32 where the device lacks bf16."""
+    dtype = BASE_DTYPES[resolve_profile(profile, device)]
+    return dtype if dtype != "bfloat16" or bf16_supported(device) else "float32"
+
+
 def resolve_profile(profile: str, device: str) -> str:
     """The PROFILES entry for train.profile on `device` ("auto": gpu on CUDA, cpu elsewhere)."""
     if profile == "auto":
@@ -129,8 +135,7 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
 
     set_seed(tp.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    dtype = getattr(torch, BASE_DTYPES[resolve_profile(tp.profile, device)])
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, base_dtype(tp.profile, device)))
     started = utc_now()
     with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:
         trainer = SFTTrainer(

@@ -7,7 +7,7 @@ import pytest
 
 from loravc.errors import UserError
 from loravc.params import TrainParams, build
-from loravc.training import BASE_DTYPES, PROFILES, resolve_profile, sft_config
+from loravc.training import BASE_DTYPES, PROFILES, base_dtype, resolve_profile, sft_config
 
 
 def test_auto_picks_the_gpu_profile_on_cuda_only() -> None:
@@ -15,6 +15,8 @@ def test_auto_picks_the_gpu_profile_on_cuda_only() -> None:
     assert resolve_profile("auto", "cpu") == resolve_profile("auto", "mps") == "cpu"
     assert resolve_profile("gpu", "cpu") == "gpu"
     assert BASE_DTYPES["cpu"] == "float32"  # bf16 is emulated (slow) on CPUs without AVX512-BF16/AMX
+    assert BASE_DTYPES["gpu"] == "bfloat16"
+    assert base_dtype("gpu", "cpu") == "float32"  # falls back where the device has no bf16
 
 
 def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path) -> None:
