@@ -157,6 +157,24 @@ def pipeline_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
     return make_repo(tmp_path / "repo", tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def built_repo_template(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny pipeline run once (`dvc repro`) and committed: a version to copy, never to modify."""
+    repo = make_repo(tmp_path_factory.mktemp("built") / "repo", tiny_model_dir)
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "first version")
+    return repo
+
+
+@pytest.fixture
+def built_repo(tmp_path: Path, built_repo_template: Path) -> Path:
+    """A private copy (git history, DVC cache, workspace) of the committed tiny pipeline run."""
+    repo = tmp_path / "repo"
+    shutil.copytree(built_repo_template, repo, symlinks=True)
+    return repo
+
+
 def sha256_tree(directory: Path) -> dict[str, str]:
     import hashlib
 
