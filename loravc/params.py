@@ -73,12 +73,14 @@ class TrainParams:
     seed: int = 42  # model init of the adapter, dropout and data order
     device: str = "auto"  # auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps
     max_length: int = 128  # tokens per example; longer examples are truncated
+    processes: int = 1  # data-parallel processes (all machines); above 1 the stage runs under `accelerate launch`
     lora: LoraParams = field(default_factory=LoraParams)
     trainer: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_device(self.device, "train.device")
         _require(self.max_length >= 8, "train.max_length", "must be at least 8")
+        _require(self.processes >= 1, "train.processes", "must be at least 1")
         for key in ("output_dir", "seed", "max_length"):
             _require(key not in self.trainer, f"train.trainer.{key}", _OWNED_KEYS[key])
 

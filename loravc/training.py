@@ -8,6 +8,7 @@ from loravc import data
 from loravc.base_model import read_identity
 from loravc.devices import bf16_supported, resolve_device
 from loravc.errors import UserError
+from loravc.launch import check_world_size
 from loravc.metadata import git_revision, library_versions, utc_now, version_id, write_metadata
 from loravc.params import LoraParams, Params, TrainParams
 from loravc.tracking import open_live
@@ -106,7 +107,9 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
             processing_class=tokenizer,
             peft_config=lora_config(tp.lora),
         )
-        live = open_live(live_dir)
+        check_world_size(tp.processes, trainer.args.world_size)
+        main = trainer.is_world_process_zero()  # under DDP every process trains; one writes
+        live = open_live(live_dir) if main else None  # a second Live would clear the directory
         trainer.add_callback(DVCLiveCallback(live=live))
         result = trainer.train()
         validation_loss = _last_logged(trainer.state.log_history, "eval_loss")
@@ -114,9 +117,13 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
             validation_loss = trainer.evaluate()["eval_loss"]
     finished = utc_now()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    # Every process takes part: FSDP and DeepSpeed ZeRO-3 gather their shards here (DDP holds whole copies).
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
     state = trainer.state
     metrics = {
         "train_loss": round(result.training_loss, 6),
@@ -149,8 +156,8 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
         "libraries": library_versions(),
         "world_size": trainer.args.world_size,
     }
-    write_metadata(out_dir, metadata)
-    if trainer.is_world_process_zero():
+    if main:
+        write_metadata(out_dir, metadata)
         live.summary.update(metrics)  # next to the last logged step values of DVCLiveCallback
         live.make_summary()
     return metadata
