@@ -149,9 +149,18 @@ def s3_server() -> Iterator[str]:
                 os.environ[key] = value
 
 
+def configure_remote(repo: Path, name: str, url: str, endpoint: str | None = None) -> None:
+    """What `dvc remote add --local NAME URL` (and `dvc remote modify --local NAME endpointurl`) write,
+    without a DVC start-up per setting."""
+    section = f"['remote \"{name}\"']\n    url = {url}\n"
+    if endpoint:
+        section += f"    endpointurl = {endpoint}\n"
+    with (repo / ".dvc" / "config.local").open("a", encoding="utf-8") as f:
+        f.write(section)
+
+
 def add_s3_remote(repo: Path, name: str, endpoint: str) -> None:
-    dvc(repo, "remote", "add", "--local", name, "s3://models/loravc")
-    dvc(repo, "remote", "modify", "--local", name, "endpointurl", endpoint)
+    configure_remote(repo, name, "s3://models/loravc", endpoint)
 
 
 def test_s3_remote_round_trip(published: Published, s3_server: str, tmp_path: Path) -> None:
@@ -172,10 +181,9 @@ def test_s3_remote_round_trip(published: Published, s3_server: str, tmp_path: Pa
 def test_push_to_a_dead_remote_fails_clearly_and_loses_nothing(published: Published, tmp_path: Path) -> None:
     repo = published.repo
     port = free_port()  # closed again: nothing listens there
-    dvc(repo, "remote", "add", "--local", "dead", "s3://models/loravc")
-    dvc(repo, "remote", "modify", "--local", "dead", "endpointurl", f"http://127.0.0.1:{port}")
+    add_s3_remote(repo, "dead", f"http://127.0.0.1:{port}")
     (tmp_path / "a-file").write_text("not a directory\n")
-    dvc(repo, "remote", "add", "--local", "broken", str(tmp_path / "a-file" / "store"))
+    configure_remote(repo, "broken", str(tmp_path / "a-file" / "store"))
 
     def snapshot() -> tuple[dict[str, str], dict[str, str], str]:
         return sha256_tree(repo / "models"), sha256_tree(repo / ".dvc" / "cache"), git(repo, "status", "--porcelain")
