@@ -1,12 +1,13 @@
 """Sharing versions through DVC remotes: push, fresh clones, `dvc repro --pull`, dead remotes, scale-out.
 
-One pipeline run (on the tiny base, `train.processes: 2`, so train runs under `accelerate launch`) is
-pushed with its run cache to a local directory remote and its commits to a bare git "origin"; each
-test then works in fresh clones of origin, as another machine would.
+The session's tiny committed version (`built_repo_template`) is pushed with its run cache to a local
+directory remote and its commits to a bare git "origin"; each test then works in fresh clones of
+origin, as another machine would. The two-process train runs on a copy of the same version.
 """
 
 import json
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dvc, git, lora_rank_from_weights, make_repo, run, sha256_tree, update_params
+from tests.conftest import dvc, git, lora_rank_from_weights, run, sha256_tree, update_params
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -30,8 +31,7 @@ class Published:
     repo: Path  # the clone that trained and pushed
     origin: Path  # bare git repository
     storage: Path  # local directory remote (the default remote in .dvc/config)
-    unlocked_rev: str  # project and params committed, never run: no dvc.lock
-    repro_output: str
+    unlocked_rev: str  # the project before its first run: no dvc.lock
     adapter: dict[str, str]  # sha256 of every file of models/adapter
 
 
@@ -46,6 +46,18 @@ def clone(published: Published, dest: Path, rev: str | None = None) -> Path:
     return dest
 
 
+def configure_remote(repo: Path, name: str, url: str, endpoint: str | None = None, default: bool = False) -> None:
+    """What `dvc remote add --local [-d] NAME URL` (and `dvc remote modify --local NAME endpointurl`)
+    write, without a DVC start-up per setting."""
+    section = f"['remote \"{name}\"']\n    url = {url}\n"
+    if endpoint:
+        section += f"    endpointurl = {endpoint}\n"
+    if default:
+        section += f"[core]\n    remote = {name}\n"
+    with (repo / ".dvc" / "config.local").open("a", encoding="utf-8") as f:
+        f.write(section)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,36 +65,34 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Published:
+def published(tmp_path_factory: pytest.TempPathFactory, built_repo_template: Path) -> Published:
     root = tmp_path_factory.mktemp("remote")
-    origin, storage = root / "origin.git", root / "storage"
+    origin, storage, repo = root / "origin.git", root / "storage", root / "trainer"
     run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], root)
-    repo = make_repo(root / "trainer", tiny_model_dir)
+    shutil.copytree(built_repo_template, repo, symlinks=True)
     dvc(repo, "remote", "add", "-d", "storage", str(storage))
-    update_params(repo / "params.yaml", {"train": {"processes": 2}})
-    git(repo, "commit", "-qam", "default remote, two training processes")
-    unlocked_rev = git(repo, "rev-parse", "HEAD")
-
-    # HF_HOME without an accelerate config: the launch does not depend on this machine's settings
-    repro = run([sys.executable, "-m", "dvc", "repro"], repo, env={"HF_HOME": str(root / "hf-home")})
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "v1")
+    git(repo, "commit", "-qm", "default remote", ".dvc/config")
     dvc(repo, "push", "--run-cache")
     git(repo, "remote", "add", "origin", str(origin))
     git(repo, "push", "-q", "origin", "main")
-    return Published(repo, origin, storage, unlocked_rev, repro.stdout, sha256_tree(repo / "models" / "adapter"))
+    unlocked_rev = git(repo, "rev-list", "--max-parents=0", "HEAD")
+    return Published(repo, origin, storage, unlocked_rev, sha256_tree(repo / "models" / "adapter"))
 
 
-def test_train_runs_under_accelerate_in_two_processes(published: Published) -> None:
-    out = published.repro_output
+def test_train_runs_under_accelerate_in_two_processes(built_repo_template: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(built_repo_template, repo, symlinks=True)
+    update_params(repo / "params.yaml", {"train": {"processes": 2}})
+    # HF_HOME without an accelerate config: the launch does not depend on this machine's settings
+    out = run([sys.executable, "-m", "dvc", "repro", "train"], repo, env={"HF_HOME": str(tmp_path / "hf")}).stdout
+    assert ran_stages(out) == {"train"}
     assert "train: 2 processes" in out and "accelerate.commands.launch --num_processes 2" in out
     assert out.count("train: v_") == 1  # only the main process reports (and writes)
-    adapter = published.repo / "models" / "adapter"
+    adapter = repo / "models" / "adapter"
     meta = json.loads((adapter / "metadata.json").read_text())
     assert meta["world_size"] == 2 and meta["metrics"]["steps"] == 2
     assert lora_rank_from_weights(adapter) == {8}
-    assert json.loads((published.repo / "dvclive" / "train" / "metrics.json").read_text())["steps"] == 2
-    assert ran_stages(out) == {"base", "prepare", "train", "evaluate"}  # evaluate read the 2-process version
+    assert json.loads((repo / "dvclive" / "train" / "metrics.json").read_text())["steps"] == 2
 
 
 def test_local_remote_round_trip_in_a_fresh_clone(published: Published, tmp_path: Path) -> None:
@@ -119,6 +129,7 @@ def test_repro_pull_takes_results_from_the_run_cache(published: Published, tmp_p
     """
     fresh = clone(published, tmp_path / "fresh", published.unlocked_rev)
     assert not (fresh / "dvc.lock").exists()
+    configure_remote(fresh, "storage", str(published.storage), default=True)  # added to .dvc/config later
     result = dvc(fresh, "repro", "--pull", "base")
     assert ran_stages(result.stdout) == set()
     assert "Stage 'base' is cached - skipping run, checking out outputs" in result.stdout
@@ -147,16 +158,6 @@ def s3_server() -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def configure_remote(repo: Path, name: str, url: str, endpoint: str | None = None) -> None:
-    """What `dvc remote add --local NAME URL` (and `dvc remote modify --local NAME endpointurl`) write,
-    without a DVC start-up per setting."""
-    section = f"['remote \"{name}\"']\n    url = {url}\n"
-    if endpoint:
-        section += f"    endpointurl = {endpoint}\n"
-    with (repo / ".dvc" / "config.local").open("a", encoding="utf-8") as f:
-        f.write(section)
 
 
 def add_s3_remote(repo: Path, name: str, endpoint: str) -> None:
