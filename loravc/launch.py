@@ -52,9 +52,21 @@ def accelerate_command(processes: int, module: str, args: list[str], config: Pat
     return [*command, "-m", module, *args]
 
 
-def relaunch(processes: int, module: str, args: list[str]) -> None:
-    """Run `module` with `args` under accelerate launch in `processes` processes; UserError if it fails."""
+def relaunch(processes: int, device: str, module: str, args: list[str]) -> None:
+    """Run `module` with `args` under accelerate launch in `processes` processes; UserError if it fails.
+
+    `device` is train.device: without an accelerate config, GPU training needs a GPU per process.
+    """
     config = accelerate_config()
+    if config is None and device != "cpu":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus and processes > gpus:
+            raise UserError(
+                f"train.processes is {processes} but this machine has {gpus} GPU(s): use at most {gpus}, "
+                "or describe several machines with `accelerate config`"
+            )
     command = accelerate_command(processes, module, args, config)
     source = f"accelerate config {config}" if config else "no accelerate config: torchrun, one machine"
     print(f"train: {processes} processes ({source}): {shlex.join(command)}", flush=True)

@@ -28,7 +28,7 @@ def main() -> None:
 
     params = load_params(args.params)
     if params.train.processes > 1 and not launch.launched():
-        launch.relaunch(params.train.processes, "stages.train", sys.argv[1:])
+        launch.relaunch(params.train.processes, params.train.device, "stages.train", sys.argv[1:])
         return
     meta = train(params, args.base, args.data, args.out, args.live)
     if launch.is_main_process():

@@ -75,7 +75,7 @@ def test_a_failed_launch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsy
     monkeypatch.setattr(launch, "accelerate_config", lambda: None)
     monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(UserError, match=r"train\.processes is 2: `accelerate launch` exited 1.*train\.processes: 1"):
-        launch.relaunch(2, "stages.train", ARGS)
+        launch.relaunch(2, "cpu", "stages.train", ARGS)
     assert seen["env"][launch.LAUNCHED_VARIABLE] == "1" and seen["command"][-len(ARGS) :] == ARGS
     assert "train: 2 processes (no accelerate config" in capsys.readouterr().out
 
@@ -84,3 +84,13 @@ def test_processes_param_is_validated() -> None:
     assert TrainParams().processes == 1
     with pytest.raises(UserError, match=r"train\.processes must be at least 1"):
         TrainParams(processes=0)
+
+
+def test_more_processes_than_gpus_is_refused_before_launching(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(launch, "accelerate_config", lambda: None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("launched"))
+    with pytest.raises(UserError, match=r"train\.processes is 2 but this machine has 1 GPU\(s\): use at most 1"):
+        launch.relaunch(2, "auto", "stages.train", ARGS)
