@@ -191,3 +191,38 @@ def lora_rank_from_weights(adapter_dir: Path) -> set[int]:
 
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
         return {f.get_slice(k).get_shape()[0] for k in f.keys() if "lora_A" in k}  # noqa: SIM118 (safe_open is not a dict)
+
+
+@pytest.fixture(scope="session")
+def versions_repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
+    """One repository with three versions, built once on the tiny base and shared (read it, don't change it).
+
+    main~1: LoRA r=8; main: r=4, registered as lora-adapter@v1.2.0 and promoted to prod; the
+    experiment `rank-two` (`dvc exp run -S train.lora.r=2`), whose results stay in the workspace.
+    Every commit's outputs are pushed to a local DVC remote, so clones can fetch them.
+    """
+    from loravc.registry import promote, register
+    from loravc.versions import Versions
+
+    root = tmp_path_factory.mktemp("versions")
+    repo = make_repo(root / "repo", tiny_model_dir)
+    dvc(repo, "remote", "add", "-d", "store", str(root / "remote"))
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "LoRA r=8")
+    update_params(repo / "params.yaml", {"train": {"lora": {"r": 4}}})
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "LoRA r=4")
+    dvc(repo, "exp", "run", "-S", "train.lora.r=2", "-n", "rank-two")
+    dvc(repo, "push", "-q", "--all-commits")
+    register(Versions(repo), "main", "v1.2.0")
+    promote(Versions(repo), "lora-adapter", "v1.2.0", "prod")
+    exps = git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").splitlines()
+    return {
+        "repo": repo,
+        "remote": root / "remote",
+        "r8": git(repo, "rev-parse", "main~1"),
+        "r4": git(repo, "rev-parse", "main"),
+        "exp": next(line.split()[0] for line in exps if line.endswith("/rank-two")),
+    }
