@@ -238,7 +238,10 @@ def cmd_promote(args: argparse.Namespace) -> None:
     from loravc.registry import promote
     from loravc.versions import Versions
 
-    tag, _ = promote(Versions(args.repo), args.name, args.version, args.stage, args.message, args.push)
+    tag = promote(Versions(args.repo), args.name, args.version, args.stage, args.message, args.push)
+    if tag is None:
+        print(f"{args.name} {args.version} already is the {args.stage} version: nothing to do")
+        return
     print(f"promoted {args.name} {args.version} to {args.stage} (tag {tag})")
     if not args.push:
         print(f"share it: git push origin '{tag}'")
@@ -306,7 +309,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--message", help="tag message")
     sub.add_argument("--push", action="store_true", help="push the tag to origin")
 
-    sub = verb("promote", "assign a stage (prod, staging, ...) to a registered version", cmd_promote)
+    sub = verb("promote", "make a registered version the one in a stage (prod, staging, ...)", cmd_promote)
     sub.add_argument("name", metavar="NAME", help="artifact name, like lora-adapter")
     sub.add_argument("--version", required=True, help="registered semantic version, like v1.2.0")
     sub.add_argument("--stage", required=True, help="stage name, like prod")

@@ -1,13 +1,13 @@
 """The model registry: semantic versions and stages as git tags, in GTO's conventions.
 
-`register` tags a version's commit `lora-adapter@v1.2.0`; `promote` tags the commit of a registered
-version `lora-adapter#prod#N` (the highest N is the current assignment). The artifact's name and
+`register` tags a version's commit `lora-adapter@v1.2.0`; `promote` moves a stage to a registered
+version: `lora-adapter#prod!#N` takes it from the previous holder, `lora-adapter#prod#M` gives it
+to the new one. The artifact's name and
 path come from the `artifacts:` block of dvc.yaml at that commit, so `gto show`, `gto which
 lora-adapter prod` and `dvc artifacts get . lora-adapter --rev v1.2.0` (or `--stage prod`) work too.
 """
 
 import re
-from typing import Any
 
 from loravc.errors import UserError
 from loravc.versions import Version, Versions, parse_yaml
@@ -84,11 +84,27 @@ def register(
     return f"{name}@{version}", target
 
 
+def stage_holders(versions: Versions, name: str, stage: str) -> list[str]:
+    """Every registered version of `name` currently assigned `stage`, highest first (GTO's view)."""
+    from gto.registry import GitRegistry
+
+    with GitRegistry.from_url(str(versions.root)) as registry:
+        artifact = registry.get_artifacts().get(name)
+        if artifact is None:
+            return []
+        return [v.version for v in artifact.get_vstages(versions_per_stage=-1).get(stage, [])]
+
+
 def promote(
     versions: Versions, name: str, version: str, stage: str, message: str | None = None, push: bool = False
-) -> tuple[str, Any]:
-    """Assign `stage` to the registered `<name>@<version>`; returns the new tag and GTO's event."""
-    from gto.api import assign
+) -> str | None:
+    """Make the registered `<name>@<version>` the one version in `stage`; returns the new tag (None: no change).
+
+    Any other version holding the stage is unassigned first (`name#stage!#N`), then this one is
+    assigned (`name#stage#N`), so the newest stage tag names it: `gto which`, `dvc artifacts get
+    --stage` and `loravc ... name#stage` all agree on it.
+    """
+    from gto.api import assign, unassign
     from gto.exceptions import GTOException
 
     check_name(name, "artifact name")
@@ -101,15 +117,22 @@ def promote(
             f"{name}@{version} is not registered (registered: {', '.join(registered) or 'none'}): "
             f"run `loravc register REF --version {version}` first"
         )
+    holders = stage_holders(versions, name, stage)
+    if holders == [version]:
+        return None
+    root = str(versions.root)
     try:
+        for other in (v for v in holders if v != version):
+            unassign(root, name, stage=stage, version=other, message=f"{stage}: {other} -> {version}", push=push)
         event = assign(
-            str(versions.root),
+            root,
             name,
             stage,
             version=version,
             message=message or f"Promote {name} {version} to {stage}",
+            force=version in holders,  # still a holder: a new tag makes it the newest
             push=push,
         )
     except GTOException as err:
         raise _gto_error(err) from None
-    return getattr(event, "tag", f"{name}#{stage}"), event
+    return str(getattr(event, "tag", f"{name}#{stage}"))
