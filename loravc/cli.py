@@ -45,6 +45,16 @@ def _names(row: dict[str, Any]) -> str:
     return " ".join(row["branches"] + row["tags"])
 
 
+def _quiet_loading() -> None:
+    """No weight-loading progress bars or library deprecation notices around a one-line answer."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 # --- verbs -----------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> None:
     from loravc.versions import Versions
@@ -183,6 +193,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_merge(args: argparse.Namespace) -> None:
     from loravc.versions import Versions, merge
 
+    _quiet_loading()
     versions = Versions(args.repo)
     version = versions.resolve(args.ref)
     record = merge(versions, version, args.dir, device=args.device)
@@ -197,6 +208,7 @@ def cmd_merge(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from loravc.versions import Versions, generate
 
+    _quiet_loading()
     versions = Versions(args.repo)
     version = versions.resolve(args.ref)
     print(args.prompt + generate(versions, version, args.prompt, args.max_new_tokens, device=args.device))
@@ -205,6 +217,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     from loravc.versions import Versions, verify
 
+    _quiet_loading()
     versions = Versions(args.repo)
     version = versions.resolve(args.ref)
     report = verify(versions, version, evaluate=args.eval, device=args.device, tolerance=args.tolerance)

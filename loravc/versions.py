@@ -30,6 +30,7 @@ from loravc.metadata import METADATA_FILE, utc_now
 ARTIFACT = "lora-adapter"  # the model artifact in dvc.yaml, when it declares several
 STORE_ENV = "LORAVC_STORE"  # where materialized directories go (default: .dvc/tmp/loravc)
 LIST_HINT = "run `loravc list` to see every version"
+PULL = "run `dvc pull` (`dvc fetch --all-commits` for older versions) with the remote that holds it"
 EXPORT_DIR = "model_versions"  # git-ignored home of exported versions
 MERGE_TOLERANCE = 1e-4  # max |logit difference| between merged weights and base + adapter (fp32)
 EVAL_TOLERANCE = 1e-3  # relative difference allowed between re-computed and recorded test perplexity
@@ -225,7 +226,18 @@ class Versions:
             raise UserError(f"{self.root} is not a DVC repository (no .dvc/): run `dvc init` or use the project clone")
         self.store = Path(os.environ.get(STORE_ENV) or self.root / ".dvc" / "tmp" / "loravc")
         self._blobs: dict[str, bytes | None] = {}
+        self._fetch_failed: str | None = None
         self._pins: dict[str, Pins | None] = {}
+
+    def close(self) -> None:
+        if "dvc" in self.__dict__:
+            self.__dict__.pop("dvc").close()
+
+    def __enter__(self) -> "Versions":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- git -----------------------------------------------------------------------------------
     def git(self, *args: str, check: bool = True) -> str:
@@ -327,6 +339,9 @@ class Versions:
             if pins is not None and pins.adapter.md5 in by_adapter:
                 by_adapter[pins.adapter.md5].refs.append(ref)
         versions = list(by_adapter.values())
+        missing = [(v, v.pins.adapter) for v in versions if self._cache_path(v.pins.adapter, METADATA_FILE) is None]
+        if missing:  # one `dvc fetch` for all of them; what still lacks is reported per version below
+            self.fetch(missing)
         for version in versions:
             self._read(version)
         return sorted(versions, key=lambda v: (v.metadata or {}).get("created") or "", reverse=True)
@@ -372,23 +387,17 @@ class Versions:
         path = Path(self.dvc.cache.local.oid_to_path(entry[1].value))
         return path if path.is_file() else None
 
-    def read_file(self, version: Version, out: Out, relpath: str) -> tuple[bytes, Path | None]:
-        """A file of a tracked directory at the version's revision: from the cache, else the remote."""
+    def read_file(self, version: Version, out: Out, relpath: str) -> tuple[bytes, Path]:
+        """A file of a tracked directory at the version's revision: from the cache, fetched if missing."""
         cached = self._cache_path(out, relpath)
-        if cached is not None:
-            return cached.read_bytes(), cached
-        from dvc.fs import DVCFileSystem
-
-        try:
-            fs = DVCFileSystem(repo=str(self.root), rev=version.rev)
-            return fs.read_bytes(f"{out.path}/{relpath}"), None
-        except Exception as err:  # DVC raises many kinds; all mean "not reachable"
-            reason = str(err) or type(err).__name__
-            raise UserError(
-                f"{out.path}/{relpath} at {version.short} is not in the DVC cache and could not be fetched "
-                f"({reason}): run `dvc pull` (`dvc fetch --all-commits` for older versions) with the remote "
-                "that holds it"
-            ) from None
+        if cached is None:
+            problem = self.fetch([(version, out)]) or "the DVC remote does not have it either"
+            cached = self._cache_path(out, relpath)
+            if cached is None:
+                raise UserError(
+                    f"{out.path}/{relpath} at {version.short} is not in the DVC cache and {problem}: {PULL}"
+                )
+        return cached.read_bytes(), cached
 
     def read_metadata(self, version: Version) -> dict[str, Any]:
         out = version.pins.adapter
@@ -475,26 +484,40 @@ class Versions:
         raise UserError(f"no version {ref!r} in {self.root}{hint}; {LIST_HINT}")
 
     # --- directories a version needs, assembled from the cache -----------------------------------
-    def _fetch(self, version: Version, out: Out) -> None:
+    def fetch(self, wanted: list[tuple[Version, Out]]) -> str | None:
+        """Fetch directories of versions from the DVC remote into the cache (`dvc fetch`, never a checkout).
+
+        Uses the remote configured now, not whatever an old commit's .dvc/config named. Returns why
+        it could not fetch, or None. A failure is remembered: later reads report it without retrying.
+        """
+        if self._fetch_failed:
+            return self._fetch_failed
+        config = self.dvc.config
+        remote = config["core"].get("remote")
+        if not remote:
+            self._fetch_failed = "no default DVC remote is configured to fetch it from"
+            return self._fetch_failed
+        overrides = {"core": {"remote": remote}, "remote": {name: dict(c) for name, c in config["remote"].items()}}
         try:
-            self.dvc.fetch(targets=[out.path], revs=[version.rev], workspace=False)
-        except Exception as err:
-            raise UserError(
-                f"{out.path} at {version.short} is not in the DVC cache and could not be fetched ({err}): "
-                "configure the DVC remote that holds it (`dvc remote list`), or rerun the pipeline at that revision"
-            ) from None
+            self.dvc.fetch(
+                targets=sorted({out.path for _, out in wanted}),
+                revs=sorted({v.rev for v, _ in wanted}),
+                workspace=False,
+                config=overrides,
+            )
+        except Exception as err:  # DVC raises many kinds; all mean "not fetched"
+            self._fetch_failed = f"fetching it from DVC remote {remote!r} failed ({err})"
+            return self._fetch_failed
+        return None
 
     def _complete_tree(self, version: Version, out: Out) -> Any:
         odb = self.dvc.cache.local
         tree = self._tree(out)
         if tree is None or any(not odb.exists(hi.value) for _, _, hi in tree):
-            self._fetch(version, out)
+            problem = self.fetch([(version, out)]) or "the DVC remote does not have all of it either"
             tree = self._tree(out)
             if tree is None or any(not odb.exists(hi.value) for _, _, hi in tree):
-                raise UserError(
-                    f"{out.path} at {version.short} is not complete in the DVC cache even after `dvc fetch`: "
-                    "push it from a clone that has it (`dvc push`)"
-                )
+                raise UserError(f"{out.path} at {version.short} is not complete in the DVC cache and {problem}: {PULL}")
         return tree
 
     def materialize(self, version: Version, out: Out, dest: Path | None = None) -> Path:
@@ -506,7 +529,7 @@ class Versions:
             raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
         tree = self._complete_tree(version, out)
         target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        scratch = _scratch_dir(target)
         try:
             for key, _, hash_info in tree:
                 source, file = Path(self.dvc.cache.local.oid_to_path(hash_info.value)), scratch.joinpath(*key)
@@ -534,6 +557,15 @@ class Versions:
                 "this version cannot be loaded"
             )
         return self.materialize(version, version.pins.base), self.materialize(version, version.pins.adapter)
+
+
+def _scratch_dir(target: Path) -> Path:
+    """An empty sibling of `target` to fill and then rename (never a half-written target), umask honoured."""
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    scratch.chmod(0o777 & ~umask)
+    return scratch
 
 
 # --- facts read from the adapter weights themselves -------------------------------------------------
@@ -622,8 +654,9 @@ def load_version(ref: str, device: str = "cpu", repo: str | Path = ".") -> tuple
     from the remote if needed) and never touches the workspace. `model.disable_adapter()` is a
     context manager that gives the base model back.
     """
-    versions = Versions(repo)
-    return load(versions, versions.resolve(ref), device)
+    check_ref(ref)
+    with Versions(repo) as versions:
+        return load(versions, versions.resolve(ref), device)
 
 
 def export(versions: Versions, version: Version, dest: Path | None = None) -> Path:
@@ -664,7 +697,7 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
     if not difference <= MERGE_TOLERANCE:
         raise UserError(f"merged logits differ from base + adapter by {difference:.3g} > {MERGE_TOLERANCE}: not saved")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    scratch = _scratch_dir(dest)
     try:
         merged.save_pretrained(scratch, safe_serialization=True)
         tokenizer.save_pretrained(scratch)
@@ -726,7 +759,8 @@ def verify(
     outs = {"adapter": version.pins.adapter, "base": version.pins.base}
     if evaluate:
         outs["data"] = version.pins.data
-    with tempfile.TemporaryDirectory(prefix="loravc-verify-", dir=versions.store.parent) as tmp:
+    versions.store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".verify-", dir=versions.store) as tmp:
         dirs: dict[str, Path] = {}
         for name, out in outs.items():
             if out is None:
