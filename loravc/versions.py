@@ -87,6 +87,8 @@ class Pins:
 
 @dataclass
 class Version:
+    """One version: its pins at a commit, the names pointing at it, and what was read about it."""
+
     rev: str  # the commit this version is read at
     pins: Pins
     refs: list[Ref] = field(default_factory=list)
@@ -321,11 +323,11 @@ class Versions:
 
     # --- all versions ----------------------------------------------------------------------------
     @cached_property
-    def all(self) -> list[Version]:
-        """One entry per distinct adapter, at the commit that introduced it, newest first."""
+    def introduced(self) -> dict[str, Version]:
+        """{adapter hash: Version at the commit that introduced it, with every ref that holds it}; no reads."""
         tips = list(dict.fromkeys([r.commit for r in self.refs] + [h for h in [self.head()] if h]))
         if not tips:
-            return []
+            return {}
         history = self.git("log", "--full-history", "--topo-order", "--reverse", "--format=%H", *tips, "--", "dvc.lock")
         commits = list(dict.fromkeys(history.split() + tips))
         self.read_blobs([f"{c}:{name}" for c in commits for name in ("dvc.yaml", "dvc.lock")])
@@ -338,7 +340,12 @@ class Versions:
             pins = self.pins(ref.commit)
             if pins is not None and pins.adapter.md5 in by_adapter:
                 by_adapter[pins.adapter.md5].refs.append(ref)
-        versions = list(by_adapter.values())
+        return by_adapter
+
+    @cached_property
+    def all(self) -> list[Version]:
+        """One entry per distinct adapter, at the commit that introduced it, newest first, metadata read."""
+        versions = list(self.introduced.values())
         missing = [(v, v.pins.adapter) for v in versions if self._cache_path(v.pins.adapter, METADATA_FILE) is None]
         if missing:  # one `dvc fetch` for all of them; what still lacks is reported per version below
             self.fetch(missing)
@@ -465,11 +472,7 @@ class Versions:
                 f"{ref or commit} ({commit[:7]}) holds no trained adapter: its dvc.lock has no output of stage "
                 f"`train` (commit dvc.lock after `dvc repro`); {LIST_HINT}"
             )
-        known = next((v for v in self.all if v.pins.adapter.md5 == pins.adapter.md5), None)
-        if known is not None and known.rev == commit:
-            if known.error:
-                raise UserError(known.error)
-            return known
+        known = self.introduced.get(pins.adapter.md5)
         version = Version(commit, pins, refs=list(known.refs) if known else [])
         self._read(version)
         if version.error:
