@@ -75,6 +75,7 @@ class TrainParams:
     device: str = "auto"  # auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps
     profile: str = "auto"  # speed defaults: auto (gpu on CUDA, else cpu), cpu or gpu; loravc.training.PROFILES
     max_length: int = 128  # tokens per example; longer examples are truncated
+    processes: int = 1  # data-parallel processes (all machines); above 1 the stage runs under `accelerate launch`
     lora: LoraParams = field(default_factory=LoraParams)
     trainer: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +83,7 @@ class TrainParams:
         _check_device(self.device, "train.device")
         _require(self.profile in PROFILES, "train.profile", f"must be one of {', '.join(PROFILES)}: {self.profile!r}")
         _require(self.max_length >= 8, "train.max_length", "must be at least 8")
+        _require(self.processes >= 1, "train.processes", "must be at least 1")
         for key in ("output_dir", "seed", "max_length"):
             _require(key not in self.trainer, f"train.trainer.{key}", _OWNED_KEYS[key])
 

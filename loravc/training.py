@@ -1,18 +1,20 @@
 """LoRA fine-tuning with TRL's SFTTrainer and PEFT, configured from params.yaml."""
 
 import importlib.util
+import os
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-from loravc import data
+from loravc import checkpoints, data
 from loravc.base_model import read_identity
 from loravc.devices import bf16_supported, resolve_device
 from loravc.errors import UserError
+from loravc.launch import check_world_size
 from loravc.metadata import git_revision, library_versions, utc_now, version_id, write_metadata
 from loravc.params import LoraParams, Params, TrainParams
-from loravc.tracking import open_live
+from loravc.tracking import live_callback, open_live
 
 # Defaults for SFTConfig that differ from TRL's own; anything in train.trainer overrides them.
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -24,7 +26,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "warmup_steps": 0.05,  # a fraction of the total steps
     "logging_steps": 5,
     "eval_strategy": "epoch",
-    "save_strategy": "no",
+    "save_strategy": "epoch",  # a checkpoint after each epoch, to resume from after a kill
+    "save_total_limit": 2,  # keep the newest two (loravc.checkpoints clears them after a finished run)
     "report_to": "none",
 }
 
@@ -116,14 +119,22 @@ def _dataset(records: list[dict[str, Any]]) -> Any:
     return Dataset.from_list(records)
 
 
-def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, live_dir: Path) -> dict[str, Any]:
+def train(
+    params: Params,
+    base_dir: Path,
+    prepared_dir: Path,
+    out_dir: Path,
+    live_dir: Path,
+    checkpoints_dir: Path | None = None,
+) -> dict[str, Any]:
     """Fine-tune, then write the version directory: adapter, tokenizer, metadata.json (no pickles).
 
     Per-step loss and learning rate and per-epoch validation loss go to dvclive in live_dir.
+    Checkpoints go to checkpoints_dir (a temporary directory if None): a run resumes from the
+    newest one made with the same train params, data and base, and clears them when it is done.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from transformers.integrations import DVCLiveCallback
     from trl import SFTTrainer
 
     tp = params.train
@@ -132,31 +143,47 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
     train_records = data.read_split(prepared_dir, "train")
     validation_records = data.read_split(prepared_dir, "validation")
     data_sha256 = data.files_sha256(prepared_dir / f"{name}.jsonl" for name in ("train", "validation"))
+    expected = checkpoints.fingerprint(tp, data_sha256, identity)
+    main_process = os.environ.get("RANK", "0") == "0"
 
     set_seed(tp.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, base_dtype(tp.profile, device)))
     started = utc_now()
     with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:
+        run_dir = checkpoints_dir or Path(scratch)
+        resume = checkpoints.select_resume(run_dir, expected, discard=main_process)
+        if resume and main_process:
+            checkpoints.restore_live(resume, live_dir)
         trainer = SFTTrainer(
             model=model,
-            args=sft_config(tp, device, Path(scratch)),
+            args=sft_config(tp, device, run_dir),
             train_dataset=_dataset(train_records),
             eval_dataset=_dataset(validation_records),
             processing_class=tokenizer,
             peft_config=lora_config(tp.lora),
         )
-        live = open_live(live_dir)
-        trainer.add_callback(DVCLiveCallback(live=live))
-        result = trainer.train()
+        check_world_size(tp.processes, trainer.args.world_size)
+        main = trainer.is_world_process_zero()  # under DDP every process trains; one writes
+        # A second Live would clear the directory: only the main process opens one.
+        live = open_live(live_dir, resume=resume is not None) if main else None
+        trainer.add_callback(live_callback(live))
+        trainer.add_callback(checkpoints.callback(expected, live_dir))
+        if resume and hasattr(trainer, "_total_train_tokens"):
+            trainer._total_train_tokens = resume.num_tokens  # SFTTrainer counts from 0 on a resume
+        result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
         validation_loss = _last_logged(trainer.state.log_history, "eval_loss")
         if validation_loss is None:  # eval_strategy "no": evaluate once at the end
             validation_loss = trainer.evaluate()["eval_loss"]
     finished = utc_now()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    # Every process takes part: FSDP and DeepSpeed ZeRO-3 gather their shards here (DDP holds whole copies).
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
     state = trainer.state
     metrics = {
         "train_loss": round(result.training_loss, 6),
@@ -183,16 +210,19 @@ def train(params: Params, base_dir: Path, prepared_dir: Path, out_dir: Path, liv
             "device": device,
             "max_length": tp.max_length,
             "trainer": _trainer_args(trainer.args),
+            "resumed_from_step": resume.step if resume else None,
         },
         "metrics": metrics,
         "code": git_revision(),
         "libraries": library_versions(),
         "world_size": trainer.args.world_size,
     }
-    write_metadata(out_dir, metadata)
-    if trainer.is_world_process_zero():
-        live.summary.update(metrics)  # next to the last logged step values of DVCLiveCallback
+    if main:
+        write_metadata(out_dir, metadata)
+        live.summary = dict(metrics)  # the run's figures; the per-step values are in the plots
         live.make_summary()
+        if checkpoints_dir is not None and checkpoints.clear(checkpoints_dir):
+            print(f"train: finished, removed the checkpoints in {checkpoints_dir}")
     return metadata
 
 

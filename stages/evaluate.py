@@ -2,13 +2,15 @@
 
 Both models share one set of base weights on one device (the adapter is switched off for
 the base figures). Writes dvclive metrics and a markdown file of samples, then prints a
-one-screen summary of the version.
+one-screen summary of the version. The two perplexities also go to a bar plot.
 """
 
 import argparse
 from pathlib import Path
 
 from loravc.errors import run_main
+
+PLOT_NAMES = {"base": "base", "tuned": "fine-tuned"}  # bars of plots/custom/perplexity.json (dvc.yaml `plots`)
 
 
 def main() -> None:
@@ -41,7 +43,8 @@ def main() -> None:
 
     summary = {f"{which}_{key}": value for which, result in ppl.items() for key, value in result.items()}
     summary["perplexity_ratio"] = round(ppl["tuned"]["perplexity"] / ppl["base"]["perplexity"], 4)
-    write_summary(args.live, summary)
+    bars = [{"perplexity": ppl[which]["perplexity"], "model": name} for which, name in PLOT_NAMES.items()]
+    write_summary(args.live, summary, plots={"perplexity": bars})
     args.samples.parent.mkdir(parents=True, exist_ok=True)
     args.samples.write_text(
         _samples_markdown(meta["version_id"], ep.prompts, base_samples, tuned_samples), encoding="utf-8"

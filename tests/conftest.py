@@ -157,6 +157,24 @@ def pipeline_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
     return make_repo(tmp_path / "repo", tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def built_repo_template(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny pipeline run once (`dvc repro`) and committed: a version to copy, never to modify."""
+    repo = make_repo(tmp_path_factory.mktemp("built") / "repo", tiny_model_dir)
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "first version")
+    return repo
+
+
+@pytest.fixture
+def built_repo(tmp_path: Path, built_repo_template: Path) -> Path:
+    """A private copy (git history, DVC cache, workspace) of the committed tiny pipeline run."""
+    repo = tmp_path / "repo"
+    shutil.copytree(built_repo_template, repo, symlinks=True)
+    return repo
+
+
 def sha256_tree(directory: Path) -> dict[str, str]:
     import hashlib
 
@@ -173,3 +191,42 @@ def lora_rank_from_weights(adapter_dir: Path) -> set[int]:
 
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
         return {f.get_slice(k).get_shape()[0] for k in f.keys() if "lora_A" in k}  # noqa: SIM118 (safe_open is not a dict)
+
+
+@pytest.fixture(scope="session")
+def versions_repo(tmp_path_factory: pytest.TempPathFactory, built_repo_template: Path) -> dict[str, Any]:
+    """One repository with three versions, built once on the tiny base and shared (read it, don't change it).
+
+    main~1: LoRA r=8 (the built template); main: r=4, registered as lora-adapter@v1.2.0 and promoted
+    to prod; the experiment `rank-two` (`dvc exp run -S train.lora.r=2`), whose results stay in the
+    workspace. Every commit's outputs are pushed to a local DVC remote, so clones can fetch them.
+    """
+    from loravc.registry import promote, register
+    from loravc.versions import Versions
+
+    root = tmp_path_factory.mktemp("versions")
+    repo = root / "repo"
+    shutil.copytree(built_repo_template, repo, symlinks=True)
+    remote = str(root / "remote")
+    dvc(repo, "remote", "add", "-d", "store", remote)
+    update_params(repo / "params.yaml", {"train": {"lora": {"r": 4}}})
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "LoRA r=4")
+    dvc(repo, "exp", "run", "-S", "train.lora.r=2", "-n", "rank-two")
+    # `dvc push --all-commits` reads each commit's own .dvc/config, and the first one predates the
+    # remote: for the push, name it in .dvc/config.local, which every commit sees
+    local = repo / ".dvc" / "config.local"
+    local.write_text(f"[core]\n    remote = store\n['remote \"store\"']\n    url = {remote}\n", encoding="utf-8")
+    dvc(repo, "push", "-q", "--all-commits")
+    local.unlink()
+    register(Versions(repo), "main", "v1.2.0")
+    promote(Versions(repo), "lora-adapter", "v1.2.0", "prod")
+    exps = git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").splitlines()
+    return {
+        "repo": repo,
+        "remote": root / "remote",
+        "r8": git(repo, "rev-parse", "main~1"),
+        "r4": git(repo, "rev-parse", "main"),
+        "exp": next(line.split()[0] for line in exps if line.endswith("/rank-two")),
+    }

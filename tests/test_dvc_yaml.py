@@ -28,6 +28,7 @@ files = sorted(
     str(Path(m.__file__).resolve().relative_to(root))
     for m in list(sys.modules.values())
     if getattr(m, '__file__', None) and Path(m.__file__).resolve().is_relative_to(root)
+    and Path(m.__file__).resolve().relative_to(root).parts[0] in ('loravc', 'stages')
 )
 print(json.dumps(files))
 """

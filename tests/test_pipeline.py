@@ -11,6 +11,7 @@ def ran_stages(output: str) -> set[str]:
 
 
 def test_repro_commit_change_rank_and_restore_each_version(pipeline_repo: Path) -> None:
+    """The full user story from an empty repository (the other tests start from a built copy)."""
     repo = pipeline_repo
     adapter = repo / "models" / "adapter"
 
@@ -48,11 +49,8 @@ def test_repro_commit_change_rank_and_restore_each_version(pipeline_repo: Path) 
     assert "Stage 'train' didn't change" in dvc(repo, "repro").stdout
 
 
-def test_bad_params_fail_clearly_and_the_version_survives(pipeline_repo: Path) -> None:
-    repo = pipeline_repo
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "v1")
+def test_bad_params_fail_clearly_and_the_version_survives(built_repo: Path) -> None:
+    repo = built_repo
     before = sha256_tree(repo / "models" / "adapter")
 
     update_params(repo / "params.yaml", {"train": {"lora": {"r": -1}}})

@@ -1,0 +1,123 @@
+"""The `loravc` command: every verb, its output, its start-up cost and its errors."""
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from loravc.cli import main, parser, run
+from tests.conftest import ROOT, sha256_tree
+
+VERBS = ("list", "show", "compare", "export", "merge", "generate", "verify", "register", "promote")
+HEAVY = ("torch", "transformers", "peft", "trl")
+
+
+def loravc(repo: Path, *args: str) -> None:
+    main(["-C", str(repo), *args])
+
+
+def fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the console entry point; it must exit 2 with one `error:` line and no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(list(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_console_script_and_module_entry_points() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"loravc": "loravc.cli:run"}
+    result = subprocess.run([sys.executable, "-m", "loravc", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and all(verb in result.stdout for verb in VERBS)
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args([verb, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: loravc {verb}")
+
+
+def test_list_show_compare_and_help_do_not_import_torch(versions_repo: dict) -> None:
+    script = f"""
+import json, sys, contextlib, io
+from loravc.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+    after_help = sorted(m for m in sys.modules if m.split(".")[0] in ("dvc", "gto", *{HEAVY!r}))
+    for argv in (["list"], ["show", "main"], ["compare", "main~1", "rank-two"]):
+        main(["-C", {str(versions_repo["repo"])!r}, *argv])
+print(json.dumps([after_help, sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    after_help, after_all = json.loads(result.stdout)
+    assert after_help == [] and after_all == []
+
+
+def test_list_prints_every_version_as_a_table_and_as_json(versions_repo: dict, capsys) -> None:
+    repo = versions_repo["repo"]
+    loravc(repo, "list")
+    lines = capsys.readouterr().out.splitlines()
+    header = "revision experiment registry version created (UTC) base model r val loss test ppl"
+    assert lines[0].split() == header.split()
+    assert len(lines) == 4
+    row = {line.split()[0]: line for line in lines[1:]}
+    assert "rank-two" in row[versions_repo["exp"][:7]]
+    main_row = row[versions_repo["r4"][:7]]
+    assert "main" in main_row and "lora-adapter@v1.2.0, lora-adapter#prod" in main_row
+    loravc(repo, "list", "--json")
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["lora_r"] for r in rows) == [2, 4, 8] and all(r["test_perplexity"] for r in rows)
+
+
+def test_show_and_compare(versions_repo: dict, capsys) -> None:
+    repo = versions_repo["repo"]
+    loravc(repo, "show", "lora-adapter#prod")
+    out = capsys.readouterr().out
+    assert versions_repo["r4"] in out and "r=4 alpha=16" in out and '"version_id"' in out
+    loravc(repo, "show", "rank-two", "--json")
+    assert json.loads(capsys.readouterr().out)["lora_weights"]["ranks"] == [2]
+    loravc(repo, "compare", "main~1", "rank-two")
+    out = capsys.readouterr().out
+    rank_line = next(line for line in out.splitlines() if "rank per module" in line)
+    assert "q_proj=8" in rank_line and "q_proj=2" in rank_line
+    assert any(line.split()[:3] == ["train.lora.r", "8", "2"] for line in out.splitlines())
+    assert "dvclive/evaluate/metrics.json:tuned_perplexity" in out
+
+
+def test_export_generate_merge_and_verify(versions_repo: dict, tmp_path: Path, capsys) -> None:
+    repo = versions_repo["repo"]
+    loravc(repo, "export", "rank-two", str(tmp_path / "exported"))
+    assert "exported v_" in capsys.readouterr().out and (tmp_path / "exported" / "metadata.json").is_file()
+    loravc(repo, "generate", "main", "The assert statement", "--max-new-tokens", "6")
+    first = capsys.readouterr().out
+    loravc(repo, "generate", "main", "The assert statement", "--max-new-tokens", "6")
+    assert first.startswith("The assert statement") and capsys.readouterr().out == first  # greedy
+    loravc(repo, "merge", "rank-two", str(tmp_path / "merged"))
+    assert "logits match base + adapter" in capsys.readouterr().out
+    loravc(repo, "verify", "main~1", "--eval")
+    out = capsys.readouterr().out
+    assert out.count("  ok  ") == 5 and "test perplexity" in out
+    fails(capsys, "-C", str(repo), "export", "rank-two", str(tmp_path / "exported"))
+    assert sha256_tree(tmp_path / "exported")  # still there, untouched by the refused export
+
+
+def test_user_errors_exit_2_with_one_clear_line(versions_repo: dict, capsys) -> None:
+    repo = str(versions_repo["repo"])
+    assert "is not a version reference" in fails(capsys, "-C", repo, "show", "--", "--upload-pack=touch /tmp/x")
+    assert "is not a version reference" in fails(capsys, "-C", repo, "export", "../../etc")
+    err = fails(capsys, "-C", repo, "compare", "main", "rank-tow")
+    assert "nearest: rank-two" in err and "loravc list" in err
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in fails(capsys, "-C", repo, "generate", "main", "x", "--device", "cuda")
+    assert "not inside a git repository" in fails(capsys, "-C", "/", "list")

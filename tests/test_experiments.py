@@ -1,0 +1,192 @@
+"""Experiments on the real pipeline and the tiny base: exp run, a queued sweep, kill and resume, plots.
+
+One repository serves the module: the pipeline runs once (3 epochs of 4 steps) and is committed;
+each test starts from the newest commit with a clean workspace.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import dvc, git, lora_rank_from_weights, make_repo, sha256_tree, update_params
+
+EPOCHS, STEPS_PER_EPOCH = 3, 4  # 16 training records, batch 4
+KILLED_LR = 5.0e-3  # the killed run's learning rate (any value other than the committed one)
+
+
+@pytest.fixture(scope="module")
+def exp_repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    repo = make_repo(tmp_path_factory.mktemp("experiments") / "repo", tiny_model_dir)
+    update_params(repo / "params.yaml", {"train": {"trainer": {"max_steps": -1, "num_train_epochs": EPOCHS}}})
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "r=8, three epochs")
+    return repo
+
+
+@pytest.fixture
+def repo(exp_repo: Path) -> Path:
+    """The module's repository at its newest commit, outputs checked out, no checkpoints."""
+    git(exp_repo, "reset", "-q", "--hard")
+    dvc(exp_repo, "checkout", "--force")
+    shutil.rmtree(exp_repo / "checkpoints", ignore_errors=True)
+    return exp_repo
+
+
+@pytest.fixture(scope="module")
+def killed(exp_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`dvc repro` killed with SIGKILL in epoch 2; a copy of the checkpoints it left behind."""
+    repo = exp_repo
+    git(repo, "reset", "-q", "--hard")
+    committed = sha256_tree(repo / "models" / "adapter")
+    update_params(repo / "params.yaml", {"train": {"lora": {"r": 8}, "trainer": {"learning_rate": KILLED_LR}}})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    marker = repo / "checkpoints" / "train" / f"checkpoint-{STEPS_PER_EPOCH}" / "loravc-checkpoint.json"
+    loss_curve = repo / "dvclive" / "train" / "plots" / "metrics" / "loss.tsv"
+    while not (marker.is_file() and logged_steps(loss_curve)[-1:] >= [STEPS_PER_EPOCH + 1]):  # into epoch 2
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        assert time.monotonic() - started < 300, "no epoch-1 checkpoint after 300 s"
+        time.sleep(0.02)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    (train,) = [p for p in children if p.cmdline()[1:3] == ["-m", "stages.train"]]
+    train.send_signal(signal.SIGKILL)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode != 0 and "exited with -9" in output
+    saved = tmp_path_factory.mktemp("killed") / "train"
+    shutil.copytree(repo / "checkpoints" / "train", saved)
+    return {"checkpoints": saved, "committed": committed, "kill_after_s": time.monotonic() - started}
+
+
+def logged_steps(tsv: Path) -> list[int]:
+    try:
+        return [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:]]
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def put_back(checkpoints: Path, repo: Path) -> None:
+    shutil.rmtree(repo / "checkpoints" / "train", ignore_errors=True)
+    shutil.copytree(checkpoints, repo / "checkpoints" / "train")
+
+
+def metadata(repo: Path) -> dict[str, Any]:
+    return json.loads((repo / "models" / "adapter" / "metadata.json").read_text())
+
+
+def experiments(repo: Path) -> dict[str, dict[str, Any]]:
+    """name -> {"params": train section, "metrics": {file: values}} for the experiments of HEAD."""
+    (baseline,) = json.loads(dvc(repo, "exp", "show", "--json", "--hide-workspace", "-n", "1").stdout)
+    found = {}
+    for exp in baseline.get("experiments") or []:
+        (rev,) = exp["revs"]
+        data = rev["data"]
+        found[rev["name"]] = {
+            "params": data["params"]["params.yaml"]["data"]["train"],
+            "metrics": {name: m.get("data", {}) for name, m in data["metrics"].items()},
+        }
+    return found
+
+
+def test_killed_run_resumes_from_its_epoch_checkpoint(repo: Path, killed: dict[str, Any]) -> None:
+    assert sorted(p.name for p in killed["checkpoints"].glob("checkpoint-*")) == [f"checkpoint-{STEPS_PER_EPOCH}"]
+    put_back(killed["checkpoints"], repo)
+    update_params(repo / "params.yaml", {"train": {"lora": {"r": 8}, "trainer": {"learning_rate": KILLED_LR}}})
+
+    started = time.monotonic()
+    out = dvc(repo, "repro", "train").stdout
+    resume_s = time.monotonic() - started
+    print(f"\nkill after {killed['kill_after_s']:.1f} s (epoch 2 of {EPOCHS}); resumed run {resume_s:.1f} s")
+
+    total = EPOCHS * STEPS_PER_EPOCH
+    where = f"checkpoints/train/checkpoint-{STEPS_PER_EPOCH}"
+    assert f"train: resuming from {where} (epoch 1, step {STEPS_PER_EPOCH} of {total})" in out
+    meta = metadata(repo)
+    assert meta["training"]["resumed_from_step"] == STEPS_PER_EPOCH and meta["metrics"]["steps"] == total
+    assert meta["metrics"]["train_tokens"] > 0 and lora_rank_from_weights(repo / "models" / "adapter") == {8}
+    # The curves continue from the checkpoint: every step once, nothing the killed run logged after it.
+    curves = repo / "dvclive" / "train" / "plots" / "metrics"
+    assert logged_steps(curves / "loss.tsv") == list(range(1, total + 1))
+    assert logged_steps(curves / "eval" / "loss.tsv") == [STEPS_PER_EPOCH * e for e in range(1, EPOCHS + 1)]
+    assert not (repo / "checkpoints" / "train").exists()  # a finished run leaves no checkpoint behind
+
+    git(repo, "checkout", "HEAD", "--", "params.yaml", "dvc.lock")
+    dvc(repo, "checkout", "--force")
+    assert sha256_tree(repo / "models" / "adapter") == killed["committed"]
+
+
+def test_exp_run_discards_a_checkpoint_of_another_rank_and_shows_in_exp_show(
+    repo: Path, killed: dict[str, Any], tmp_path: Path
+) -> None:
+    put_back(killed["checkpoints"], repo)  # made with r=8
+
+    out = dvc(repo, "exp", "run", "-S", "train.lora.r=4", "-S", "train.trainer.learning_rate=1.0e-4").stdout
+    assert f"train: discarding checkpoint checkpoints/train/checkpoint-{STEPS_PER_EPOCH}: made with different" in out
+    assert "train.lora.r 8 -> 4" in out and "resuming" not in out
+    assert metadata(repo)["training"]["resumed_from_step"] is None
+    assert lora_rank_from_weights(repo / "models" / "adapter") == {4}
+
+    ((name, exp),) = [(n, e) for n, e in experiments(repo).items() if e["params"]["lora"]["r"] == 4]
+    assert exp["params"]["trainer"]["learning_rate"] == 1.0e-4
+    assert exp["metrics"]["dvclive/train/metrics.json"]["steps"] == EPOCHS * STEPS_PER_EPOCH
+    assert exp["metrics"]["dvclive/train/metrics.json"]["validation_loss"] > 0
+    assert exp["metrics"]["dvclive/evaluate/metrics.json"]["tuned_perplexity"] > 0
+
+    html_dir = tmp_path / "plots"
+    diff = dvc(repo, "plots", "diff", "main", name, "-o", str(html_dir), check=False)
+    assert diff.returncode == 0, diff.stderr
+    page = (html_dir / "index.html").read_text()
+    assert '"rev": "main"' in page and f'"rev": "{name}"' in page
+    for title in ("Loss (training per logged step", "Learning rate", "Test perplexity, base vs fine-tuned"):
+        assert title in page
+
+
+def test_queued_sweep_runs_each_rank_and_the_best_is_promoted(repo: Path) -> None:
+    before, refs = set(experiments(repo)), len(experiment_refs(repo))
+    # Only the train stage, one epoch: what matters here is that each queued run trains its own rank.
+    dvc(repo, "exp", "run", "--queue", "train", "-S", "train.lora.r=2,16", "-S", "train.trainer.num_train_epochs=1")
+    dvc(repo, "queue", "start", "-j", "2")  # may return only once the runs are well under way
+    wait_for_queue(repo, until=refs + 2)
+    sweep = {n: e for n, e in experiments(repo).items() if n not in before}
+    assert sorted(e["params"]["lora"]["r"] for e in sweep.values()) == [2, 16]
+
+    for name, exp in sorted(sweep.items(), key=lambda item: -validation_loss(item[1])):  # the best one last
+        dvc(repo, "exp", "apply", name)
+        assert lora_rank_from_weights(repo / "models" / "adapter") == {exp["params"]["lora"]["r"]}
+        assert metadata(repo)["lora"]["r"] == exp["params"]["lora"]["r"]
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", f"promote {name}")
+    assert "train" not in dvc(repo, "status", "train").stdout  # the commit pins the applied experiment
+
+
+def validation_loss(exp: dict[str, Any]) -> float:
+    return exp["metrics"]["dvclive/train/metrics.json"]["validation_loss"]
+
+
+def wait_for_queue(repo: Path, until: int, timeout: float = 600) -> None:
+    """Until `until` experiments exist; `dvc queue status` (slower) only to catch a failure early."""
+    started, checked = time.monotonic(), time.monotonic()
+    while len(experiment_refs(repo)) < until:
+        if time.monotonic() - checked > 15:
+            status, checked = dvc(repo, "queue", "status").stdout, time.monotonic()
+            assert "Failed" not in status, status
+        assert time.monotonic() - started < timeout, dvc(repo, "queue", "status").stdout
+        time.sleep(0.5)
+
+
+def experiment_refs(repo: Path) -> list[str]:
+    """refs/exps/<baseline sha split 2/38>/<name>: one per finished experiment (not the queue's own refs)."""
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").splitlines()
+    return [ref for ref in refs if len(ref.split("/")) == 5 and len(ref.split("/")[2]) == 2]
