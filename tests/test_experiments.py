@@ -121,10 +121,16 @@ def test_killed_run_resumes_from_its_epoch_checkpoint(repo: Path, killed: dict[s
     assert logged_steps(curves / "loss.tsv") == list(range(1, total + 1))
     assert logged_steps(curves / "eval" / "loss.tsv") == [STEPS_PER_EPOCH * e for e in range(1, EPOCHS + 1)]
     assert not (repo / "checkpoints" / "train").exists()  # a finished run leaves no checkpoint behind
+    resumed = sha256_tree(repo / "models" / "adapter")
 
     git(repo, "checkout", "HEAD", "--", "params.yaml", "dvc.lock")
     dvc(repo, "checkout", "--force")
     assert sha256_tree(repo / "models" / "adapter") == killed["committed"]
+
+    # The checkpoints are no stage output, so train keeps DVC's run cache: the resumed run comes back.
+    update_params(repo / "params.yaml", {"train": {"lora": {"r": 8}, "trainer": {"learning_rate": KILLED_LR}}})
+    assert "Stage 'train' is cached - skipping run" in dvc(repo, "repro", "train").stdout
+    assert sha256_tree(repo / "models" / "adapter") == resumed
 
 
 def test_exp_run_discards_a_checkpoint_of_another_rank_and_shows_in_exp_show(
@@ -157,7 +163,7 @@ def test_queued_sweep_runs_each_rank_and_the_best_is_promoted(repo: Path) -> Non
     before, refs = set(experiments(repo)), len(experiment_refs(repo))
     # Only the train stage, one epoch: what matters here is that each queued run trains its own rank.
     dvc(repo, "exp", "run", "--queue", "train", "-S", "train.lora.r=2,16", "-S", "train.trainer.num_train_epochs=1")
-    dvc(repo, "queue", "start", "-j", "2")  # may return only once the runs are well under way
+    dvc(repo, "queue", "start", "-j", "2")  # its workers inherit the output pipe: this may wait for them
     wait_for_queue(repo, until=refs + 2)
     sweep = {n: e for n, e in experiments(repo).items() if n not in before}
     assert sorted(e["params"]["lora"]["r"] for e in sweep.values()) == [2, 16]
