@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from bench.common import update_params  # one params.yaml editor for tests and benchmarks
+
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "pydoc_topics.jsonl"
 PROJECT_FILES = (
@@ -91,25 +93,6 @@ def tiny_params(base_source: Path) -> dict[str, Any]:
         },
         "evaluate": {"device": "cpu", "max_new_tokens": 4},
     }
-
-
-def update_params(path: Path, changes: dict[str, Any]) -> None:
-    """Merge `changes` into a params.yaml, keeping its comments (ruamel round-trip, as DVC does)."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    doc = yaml.load(path.read_text(encoding="utf-8"))
-
-    def merge(node: Any, new: dict[str, Any]) -> None:
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(node.get(key), dict):
-                merge(node[key], value)
-            else:
-                node[key] = value
-
-    merge(doc, changes)
-    with path.open("w", encoding="utf-8") as f:
-        yaml.dump(doc, f)
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
