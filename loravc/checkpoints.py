@@ -78,7 +78,7 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Checkpoint]:
 def select_resume(
     checkpoints_dir: Path, expected: dict[str, Any], say: Callable[[str], None] = print, *, discard: bool = True
 ) -> Checkpoint | None:
-    """The newest checkpoint made with `expected`'s params, data and base; the others are discarded.
+    """The newest checkpoint made with `expected`'s params, data and base; non-matching ones are discarded.
 
     Each discarded checkpoint is named with the reason (what differs, or that it is incomplete).
     With discard=False (a process other than the main one) nothing is deleted or printed.
@@ -87,12 +87,10 @@ def select_resume(
     matching = [c for c in checkpoints if c.fingerprint and c.fingerprint.get("sha256") == expected["sha256"]]
     chosen = matching[-1] if matching else None
     for checkpoint in checkpoints:
-        if checkpoint is chosen or not discard:
+        if checkpoint in matching or not discard:  # older matching ones: the Trainer rotates them out
             continue
         if checkpoint.fingerprint is None:
             reason = "incomplete (interrupted while saving)"
-        elif checkpoint in matching:
-            reason = "older than the one resumed"
         else:
             reason = "made with different " + describe_difference(checkpoint.fingerprint, expected)
         say(f"train: discarding checkpoint {checkpoint.path}: {reason}")
@@ -145,6 +143,14 @@ def callback(expected: dict[str, Any], live_dir: Path) -> Any:
     from transformers import TrainerCallback
 
     class CheckpointFingerprint(TrainerCallback):
+        # Log the training loss right before each save, so a checkpoint's log history covers every
+        # step before it and a resumed run can still report the whole run's mean loss.
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            control.should_log = control.should_log or control.should_save
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            control.should_log = control.should_log or control.should_save
+
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if not state.is_world_process_zero:
                 return
@@ -154,6 +160,19 @@ def callback(expected: dict[str, Any], live_dir: Path) -> Any:
             _write_json_atomically(path / FINGERPRINT_FILE, expected)
 
     return CheckpointFingerprint()
+
+
+def mean_train_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The run's mean training loss from the Trainer's logs (each averages the steps since the one before).
+
+    The Trainer's own figure covers only the steps since a resume; the restored log history covers all.
+    """
+    total, steps, previous = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry and entry["step"] > previous:
+            total += entry["loss"] * (entry["step"] - previous)
+            steps, previous = steps + entry["step"] - previous, entry["step"]
+    return total / steps if steps else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -186,7 +186,7 @@ def train(
         tokenizer.save_pretrained(out_dir)
     state = trainer.state
     metrics = {
-        "train_loss": round(result.training_loss, 6),
+        "train_loss": round(_run_train_loss(result.training_loss, state.log_history, resume), 6),
         "validation_loss": round(validation_loss, 6),
         "train_tokens": int(_last_logged(state.log_history, "num_tokens") or 0),
         "train_seconds": round(result.metrics["train_runtime"], 2),
@@ -224,6 +224,14 @@ def train(
         if checkpoints_dir is not None and checkpoints.clear(checkpoints_dir):
             print(f"train: finished, removed the checkpoints in {checkpoints_dir}")
     return metadata
+
+
+def _run_train_loss(trainer_figure: float, history: list[dict[str, Any]], resume: Any) -> float:
+    """Mean training loss of the whole run, also when it was resumed from a checkpoint."""
+    if resume is None:
+        return trainer_figure
+    logged = checkpoints.mean_train_loss(history)
+    return trainer_figure if logged is None else logged
 
 
 def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:

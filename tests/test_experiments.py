@@ -1,6 +1,6 @@
 """Experiments on the real pipeline and the tiny base: exp run, a queued sweep, kill and resume, plots.
 
-One repository serves the module: the pipeline runs once (3 epochs of 4 steps) and is committed;
+One repository serves the module: the pipeline runs once (3 epochs of 6 steps) and is committed;
 each test starts from the newest commit with a clean workspace.
 """
 
@@ -19,14 +19,15 @@ import pytest
 
 from tests.conftest import dvc, git, lora_rank_from_weights, make_repo, sha256_tree, update_params
 
-EPOCHS, STEPS_PER_EPOCH = 3, 4  # 16 training records, batch 4
-KILLED_LR = 5.0e-3  # the killed run's learning rate (any value other than the committed one)
+EPOCHS, STEPS_PER_EPOCH, LOGGING_STEPS = 3, 6, 4  # 24 training records, batch 4; epoch ends are no logging steps
+CURVES = ("loss.tsv", "learning_rate.tsv", "eval/loss.tsv")  # dvclive/train/plots/metrics/...
 
 
 @pytest.fixture(scope="module")
 def exp_repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("experiments") / "repo", tiny_model_dir)
-    update_params(repo / "params.yaml", {"train": {"trainer": {"max_steps": -1, "num_train_epochs": EPOCHS}}})
+    trainer = {"max_steps": -1, "num_train_epochs": EPOCHS, "logging_steps": LOGGING_STEPS}
+    update_params(repo / "params.yaml", {"prepare": {"train_records": 24}, "train": {"trainer": trainer}})
     dvc(repo, "repro")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "r=8, three epochs")
@@ -44,19 +45,30 @@ def repo(exp_repo: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def killed(exp_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`dvc repro` killed with SIGKILL in epoch 2; a copy of the checkpoints it left behind."""
+    """The committed run again (`dvc repro --force train`), killed with SIGKILL in epoch 2.
+
+    Returns a copy of the checkpoints it left behind and what the committed, uninterrupted run made.
+    """
     repo = exp_repo
     git(repo, "reset", "-q", "--hard")
-    committed = sha256_tree(repo / "models" / "adapter")
-    update_params(repo / "params.yaml", {"train": {"lora": {"r": 8}, "trainer": {"learning_rate": KILLED_LR}}})
+    dvc(repo, "checkout", "--force")
+    committed = {
+        "adapter": sha256_tree(repo / "models" / "adapter"),
+        "metadata": metadata(repo),
+        "curves": curves(repo),
+    }
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "dvc", "repro", "--force", "train"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     marker = repo / "checkpoints" / "train" / f"checkpoint-{STEPS_PER_EPOCH}" / "loravc-checkpoint.json"
     loss_curve = repo / "dvclive" / "train" / "plots" / "metrics" / "loss.tsv"
-    while not (marker.is_file() and logged_steps(loss_curve)[-1:] >= [STEPS_PER_EPOCH + 1]):  # into epoch 2
+    while not (marker.is_file() and logged_steps(loss_curve)[-1:] > [STEPS_PER_EPOCH]):  # a step of epoch 2 logged
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         assert time.monotonic() - started < 300, "no epoch-1 checkpoint after 300 s"
         time.sleep(0.02)
@@ -68,6 +80,12 @@ def killed(exp_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     saved = tmp_path_factory.mktemp("killed") / "train"
     shutil.copytree(repo / "checkpoints" / "train", saved)
     return {"checkpoints": saved, "committed": committed, "kill_after_s": time.monotonic() - started}
+
+
+def curves(repo: Path) -> dict[str, str]:
+    """The loss and learning-rate curves (step and value: no timings, so a rerun gives the same bytes)."""
+    metrics = repo / "dvclive" / "train" / "plots" / "metrics"
+    return {name: (metrics / name).read_text() for name in CURVES}
 
 
 def logged_steps(tsv: Path) -> list[int]:
@@ -100,37 +118,38 @@ def experiments(repo: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_killed_run_resumes_from_its_epoch_checkpoint(repo: Path, killed: dict[str, Any]) -> None:
+def test_killed_run_resumes_and_ends_exactly_as_an_uninterrupted_run(repo: Path, killed: dict[str, Any]) -> None:
     assert sorted(p.name for p in killed["checkpoints"].glob("checkpoint-*")) == [f"checkpoint-{STEPS_PER_EPOCH}"]
     put_back(killed["checkpoints"], repo)
-    update_params(repo / "params.yaml", {"train": {"lora": {"r": 8}, "trainer": {"learning_rate": KILLED_LR}}})
 
     started = time.monotonic()
-    out = dvc(repo, "repro", "train").stdout
+    out = dvc(repo, "repro", "--force", "train").stdout
     resume_s = time.monotonic() - started
     print(f"\nkill after {killed['kill_after_s']:.1f} s (epoch 2 of {EPOCHS}); resumed run {resume_s:.1f} s")
 
     total = EPOCHS * STEPS_PER_EPOCH
     where = f"checkpoints/train/checkpoint-{STEPS_PER_EPOCH}"
     assert f"train: resuming from {where} (epoch 1, step {STEPS_PER_EPOCH} of {total})" in out
-    meta = metadata(repo)
+    meta, committed = metadata(repo), killed["committed"]
     assert meta["training"]["resumed_from_step"] == STEPS_PER_EPOCH and meta["metrics"]["steps"] == total
-    assert meta["metrics"]["train_tokens"] > 0 and lora_rank_from_weights(repo / "models" / "adapter") == {8}
-    # The curves continue from the checkpoint: every step once, nothing the killed run logged after it.
-    curves = repo / "dvclive" / "train" / "plots" / "metrics"
-    assert logged_steps(curves / "loss.tsv") == list(range(1, total + 1))
-    assert logged_steps(curves / "eval" / "loss.tsv") == [STEPS_PER_EPOCH * e for e in range(1, EPOCHS + 1)]
+    # Weights, optimizer, scheduler and RNG state all come back: the same adapter bytes, the same
+    # whole-run loss and the same curves (nothing the killed run logged after its checkpoint) as the
+    # committed run, which trained without interruption.
+    adapter = sha256_tree(repo / "models" / "adapter")
+    assert adapter["adapter_model.safetensors"] == committed["adapter"]["adapter_model.safetensors"]
+    for key in ("train_loss", "validation_loss", "train_tokens", "steps"):
+        assert meta["metrics"][key] == committed["metadata"]["metrics"][key], key
+    assert curves(repo) == committed["curves"]
     assert not (repo / "checkpoints" / "train").exists()  # a finished run leaves no checkpoint behind
-    resumed = sha256_tree(repo / "models" / "adapter")
 
-    git(repo, "checkout", "HEAD", "--", "params.yaml", "dvc.lock")
-    dvc(repo, "checkout", "--force")
-    assert sha256_tree(repo / "models" / "adapter") == killed["committed"]
-
-    # The checkpoints are no stage output, so train keeps DVC's run cache: the resumed run comes back.
-    update_params(repo / "params.yaml", {"train": {"lora": {"r": 8}, "trainer": {"learning_rate": KILLED_LR}}})
+    # The checkpoints are no stage output, so train keeps DVC's run cache.
+    shutil.rmtree(repo / "models" / "adapter")
     assert "Stage 'train' is cached - skipping run" in dvc(repo, "repro", "train").stdout
-    assert sha256_tree(repo / "models" / "adapter") == resumed
+    assert sha256_tree(repo / "models" / "adapter") == adapter
+
+    git(repo, "checkout", "HEAD", "--", "dvc.lock", "dvclive")
+    dvc(repo, "checkout", "--force")
+    assert sha256_tree(repo / "models" / "adapter") == committed["adapter"]  # the committed version, intact
 
 
 def test_exp_run_discards_a_checkpoint_of_another_rank_and_shows_in_exp_show(
@@ -138,7 +157,8 @@ def test_exp_run_discards_a_checkpoint_of_another_rank_and_shows_in_exp_show(
 ) -> None:
     put_back(killed["checkpoints"], repo)  # made with r=8
 
-    out = dvc(repo, "exp", "run", "-S", "train.lora.r=4", "-S", "train.trainer.learning_rate=1.0e-4").stdout
+    lr, one_epoch = "train.trainer.learning_rate=1.0e-4", "train.trainer.num_train_epochs=1"
+    out = dvc(repo, "exp", "run", "-S", "train.lora.r=4", "-S", lr, "-S", one_epoch).stdout
     assert f"train: discarding checkpoint checkpoints/train/checkpoint-{STEPS_PER_EPOCH}: made with different" in out
     assert "train.lora.r 8 -> 4" in out and "resuming" not in out
     assert metadata(repo)["training"]["resumed_from_step"] is None
@@ -146,7 +166,7 @@ def test_exp_run_discards_a_checkpoint_of_another_rank_and_shows_in_exp_show(
 
     ((name, exp),) = [(n, e) for n, e in experiments(repo).items() if e["params"]["lora"]["r"] == 4]
     assert exp["params"]["trainer"]["learning_rate"] == 1.0e-4
-    assert exp["metrics"]["dvclive/train/metrics.json"]["steps"] == EPOCHS * STEPS_PER_EPOCH
+    assert exp["metrics"]["dvclive/train/metrics.json"]["steps"] == STEPS_PER_EPOCH
     assert exp["metrics"]["dvclive/train/metrics.json"]["validation_loss"] > 0
     assert exp["metrics"]["dvclive/evaluate/metrics.json"]["tuned_perplexity"] > 0
 
