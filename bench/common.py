@@ -132,8 +132,8 @@ def dvc_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
-def copy_project(dest: Path, params: dict[str, Any] | None = None) -> Path:
-    """A fresh git + DVC repository holding the project's files (as a clone would), one commit."""
+def copy_project_files(dest: Path) -> None:
+    """Copy what a fresh clone holds that the pipeline needs (PROJECT_FILES) into dest."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = ROOT / name
@@ -142,6 +142,11 @@ def copy_project(dest: Path, params: dict[str, Any] | None = None) -> Path:
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
+
+
+def copy_project(dest: Path, params: dict[str, Any] | None = None) -> Path:
+    """A fresh git + DVC repository holding the project's files (as a clone would), one commit."""
+    copy_project_files(dest)
     if params:
         update_params(dest / "params.yaml", params)
     init_repo(dest)

@@ -15,20 +15,10 @@ from typing import Any
 
 import pytest
 
-from bench.common import update_params  # one params.yaml editor for tests and benchmarks
+# One copy of the project files and one params.yaml editor for tests and benchmarks.
+from bench.common import ROOT, copy_project_files, update_params
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "pydoc_topics.jsonl"
-PROJECT_FILES = (
-    "dvc.yaml",
-    "params.yaml",
-    "pyproject.toml",
-    ".gitignore",
-    ".dvcignore",
-    "stages",
-    "loravc",
-    "data/raw",
-)
 
 os.environ.update(DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 os.environ.setdefault("DVCLIVE_OPEN", "false")
@@ -115,14 +105,7 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def make_repo(dest: Path, base_source: Path) -> Path:
     """Copy the project into dest as a new git + DVC repository using the tiny base; one commit."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+    copy_project_files(dest)
     update_params(dest / "params.yaml", tiny_params(base_source))
     git(dest, "init", "-q", "-b", "main")
     git(dest, "config", "user.email", "test@example.com")
