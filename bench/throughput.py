@@ -113,6 +113,16 @@ def build_model(setup: Setup, recipe: Recipe) -> Any:
     return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
 
+def train_params(setup: Setup, recipe: Recipe, trainer: dict[str, Any] | None = None) -> Any:
+    """The params' train section with a project recipe's overrides (lora keys include train.lora.dtype)."""
+    return dataclasses.replace(
+        setup.params.train,
+        max_length=setup.max_length,
+        trainer=setup.params.train.trainer | (trainer or {}) | recipe.trainer,
+        lora=dataclasses.replace(setup.params.train.lora, **recipe.lora),
+    )
+
+
 def configs(setup: Setup, recipe: Recipe, out: Path) -> tuple[Any, Any]:
     """(SFTConfig, LoraConfig) of a recipe, with the run-length settings both recipes share."""
     from peft import LoraConfig
@@ -128,12 +138,7 @@ def configs(setup: Setup, recipe: Recipe, out: Path) -> tuple[Any, Any]:
         "disable_tqdm": True,
     }
     if recipe.kind == "project":  # exactly what the train stage builds, with the run length shortened
-        train = dataclasses.replace(
-            setup.params.train,
-            max_length=setup.max_length,
-            trainer=setup.params.train.trainer | shared | recipe.trainer,
-            lora=dataclasses.replace(setup.params.train.lora, **recipe.lora),
-        )
+        train = train_params(setup, recipe, shared)
         return sft_config(train, setup.device, out), lora_config(train.lora)
     tutorial: dict[str, Any] = {"output_dir": str(out), "per_device_train_batch_size": 2, "seed": 42}
     if setup.device == "cpu":  # TRL's default bf16=True is refused on a CPU: the tutorial runs fp32 there
@@ -194,6 +199,8 @@ def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str,
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
+    from loravc.training import adapter_dtype, cast_adapter
+
     model = build_model(setup, recipe)
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as out:
         args, lora = configs(setup, recipe, Path(out))
@@ -208,6 +215,8 @@ def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str,
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=setup.dataset, processing_class=setup.tokenizer, peft_config=lora
         )
+        if recipe.kind == "project":  # the dtype the train stage gives the LoRA weights (train.lora.dtype)
+            cast_adapter(trainer.model, adapter_dtype(train_params(setup, recipe), setup.device))
         clock.trainer = trainer
         trainer.add_callback(clock.callback())
         trainer.remove_callback(PrinterCallback)  # the figures are printed once, below
@@ -228,6 +237,7 @@ def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str,
             "sampling": getattr(args, "train_sampling_strategy", "random"),
             "packing": bool(args.packing),
             "lora": f"r={lora.r} alpha={lora.lora_alpha} dropout={lora.lora_dropout}",
+            "adapter_dtype": str(next(p.dtype for p in trainer.model.parameters() if p.requires_grad)),
         }
         if setup.device.startswith("cuda"):
             found["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -437,7 +447,7 @@ def summarize(trials: list[dict[str, Any]], names: list[str]) -> list[list[Any]]
                 t["activation_checkpointing"],
                 t["bf16"],
                 t["sampling"] + (" + packing" if t["packing"] else ""),
-                t["lora"],
+                f"{t['lora']} {t['adapter_dtype'].removeprefix('torch.')}",
             ]
         )
     return rows

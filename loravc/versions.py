@@ -582,7 +582,9 @@ def lora_facts(adapter_dir: Path) -> dict[str, Any]:
 
     weights = adapter_dir / "adapter_model.safetensors"
     with safe_open(str(weights), framework="numpy") as f:
-        shapes = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not a dict)
+        slices = {key: f.get_slice(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    shapes = {key: list(s.get_shape()) for key, s in slices.items()}
+    dtypes = sorted({s.get_dtype() for s in slices.values()})
     config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     ranks = {key.split(".lora_A")[0]: shape[0] for key, shape in sorted(shapes.items()) if ".lora_A" in key}
     by_target: dict[str, set[int]] = {}
@@ -600,6 +602,7 @@ def lora_facts(adapter_dir: Path) -> dict[str, Any]:
         "alpha_pattern": config.get("alpha_pattern") or {},
         "scaling": [round(alpha / (r**0.5 if config.get("use_rslora") else r), 6) for r in distinct] if alpha else [],
         "trainable_parameters": sum(_numel(s) for s in shapes.values()),
+        "dtypes": dtypes,  # safetensors names: F32, BF16
         "adapter_bytes": weights.stat().st_size,
     }
 

@@ -33,6 +33,7 @@ def test_exponent_without_dot_is_a_float_as_dvc_reads_it(tmp_path: Path) -> None
         ("train:\n  lora:\n    r: eight\n", "train.lora.r"),
         ("train:\n  lora:\n    rank: 8\n", "train.lora.rank"),
         ("train:\n  lora:\n    dropout: 1.5\n", "train.lora.dropout"),
+        ("train:\n  lora:\n    dtype: float16\n", "train.lora.dtype"),
         ("train:\n  device: tpu\n", "train.device"),
         ("train:\n  trainer:\n    seed: 1\n", "train.trainer.seed"),
         ("prepare:\n  test_records: true\n", "prepare.test_records"),

@@ -6,8 +6,10 @@ import pytest
 from loravc import data
 from loravc.base_model import materialize
 from loravc.errors import UserError
+from loravc.evaluation import load_base_and_adapter
 from loravc.params import BaseParams, LoraParams, Params, TrainParams
 from loravc.training import lora_config, sft_config, train
+from loravc.versions import lora_facts
 from tests.conftest import lora_rank_from_weights
 
 
@@ -59,9 +61,25 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     assert lora_rank_from_weights(out) == {4}
     saved = json.loads((out / "metadata.json").read_text())
     assert saved == meta
-    assert saved["version_id"].startswith("v_") and saved["lora"]["r"] == 4
+    assert saved["version_id"].startswith("v_") and saved["lora"]["r"] == 4 and saved["lora"]["dtype"] == "float32"
     assert saved["metrics"]["steps"] == 2 and saved["metrics"]["validation_loss"] > 0
     assert saved["data"]["train_records"] == 16 and len(saved["data"]["sha256"]) == 64
     assert saved["base_model"]["id"] == saved["base_model"]["source"]
     assert saved["libraries"]["trl"] and saved["training"]["seed"] == 42
     assert json.loads((tmp_path / "live" / "metrics.json").read_text())["steps"] == 2
+
+
+def test_bfloat16_lora_weights_are_saved_as_such_and_load_on_a_float32_base(
+    tmp_path: Path, prepared: tuple[Path, Path]
+) -> None:
+    import torch
+
+    base, prepared_dir = prepared
+    lora = LoraParams(r=4, dtype="bfloat16")
+    params = Params(train=TrainParams(device="cpu", max_length=32, lora=lora, trainer={"max_steps": 2}))
+    meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+
+    assert meta["lora"]["dtype"] == "bfloat16" and lora_facts(tmp_path / "adapter")["dtypes"] == ["BF16"]
+    model, _ = load_base_and_adapter(base, tmp_path / "adapter", "cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # evaluation runs in fp32
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()

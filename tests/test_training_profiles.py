@@ -6,8 +6,17 @@ from pathlib import Path
 import pytest
 
 from loravc.errors import UserError
-from loravc.params import TrainParams, build
-from loravc.training import BASE_DTYPES, PROFILES, base_dtype, resolve_profile, sft_config
+from loravc.params import LoraParams, TrainParams, build
+from loravc.training import (
+    ADAPTER_DTYPES,
+    BASE_DTYPES,
+    PROFILES,
+    adapter_dtype,
+    base_dtype,
+    cast_adapter,
+    resolve_profile,
+    sft_config,
+)
 
 
 def test_auto_picks_the_gpu_profile_on_cuda_only() -> None:
@@ -17,6 +26,23 @@ def test_auto_picks_the_gpu_profile_on_cuda_only() -> None:
     assert BASE_DTYPES["cpu"] == "float32"  # bf16 is emulated (slow) on CPUs without AVX512-BF16/AMX
     assert BASE_DTYPES["gpu"] == "bfloat16"
     assert base_dtype("gpu", "cpu") == "float32"  # falls back where the device has no bf16
+
+
+def test_lora_dtype_follows_the_profile_unless_set() -> None:
+    assert ADAPTER_DTYPES == {"cpu": "float32", "gpu": "bfloat16"}  # bf16 adapters match a bf16 base on GPUs
+    assert adapter_dtype(TrainParams(), "cpu") == "float32"
+    assert adapter_dtype(TrainParams(profile="gpu"), "cpu") == "float32"  # no bf16 on this device: fp32
+    assert adapter_dtype(TrainParams(lora=LoraParams(dtype="bfloat16")), "cpu") == "bfloat16"  # asked for
+    assert adapter_dtype(TrainParams(profile="gpu", lora=LoraParams(dtype="float32")), "cuda") == "float32"
+
+
+def test_cast_adapter_touches_only_trainable_weights() -> None:
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    model[0].requires_grad_(False)
+    cast_adapter(model, "bfloat16")
+    assert model[0].weight.dtype == torch.float32 and model[1].weight.dtype == torch.bfloat16
 
 
 def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path) -> None:
