@@ -84,6 +84,13 @@ def _drop_quantization_flags(model: Any) -> None:
     model.is_quantized = False
 
 
+def save_tokenizer(tokenizer: Any, out_dir: Path) -> None:
+    """save_pretrained without `local_files_only`, a loading option transformers records (True under
+    HF_HUB_OFFLINE): the files, and so the version's hashes, must not depend on the environment."""
+    tokenizer.init_kwargs.pop("local_files_only", None)
+    tokenizer.save_pretrained(out_dir)
+
+
 def materialize(params: BaseParams, out_dir: Path) -> dict[str, Any]:
     """Write the base as safetensors + tokenizer + base.json; returns the identity record."""
     model, tokenizer, identity = load_source(params)
@@ -91,7 +98,7 @@ def materialize(params: BaseParams, out_dir: Path) -> dict[str, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
     weights = sorted(out_dir.glob("*.safetensors"))
     identity |= {
         "architecture": type(model).__name__,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loravc import checkpoints, data
-from loravc.base_model import read_identity
+from loravc.base_model import read_identity, save_tokenizer
 from loravc.devices import bf16_supported, resolve_device
 from loravc.errors import UserError
 from loravc.launch import check_world_size
@@ -206,7 +206,7 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         model = trainer.accelerator.unwrap_model(trainer.model)
         model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
+        save_tokenizer(tokenizer, out_dir)
     state = trainer.state
     metrics = {
         "train_loss": round(_run_train_loss(result.training_loss, state.log_history, resume), 6),

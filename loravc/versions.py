@@ -691,6 +691,8 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
     """
     import torch
 
+    from loravc.base_model import save_tokenizer
+
     if dest.exists():
         raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
     model, tokenizer = load(versions, version, device)
@@ -706,7 +708,7 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
     scratch = _scratch_dir(dest)
     try:
         merged.save_pretrained(scratch, safe_serialization=True)
-        tokenizer.save_pretrained(scratch)
+        save_tokenizer(tokenizer, scratch)
         record = {
             "merged_from": {
                 "version_id": version.version_id,

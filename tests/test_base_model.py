@@ -16,6 +16,8 @@ def test_materialize_local_dir_writes_safetensors_and_identity(tmp_path: Path, t
     assert not list((tmp_path / "base").glob("*.bin"))
     assert identity["architecture"] == "LlamaForCausalLM" and identity["parameters"] > 0
     assert read_identity(tmp_path / "base") == json.loads(json.dumps(identity))
+    # The tests run with HF_HUB_OFFLINE=1, which transformers would record here: the files must not vary
+    assert "local_files_only" not in json.loads((tmp_path / "base" / "tokenizer_config.json").read_text())
 
 
 def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:

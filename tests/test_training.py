@@ -59,6 +59,7 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     assert {"adapter_model.safetensors", "adapter_config.json", "metadata.json", "tokenizer.json"} <= names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
     assert lora_rank_from_weights(out) == {4}
+    assert "local_files_only" not in json.loads((out / "tokenizer_config.json").read_text())  # not env-dependent
     saved = json.loads((out / "metadata.json").read_text())
     assert saved == meta
     assert saved["version_id"].startswith("v_") and saved["lora"]["r"] == 4 and saved["lora"]["dtype"] == "float32"
