@@ -13,7 +13,7 @@ forward, backward, optimizer step and logging all included).
             default modules.
 
     python -m bench.throughput                                  # real base in models/base, CPU
-    python -m bench.throughput --device cuda --random-weights --max-length 512 --records 40000
+    python -m bench.throughput --device cuda --random-weights --max-length 512 --lora-r 8
 
 Output ends with a table of the recipes and the ratios; measured on a shared 2-core AVX2 box
 (`--threads 1`, max length 128) and on an H200 (max length 512, --random-weights):
@@ -312,6 +312,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     parser.add_argument("--max-length", type=int, help="tokens per example (default: params train.max_length)")
+    parser.add_argument("--lora-r", type=int, help="LoRA rank of the project recipe (default: params train.lora.r)")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="steps left out of the timing (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default: %(default)s)")
@@ -319,6 +320,12 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON: project with overrides; repeatable")
     parser.add_argument("--torch-profile", type=int, default=0, metavar="STEPS", help="profile STEPS project steps")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="on a CPU, leave glibc's malloc as it is (default: keep freed memory, as the train stage does, "
+        "for every recipe: it is a property of the process)",
+    )
     parser.add_argument("--keep-going", action="store_true", help="report a failed run and go on with the others")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--smoke", action="store_true", help="a few tiny steps, untimed use (CI)")
@@ -342,10 +349,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from loravc.devices import keep_freed_memory
+
     if not (args.base / "config.json").is_file():
         raise UserError(f"{args.base}/config.json not found: run `dvc repro base`, or pass --base DIR")
     params = load_params(args.params)
+    if args.lora_r:
+        params.train.lora = dataclasses.replace(params.train.lora, r=args.lora_r)
     device = resolve_device(args.device, "--device")
+    kept = device == "cpu" and not args.malloc_defaults and keep_freed_memory()
     recipes = {"tutorial": Recipe("tutorial", "tutorial"), "project": Recipe("project", "project")}
     names = [n for n in args.recipes.split(",") if n]
     if set(names) - set(recipes):
@@ -368,9 +380,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     need = max(a.per_device_train_batch_size * a.gradient_accumulation_steps for a in batches) * (args.steps + 1)
     setup.dataset = load_records(args.data, setup.tokenizer, args.records or need)
 
-    info = machine(device) | {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    info = machine(device) | {"torch": torch.__version__, "threads": torch.get_num_threads(), "malloc_kept": kept}
     weights = "random weights" if args.random_weights else "pretrained weights"
-    print(f"machine: {describe(info)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    malloc = "; malloc keeps freed memory (all recipes)" if kept else ""
+    print(f"machine: {describe(info)}; torch {torch.__version__}, {torch.get_num_threads()} threads{malloc}")
     print(f"model: {args.base} ({weights}), device {device}, max length {setup.max_length}, {args.steps} steps/run")
     trials: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []

@@ -9,7 +9,7 @@ from typing import Any
 
 from loravc import checkpoints, data
 from loravc.base_model import read_identity, save_tokenizer
-from loravc.devices import bf16_supported, resolve_device
+from loravc.devices import bf16_supported, keep_freed_memory, resolve_device
 from loravc.errors import UserError
 from loravc.launch import check_world_size
 from loravc.metadata import git_revision, library_versions, utc_now, version_id, write_metadata
@@ -160,6 +160,8 @@ def train(
 
     tp = params.train
     device = resolve_device(tp.device, "train.device")
+    if device == "cpu":
+        keep_freed_memory()  # no page faults for each step's activations
     identity = read_identity(base_dir)
     train_records = data.read_split(prepared_dir, "train")
     validation_records = data.read_split(prepared_dir, "validation")

@@ -26,7 +26,7 @@ def test_throughput_compares_project_and_tutorial(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     variant = 'grouped={"trainer": {"train_sampling_strategy": "group_by_length"}}'
-    args = ["--base", str(tiny_model_dir), "--random-weights", "--device", "cpu", "--variant", variant]
+    args = ["--base", str(tiny_model_dir), "--random-weights", "--device", "cpu", "--variant", variant, "--lora-r", "2"]
     result = run_bench("throughput", args, tmp_path, monkeypatch)
     trials = {t["recipe"]: t for t in result["trials"]}
     assert set(trials) == {"tutorial", "project", "grouped"}
@@ -35,6 +35,7 @@ def test_throughput_compares_project_and_tutorial(
     assert tutorial["lora"] == "r=8 alpha=32 dropout=0.1"
     assert project["batch"] == 4 and project["packing"] and not project["activation_checkpointing"]  # cpu profile
     assert trials["grouped"]["sampling"] == "group_by_length"
+    assert project["lora"] == "r=2 alpha=16 dropout=0.05" and project["adapter_dtype"] == "torch.float32"  # --lora-r
     assert all(t["tokens_per_s"] > 0 and t["timed_steps"] == 2 for t in trials.values())
     assert result["ratios"]["project"] == pytest.approx(project["tokens_per_s"] / tutorial["tokens_per_s"])
     assert "ratio project / tutorial" in capsys.readouterr().out
