@@ -1,0 +1,45 @@
+"""loravc.devices: one device chosen up front, and the CPU allocator setting of the train stage."""
+
+import ctypes
+
+import pytest
+
+from loravc import devices
+from loravc.errors import UserError
+
+
+def test_auto_is_a_present_device_and_a_missing_one_is_a_clear_error() -> None:
+    import torch
+
+    assert devices.resolve_device("auto", "train.device") in ("cuda", "mps", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"train\.device is 'cuda' but no CUDA device"):
+            devices.resolve_device("cuda", "train.device")
+    assert not devices.bf16_supported("cpu")
+
+
+def test_keep_freed_memory_sets_glibc_malloc_and_is_a_no_op_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    assert devices.keep_freed_memory()
+    assert dict(calls) == {-4: 0, -1: 2**31 - 1, -2: 256 * 2**20}  # M_MMAP_MAX, M_TRIM_THRESHOLD, M_TOP_PAD
+
+    def no_glibc(name: str) -> None:
+        raise OSError(f"{name}: not found")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
+    assert devices.keep_freed_memory() is False
+
+
+def test_keep_freed_memory_works_on_this_glibc() -> None:
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not a glibc system")
+    assert devices.keep_freed_memory()
