@@ -72,13 +72,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_params(base_source: Path) -> dict[str, Any]:
-    """params.yaml values that shrink the default pipeline to seconds on the tiny base."""
+    """params.yaml values that shrink the default pipeline to seconds on the tiny base (LoRA r=8 whatever
+    the shipped default, so that the tests' versions differ from r=4 and r=2 ones)."""
     return {
         "base": {"source": str(base_source)},
         "prepare": {"test_records": 6, "validation_records": 4, "train_records": 16},
         "train": {
             "device": "cpu",
             "max_length": 64,
+            "lora": {"r": 8},
             "trainer": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1, "learning_rate": 1.0e-2},
         },
         "evaluate": {"device": "cpu", "max_new_tokens": 4},

