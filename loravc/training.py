@@ -35,8 +35,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 # measured side by side with `python -m bench.throughput` (README, Performance). train.trainer overrides them.
 # cpu: fp32 (bf16 is emulated, so slow, without AVX512-BF16/AMX); packing: examples are packed into rows of
 #   max_length tokens (padding-free, attention kept within each example), so no compute goes to padding.
-# gpu: bf16 autocast and bf16 base weights; 512 examples a step, batched by length (little padding); Liger's
-#   fused RMSNorm/SwiGLU/RoPE kernels (if installed).
+# gpu: bf16 autocast, bf16 base weights and bf16 LoRA weights (train.lora.dtype auto); 512 examples a step,
+#   batched by length (little padding); Liger's fused RMSNorm/SwiGLU/RoPE kernels (if installed).
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {"packing": True},
     "gpu": {
@@ -219,12 +219,13 @@ def train(
         "epochs": round(state.epoch or 0.0, 4),
     }
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    saved = {str(value.dtype).removeprefix("torch.") for key, value in state_dict.items() if "lora_" in key}
     metadata = {
         "version_id": version_id(finished),
         "created": finished.isoformat(),
         "started": started.isoformat(),
         "base_model": identity,
-        "lora": vars(tp.lora) | {"dtype": lora_dtype, "trainable_parameters": trainable},
+        "lora": vars(tp.lora) | {"dtype": "/".join(sorted(saved)) or lora_dtype, "trainable_parameters": trainable},
         "data": {
             "sha256": data_sha256,
             "train_records": len(train_records),

@@ -5,7 +5,7 @@ files, metadata.json) and dvclive metrics and plots. Saves a checkpoint after ea
 run that was killed resumes from the newest checkpoint made with the same params, data and
 base (any other is discarded, with a message). With train.processes above 1 it runs itself
 again under `accelerate launch` (loravc.launch). Expected output ends with:
-    train: v_<UTC time> r=8, 25 steps, train loss 2.9, validation loss 2.8 -> models/adapter
+    train: v_<UTC time> r=4, 28 steps, train loss 3.1816, validation loss 3.1994 -> models/adapter
 """
 
 import argparse
