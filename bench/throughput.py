@@ -15,9 +15,9 @@ forward, backward, optimizer step and logging all included).
     python -m bench.throughput                                  # real base in models/base, CPU
     python -m bench.throughput --device cuda --random-weights --max-length 512 --lora-r 8
 
-Output ends with a table of the recipes and the ratios; measured on a shared 2-core AVX2 box
-(`--threads 1`, max length 128) and on an H200 (max length 512, --random-weights):
-    ratio project / tutorial: 1.46x (per CPU second: 1.41x)
+Output ends with a table of the recipes and the ratios; measured on an idle 2-core AVX2 box (max
+length 128, the default r=4) and on an H200 (max length 512, --random-weights, r=8, fp32 LoRA weights):
+    ratio project / tutorial: 1.60x (per CPU second: 1.61x)
     ratio project / tutorial: 248.62x
 """
 
