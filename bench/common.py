@@ -1,5 +1,6 @@
 """What every benchmark shares: the machine it ran on, timing, tables, a scratch copy of the project."""
 
+import argparse
 import json
 import os
 import platform
@@ -32,6 +33,21 @@ QUIET_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "DVCLIVE_OPEN": "false",
 }
+
+
+def base_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line: its module docstring as --help, and --base."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, default=ROOT / "models" / "base", help="base model directory")
+    return parser
+
+
+def require_base(base: Path) -> None:
+    """A UserError saying how to make one unless `base` holds a model's config.json."""
+    from loravc.errors import UserError
+
+    if not (base / "config.json").is_file():
+        raise UserError(f"{base}/config.json not found: run `dvc repro base`, or pass --base DIR")
 
 
 def cpu_flags() -> set[str]:

@@ -20,7 +20,6 @@ Output ends with, per link type (2-core box, ext4: no reflinks, so hardlinks):
     a dvc checkout with nothing to do takes 0.62 s, so the base switch's own work is 0.49x of cp -r; ...
 """
 
-import argparse
 import shutil
 import statistics
 import subprocess
@@ -29,9 +28,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, AdapterWriter, copy_base, describe, dvc_cmd, env, init_repo, machine, sh, table
+from bench.common import (
+    AdapterWriter,
+    base_parser,
+    copy_base,
+    describe,
+    dvc_cmd,
+    env,
+    init_repo,
+    machine,
+    require_base,
+    sh,
+    table,
+)
 from bench.common import write_json as save_json
-from loravc.errors import UserError, run_main
+from loravc.errors import run_main
 
 RECOMMENDED = "reflink,hardlink,symlink,copy"
 
@@ -117,8 +128,7 @@ def measure(repo: Path, link_type: str, repeat: int, scratch: Path) -> dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=ROOT / "models" / "base", help="base model directory")
+    parser = base_parser(__doc__)
     parser.add_argument(
         "--link-types",
         nargs="+",
@@ -129,8 +139,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--smoke", action="store_true", help="one switch each way, recommended link type only (CI)")
     args = parser.parse_args()
-    if not (args.base / "config.json").is_file():
-        raise UserError(f"{args.base}/config.json not found: run `dvc repro base`, or pass --base DIR")
+    require_base(args.base)
     if args.smoke:
         args.repeat, args.link_types = 1, [RECOMMENDED]
     with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp:

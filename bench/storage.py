@@ -13,14 +13,26 @@ Output ends with (SmolLM2-135M, the default r=4 on q,k,v,o in fp32; `--rank 8` g
     per version after the first: 1,874,947 bytes = 0.346% of the base (target 0.5%: met); ...
 """
 
-import argparse
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, AdapterWriter, copy_base, describe, dvc_cmd, init_repo, machine, sh, table, tree_bytes
+from bench.common import (
+    ROOT,
+    AdapterWriter,
+    base_parser,
+    copy_base,
+    describe,
+    dvc_cmd,
+    init_repo,
+    machine,
+    require_base,
+    sh,
+    table,
+    tree_bytes,
+)
 from bench.common import write_json as save_json
-from loravc.errors import UserError, run_main
+from loravc.errors import run_main
 
 TARGET = 0.005  # of the base's bytes, per version
 
@@ -60,15 +72,13 @@ def run(base: Path, versions: int, rank: int, workdir: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=ROOT / "models" / "base", help="base model directory")
+    parser = base_parser(__doc__)
     parser.add_argument("--versions", type=int, default=5, help="versions to commit (default: %(default)s)")
     parser.add_argument("--rank", type=int, help="LoRA rank (default: params.yaml train.lora.r)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--smoke", action="store_true", help="three versions (CI)")
     args = parser.parse_args()
-    if not (args.base / "config.json").is_file():
-        raise UserError(f"{args.base}/config.json not found: run `dvc repro base`, or pass --base DIR")
+    require_base(args.base)
     if args.smoke:
         args.versions = 3
     if args.rank is None:

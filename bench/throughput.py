@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, SHRINK, describe, machine, median, table, write_json
+from bench.common import ROOT, SHRINK, base_parser, describe, machine, median, require_base, table, write_json
 from loravc.errors import UserError, run_main
 
 TUTORIAL_LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
@@ -299,8 +299,7 @@ def summarize_profile(profiler: Any, device: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=ROOT / "models" / "base", help="base model directory")
+    parser = base_parser(__doc__)
     parser.add_argument(
         "--random-weights",
         action="store_true",
@@ -351,8 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     from loravc.devices import keep_freed_memory
 
-    if not (args.base / "config.json").is_file():
-        raise UserError(f"{args.base}/config.json not found: run `dvc repro base`, or pass --base DIR")
+    require_base(args.base)
     params = load_params(args.params)
     if args.lora_r:
         params.train.lora = dataclasses.replace(params.train.lora, r=args.lora_r)

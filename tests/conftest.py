@@ -17,6 +17,7 @@ import pytest
 
 # One copy of the project files and one params.yaml editor for tests and benchmarks.
 from bench.common import ROOT, copy_project_files, update_params
+from bench.common import tiny_params as bench_tiny_params
 
 RAW = ROOT / "data" / "raw" / "pydoc_topics.jsonl"
 
@@ -72,19 +73,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_params(base_source: Path) -> dict[str, Any]:
-    """params.yaml values that shrink the default pipeline to seconds on the tiny base (LoRA r=8 whatever
-    the shipped default, so that the tests' versions differ from r=4 and r=2 ones)."""
-    return {
-        "base": {"source": str(base_source)},
-        "prepare": {"test_records": 6, "validation_records": 4, "train_records": 16},
-        "train": {
-            "device": "cpu",
-            "max_length": 64,
-            "lora": {"r": 8},
-            "trainer": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1, "learning_rate": 1.0e-2},
-        },
-        "evaluate": {"device": "cpu", "max_new_tokens": 4},
-    }
+    """bench's tiny params (seconds on the tiny base), with LoRA r=8 whatever the shipped default, so
+    that the tests' versions differ from r=4 and r=2 ones, and a learning rate that moves the loss."""
+    params = bench_tiny_params(base_source)
+    params["train"]["lora"] = {"r": 8}
+    params["train"]["trainer"]["learning_rate"] = 1.0e-2
+    return params
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
