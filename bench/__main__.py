@@ -13,10 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, shrunk_base
-from loravc.errors import UserError, run_main
-
-SMOKE_ORDER = ("throughput", "storage", "restore", "overheads", "default_run")
+from bench.common import BENCHMARKS, ROOT, require_base, shrunk_base
+from loravc.errors import run_main
 
 
 def main() -> None:
@@ -28,10 +26,9 @@ def main() -> None:
         base = args.base
         if args.smoke and base is None:
             real = ROOT / "models" / "base"
-            if not (real / "config.json").is_file():
-                raise UserError(f"{real} not found: run `dvc repro base`, or pass --base DIR (a small model)")
+            require_base(real)
             base = shrunk_base(real, Path(tmp) / "base")
-        for name in SMOKE_ORDER if args.smoke else SMOKE_ORDER[:-1]:
+        for name in BENCHMARKS if args.smoke else BENCHMARKS[:-1]:
             argv = [f"bench.{name}"] + (["--smoke"] if args.smoke else [])
             argv += ["--device", "cpu"] if name == "throughput" and args.smoke else []
             argv += ["--base", str(base)] if base is not None and name != "overheads" else []

@@ -5,7 +5,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ("throughput", "storage", "restore", "overheads", "default_run")  # in `python -m bench` order
 # What a fresh clone holds that the pipeline needs (no models, no DVC cache).
 PROJECT_FILES = (
     "dvc.yaml",
@@ -118,10 +118,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
 def timed(fn: Callable[[], Any], repeat: int = 1) -> list[float]:
     """Wall seconds of each of `repeat` calls."""
     times = []
@@ -137,11 +133,32 @@ def env() -> dict[str, str]:
     return {**os.environ, **QUIET_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def sh(cmd: Sequence[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def sh(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(cmd), cwd=cwd, env=env(), capture_output=True, text=True)
-    if check and result.returncode != 0:
+    if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode} in {cwd}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def timed_sh(cmd: Sequence[str], cwd: Path, repeat: int = 1) -> list[float]:
+    """Wall seconds of each of `repeat` runs of a command, as a user types it."""
+    return timed(lambda: sh(cmd, cwd), repeat)
+
+
+def commit(repo: Path, path: str, message: str, tag: str | None = None) -> None:
+    """`dvc add path`, then a git commit of everything (and a tag)."""
+    sh(dvc_cmd("add", path), repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", message], repo)
+    if tag:
+        sh(["git", "tag", tag], repo)
+
+
+def at_least_one(value: int, option: str) -> None:
+    from loravc.errors import UserError
+
+    if value < 1:
+        raise UserError(f"{option} must be at least 1, got {value}")
 
 
 def dvc_cmd(*args: str) -> list[str]:

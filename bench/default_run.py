@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import copy_project, describe, dvc_cmd, env, machine, table, tiny_params
-from bench.common import write_json as save_json
+from bench.common import copy_project, describe, dvc_cmd, env, machine, table, tiny_params, write_json
 from loravc.errors import UserError, run_main
 
 TARGET_SECONDS, TARGET_BYTES = 360, 4 * 10**9
@@ -105,6 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke and not (args.base and (args.base / "config.json").is_file()):
         raise UserError("--smoke needs --base DIR, a (tiny) model directory with config.json")
+    if args.keep and args.keep.exists() and any(args.keep.iterdir()):
+        raise UserError(f"--keep {args.keep}: not empty; name a new or empty directory (nothing was changed)")
     with tempfile.TemporaryDirectory(prefix="bench-default-run-") as tmp:
         repo = copy_project(args.keep or Path(tmp) / "repo", tiny_params(args.base) if args.smoke else None)
         result = run_repro(repo)
@@ -120,7 +121,7 @@ def main() -> None:
         f"{'met' if time_ok else 'NOT met'}), peak RSS {peak / 1e9:.2f} GB, all processes together "
         f"(target {TARGET_BYTES / 1e9:.0f} GB: {'met' if memory_ok else 'NOT met'})"
     )
-    save_json(args.json, {"machine": info, **result, "peak_rss": peak})
+    write_json(args.json, {"machine": info, **result, "peak_rss": peak})
 
 
 def _gb(value: int | None) -> str:

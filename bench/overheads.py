@@ -17,33 +17,34 @@ no-op dvc repro 1.63 s, dvc exp show over 20 experiments 1.57 s, each --help und
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, copy_project, describe, dvc_cmd, env, machine, sh, table, update_params
-from bench.common import write_json as save_json
-from loravc.errors import run_main
+from bench.common import (
+    BENCHMARKS,
+    ROOT,
+    at_least_one,
+    copy_project,
+    describe,
+    dvc_cmd,
+    machine,
+    sh,
+    table,
+    timed_sh,
+    update_params,
+    write_json,
+)
+from loravc.errors import UserError, run_main
 
 TARGETS = {"repro": 1.5, "exp_show": 3.0, "help": 1.0}
-BENCHMARKS = ("throughput", "storage", "restore", "overheads", "default_run")
 
 
 def median_time(cmd: list[str], cwd: Path, repeat: int, warm: bool = True) -> float:
-    times = []
-    for attempt in range(repeat + 1 if warm else repeat):
-        start = time.perf_counter()
-        result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
-        elapsed = time.perf_counter() - start
-        if result.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
-        if attempt or not warm:  # the first run warms the file cache and DVC's state database
-            times.append(elapsed)
-    return statistics.median(times)
+    times = timed_sh(cmd, cwd, repeat + warm)
+    return statistics.median(times[int(warm) :])  # a first run warms the file cache and DVC's state database
 
 
 def stage_outputs(repo: Path) -> list[str]:
@@ -134,6 +135,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--smoke", action="store_true", help="stand-in outputs, 2 experiments, 1 cold run each (CI)")
     args = parser.parse_args()
+    at_least_one(args.repeat, "--repeat")
+    at_least_one(args.experiments, "--experiments")
+    if not args.smoke and not args.outputs_from.is_dir():
+        raise UserError(f"--outputs-from {args.outputs_from}: no such directory")
     source = None if args.smoke else args.outputs_from
     if args.smoke:
         args.experiments, args.repeat = 2, 1
@@ -150,7 +155,7 @@ def main() -> None:
     print(table(["command", "seconds", "target s", ""], [[*r, "met" if r[1] <= r[2] else "NOT met"] for r in rows]))
     met = all(r[1] <= r[2] for r in rows)
     print(f"all overhead targets met: {met}")
-    save_json(args.json, result)
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -22,45 +22,35 @@ Output ends with, per link type (2-core box, ext4: no reflinks, so hardlinks):
 
 import shutil
 import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     AdapterWriter,
+    at_least_one,
     base_parser,
+    commit,
     copy_base,
     describe,
     dvc_cmd,
-    env,
     init_repo,
     machine,
     require_base,
     sh,
     table,
+    timed_sh,
+    tree_bytes,
+    write_json,
 )
-from bench.common import write_json as save_json
-from loravc.errors import run_main
+from loravc.errors import UserError, run_main
 
 RECOMMENDED = "reflink,hardlink,symlink,copy"
 
 
 def _timed(cmd: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    (elapsed,) = timed_sh(cmd, cwd)
     return elapsed
-
-
-def commit(repo: Path, path: str, message: str, tag: str) -> None:
-    sh(dvc_cmd("add", path), repo)
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", message], repo)
-    sh(["git", "tag", tag], repo)
 
 
 def build(base: Path, repo: Path) -> None:
@@ -76,9 +66,10 @@ def build(base: Path, repo: Path) -> None:
         writer.write(repo / "models" / "adapter", seed=number)
         commit(repo, "models/adapter", f"adapter v{number} on base A", f"base-a-v{number}")
     sh(dvc_cmd("unprotect", "models/base"), repo)  # rewrite the base in place: unprotect first (links)
+    noise = torch.Generator().manual_seed(7)
     with torch.no_grad():  # base B: the same architecture, other weights
         for param in writer.model.parameters():
-            param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(7)) * 1e-3)
+            param.add_(torch.randn(param.shape, generator=noise) * 1e-3)
     writer.model.save_pretrained(repo / "models" / "base", safe_serialization=True)
     commit(repo, "models/base", "base B", "base-b")
 
@@ -91,8 +82,6 @@ def switch(repo: Path, rev: str) -> dict[str, float]:
 
 def copy_time(src: Path, scratch: Path) -> float:
     dest = scratch / "copy"
-    if dest.exists():
-        shutil.rmtree(dest)
     elapsed = _timed(["cp", "-r", str(src), str(dest)], scratch)
     shutil.rmtree(dest)
     return elapsed
@@ -140,12 +129,17 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="one switch each way, recommended link type only (CI)")
     args = parser.parse_args()
     require_base(args.base)
+    at_least_one(args.repeat, "--repeat")
+    for link_type in args.link_types:
+        unknown = set(link_type.split(",")) - {"reflink", "hardlink", "symlink", "copy"}
+        if unknown:
+            raise UserError(f"--link-types {link_type!r}: {', '.join(sorted(unknown))} is not a DVC cache.type")
     if args.smoke:
         args.repeat, args.link_types = 1, [RECOMMENDED]
     with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp:
         repo = Path(tmp) / "repo"
         build(args.base, repo)
-        size = sum(p.stat().st_size for p in (repo / "models" / "base").iterdir())
+        size = tree_bytes(repo / "models" / "base")
         results = [measure(repo, link, args.repeat, Path(tmp)) for link in args.link_types]
     info = machine()
     print(f"machine: {describe(info)}")
@@ -164,7 +158,7 @@ def main() -> None:
             f"{r['dvc_noop']:.2f} s, so the base switch's own work is {r['base_work_ratio']:.2f}x of cp -r; "
             f"workspace files read-only: {r['read_only']}"
         )
-    save_json(args.json, {"machine": info, "base_bytes": size, "results": results})
+    write_json(args.json, {"machine": info, "base_bytes": size, "results": results})
 
 
 if __name__ == "__main__":

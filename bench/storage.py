@@ -20,18 +20,18 @@ from typing import Any
 from bench.common import (
     ROOT,
     AdapterWriter,
+    at_least_one,
     base_parser,
+    commit,
     copy_base,
     describe,
-    dvc_cmd,
     init_repo,
     machine,
     require_base,
-    sh,
     table,
     tree_bytes,
+    write_json,
 )
-from bench.common import write_json as save_json
 from loravc.errors import run_main
 
 TARGET = 0.005  # of the base's bytes, per version
@@ -43,18 +43,14 @@ def run(base: Path, versions: int, rank: int, workdir: Path) -> dict[str, Any]:
     init_repo(repo)
     cache = repo / ".dvc" / "cache"
     copy_base(base, repo / "models" / "base")
-    sh(dvc_cmd("add", "models/base"), repo)
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "base"], repo)
+    commit(repo, "models/base", "base")
     base_bytes = tree_bytes(repo / "models" / "base")
     cached = tree_bytes(cache)
     rows: list[dict[str, Any]] = [{"commit": "base", "added": cached, "fraction": cached / base_bytes}]
     writer = AdapterWriter(repo / "models" / "base", rank=rank)
     for number in range(1, versions + 1):
         writer.write(repo / "models" / "adapter", seed=number)
-        sh(dvc_cmd("add", "models/adapter"), repo)
-        sh(["git", "add", "-A"], repo)
-        sh(["git", "commit", "-qm", f"version {number}"], repo)
+        commit(repo, "models/adapter", f"version {number}")
         now = tree_bytes(cache)
         rows.append({"commit": f"version {number}", "added": now - cached, "fraction": (now - cached) / base_bytes})
         cached = now
@@ -79,6 +75,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="three versions (CI)")
     args = parser.parse_args()
     require_base(args.base)
+    at_least_one(args.versions, "--versions")
     if args.smoke:
         args.versions = 3
     if args.rank is None:
@@ -102,7 +99,7 @@ def main() -> None:
         f"per version after the first: {result['per_version']:,} bytes = {result['per_version_fraction']:.3%} "
         f"of the base (target {TARGET:.1%}: {met}); adapter_model.safetensors is {result['adapter_bytes']:,} bytes"
     )
-    save_json(args.json, result)
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

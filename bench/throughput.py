@@ -26,13 +26,14 @@ import dataclasses
 import gc
 import json
 import resource
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, SHRINK, base_parser, describe, machine, median, require_base, table, write_json
+from bench.common import ROOT, SHRINK, base_parser, describe, machine, require_base, table, write_json
 from loravc.errors import UserError, run_main
 
 TUTORIAL_LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
@@ -71,8 +72,7 @@ def parse_variant(text: str) -> Recipe:
         extra = json.loads(spec) if spec else {}
     except json.JSONDecodeError as err:
         raise UserError(f"--variant {name}: not valid JSON ({err})") from None
-    unknown = set(extra) - {"trainer", "lora", "model", "once"}
-    if not name or unknown:
+    if not name or not isinstance(extra, dict) or set(extra) - {"trainer", "lora", "model", "once"}:
         raise UserError(f"--variant {text!r}: use NAME=JSON with keys trainer, lora, model, once")
     return Recipe(name=name, kind="project", **extra)
 
@@ -331,6 +331,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.steps, args.warmup, args.rounds, args.max_length = 3, 1, 1, args.max_length or 32
+    if args.steps <= args.warmup:
+        raise UserError(f"--steps {args.steps} must be above --warmup {args.warmup}: nothing would be timed")
     run(args)
 
 
@@ -352,7 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     require_base(args.base)
     params = load_params(args.params)
-    if args.lora_r:
+    if args.lora_r is not None:  # LoraParams says what is wrong with a bad rank
         params.train.lora = dataclasses.replace(params.train.lora, r=args.lora_r)
     device = resolve_device(args.device, "--device")
     kept = device == "cpu" and not args.malloc_defaults and keep_freed_memory()
@@ -451,8 +453,8 @@ def summarize(trials: list[dict[str, Any]], names: list[str]) -> list[list[Any]]
         rows.append(
             [
                 name,
-                median([m["tokens_per_s"] for m in mine]),
-                median(per_cpu) if per_cpu else "-",
+                statistics.median([m["tokens_per_s"] for m in mine]),
+                statistics.median(per_cpu) if per_cpu else "-",
                 len(mine),
                 t["batch"],
                 t["activation_checkpointing"],

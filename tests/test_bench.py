@@ -48,6 +48,27 @@ def test_throughput_rejects_a_bad_variant_and_a_missing_base(tmp_path: Path, mon
         parse_variant('fast={"batch": 8}')
     with pytest.raises(UserError, match=r"config\.json not found"):
         run_bench("throughput", ["--base", str(tmp_path / "nothing")], tmp_path, monkeypatch)
+    with pytest.raises(UserError, match="keys trainer, lora, model"):
+        parse_variant("fast=5")
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("throughput", ["--steps", "2", "--warmup", "2"], r"--steps 2 must be above --warmup 2"),
+        ("restore", ["--link-types", "hardlinks"], r"hardlinks is not a DVC cache\.type"),
+        ("restore", ["--repeat", "0"], r"--repeat must be at least 1"),
+        ("storage", ["--versions", "0"], r"--versions must be at least 1"),
+        ("overheads", ["--repeat", "0"], r"--repeat must be at least 1"),
+    ],
+)
+def test_bad_benchmark_options_are_named_before_any_work(
+    name: str, args: list[str], message: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [] if name == "overheads" else ["--base", str(tiny_model_dir)]
+    monkeypatch.setattr(sys, "argv", [f"bench.{name}", *base, *args])
+    with pytest.raises(UserError, match=message):
+        importlib.import_module(f"bench.{name}").main()
 
 
 def test_storage_caches_the_base_once_and_each_version_small(
