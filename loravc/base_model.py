@@ -113,4 +113,7 @@ def read_identity(base_dir: Path) -> dict[str, Any]:
     path = base_dir / IDENTITY_FILE
     if not path.is_file():
         raise UserError(f"{path} not found: run `dvc repro base` (or `dvc pull`) to materialize the base model")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserError(f"{path} is damaged ({err}): restore it with `dvc checkout` (or `dvc repro base`)") from None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loravc.params import TrainParams
+from loravc.params import TrainParams, flatten
 
 FINGERPRINT_FILE = "loravc-checkpoint.json"
 LIVE_SNAPSHOT = "dvclive"
@@ -104,7 +104,7 @@ def select_resume(
 def describe_difference(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
     """A short 'train.lora.r 8 -> 4, data' description of how two fingerprints differ."""
     changes = []
-    old_train, new_train = _flatten(old.get("train", {}), "train"), _flatten(new.get("train", {}), "train")
+    old_train, new_train = flatten(old.get("train", {}), "train"), flatten(new.get("train", {}), "train")
     for key in sorted(set(old_train) | set(new_train)):
         if old_train.get(key) != new_train.get(key):
             changes.append(f"{key} {old_train.get(key)!r} -> {new_train.get(key)!r}")
@@ -192,15 +192,6 @@ def _write_json_atomically(path: Path, value: dict[str, Any]) -> None:
 def _last_num_tokens(state: dict[str, Any]) -> int:
     logged = [entry["num_tokens"] for entry in state.get("log_history", []) if "num_tokens" in entry]
     return int(logged[-1]) if logged else 0
-
-
-def _flatten(value: Any, prefix: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        return {prefix: value}
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        flat |= _flatten(item, f"{prefix}.{key}")
-    return flat
 
 
 def _epoch(epoch: float | None) -> str:

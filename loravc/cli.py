@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loravc.errors import run_main
+from loravc.versions import EVAL_TOLERANCE
 
 
 def _json(value: Any) -> None:
@@ -43,6 +44,23 @@ def _created(value: str | None) -> str:
 
 def _names(row: dict[str, Any]) -> str:
     return " ".join(row["branches"] + row["tags"])
+
+
+def _device(text: str) -> str:
+    from loravc.errors import UserError
+    from loravc.params import check_device
+
+    try:
+        check_device(text, "--device")
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def _quiet_loading() -> None:
@@ -98,12 +116,13 @@ def cmd_show(args: argparse.Namespace) -> None:
         return
     lora = info["lora_weights"]
     refs = [*info["branches"], *info["tags"], *info["experiments"], *info["registry"]]
+    base = f"  ({info['base']['path']}, dvc md5 {info['base']['md5']})" if info["base"] else ""  # none in dvc.lock
     lines = [
         ["version", str(info["version_id"])],
         ["revision", info["rev"] + (f"  ({', '.join(refs)})" if refs else "")],
         ["created", _created(info["created"]) + " UTC"],
         ["adapter", f"{info['adapter']['path']} (dvc md5 {info['adapter']['md5']})"],
-        ["base model", f"{info['base_model']}" + (f"  ({info['base']['path']}, dvc md5 {info['base']['md5']})")],
+        ["base model", f"{info['base_model']}{base}"],
         ["lora weights", _lora_line(lora)],
         ["val loss", _num(info["validation_loss"], 4)],
         ["test ppl", _num(info["test_perplexity"], 4)],
@@ -278,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     def device(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+        sub.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
 
     sub = verb("list", "every version on branches, tags and experiment refs, newest first", cmd_list)
     sub.add_argument("--json", action="store_true", help="machine-readable output")
@@ -304,14 +323,14 @@ def parser() -> argparse.ArgumentParser:
     sub = verb("generate", "greedy continuation of a prompt by one version", cmd_generate)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
     sub.add_argument("prompt", metavar="PROMPT", help="text to continue")
-    sub.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate (default: 40)")
+    sub.add_argument("--max-new-tokens", type=_positive, default=40, help="tokens to generate (default: 40)")
     device(sub)
 
     sub = verb("verify", "files match dvc.lock, the model loads; --eval re-checks test perplexity", cmd_verify)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
     sub.add_argument("--eval", action="store_true", help="re-compute test perplexity and compare to the recorded one")
     sub.add_argument(
-        "--tolerance", type=float, default=1e-3, help="relative perplexity difference allowed (default: 1e-3)"
+        "--tolerance", type=float, default=EVAL_TOLERANCE, help="relative perplexity difference allowed (default: 1e-3)"
     )
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     device(sub)

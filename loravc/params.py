@@ -84,7 +84,7 @@ class TrainParams:
     trainer: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_device(self.device, "train.device")
+        check_device(self.device, "train.device")
         _require(self.profile in PROFILES, "train.profile", f"must be one of {', '.join(PROFILES)}: {self.profile!r}")
         _require(self.max_length >= 8, "train.max_length", "must be at least 8")
         _require(self.processes >= 1, "train.processes", "must be at least 1")
@@ -109,7 +109,7 @@ class EvaluateParams:
     prompts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check_device(self.device, "evaluate.device")
+        check_device(self.device, "evaluate.device")
         _require(self.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
         _require(self.max_new_tokens >= 1, "evaluate.max_new_tokens", "must be at least 1")
 
@@ -138,10 +138,25 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse YAML as DVC does (ruamel, YAML 1.2: `2e-4` is a float, not a string)."""
+    """Parse a YAML file as DVC does (ruamel, YAML 1.2: `2e-4` is a float, not a string)."""
+    return parse_yaml(path.read_text(encoding="utf-8"))
+
+
+def parse_yaml(text: str | bytes) -> Any:
+    """Parse YAML text as DVC does (ruamel, YAML 1.2)."""
     from ruamel.yaml import YAML
 
-    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    return YAML(typ="safe", pure=True).load(text.decode("utf-8") if isinstance(text, bytes) else text)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (with a prefix: {"prefix.a.b": 1}); lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
 
 
 def build(cls: type, data: Any, prefix: str) -> Any:
@@ -196,7 +211,7 @@ def _require(ok: bool, key: str, what: str) -> None:
         raise UserError(f"{key} {what}")
 
 
-def _check_device(device: str, key: str) -> None:
+def check_device(device: str, key: str) -> None:
     kind = device.split(":", 1)[0]
     ok = kind in DEVICES and (":" not in device or (kind == "cuda" and device.split(":", 1)[1].isdigit()))
     _require(ok, key, f"must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")

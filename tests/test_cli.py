@@ -121,3 +121,17 @@ def test_user_errors_exit_2_with_one_clear_line(versions_repo: dict, capsys) -> 
     if not torch.cuda.is_available():
         assert "no CUDA device" in fails(capsys, "-C", repo, "generate", "main", "x", "--device", "cuda")
     assert "not inside a git repository" in fails(capsys, "-C", "/", "list")
+    assert "loravc list" in fails(capsys, "-C", repo, "show", "no-such-artifact@latest")  # gto: no artifact
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "main", "x", "--device", "tpu"], "--device must be one of"),
+        (["generate", "main", "x", "--max-new-tokens", "0"], "must be a positive integer"),
+    ],
+)
+def test_bad_options_are_refused_by_the_parser(args: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

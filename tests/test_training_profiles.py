@@ -68,6 +68,13 @@ def test_train_trainer_overrides_the_profile(tmp_path: Path) -> None:
     assert config.per_device_train_batch_size == 64 and config.use_liger_kernel is False
 
 
+def test_liger_asked_for_but_missing_is_a_clear_error(tmp_path: Path) -> None:
+    if importlib.util.find_spec("liger_kernel") is not None:
+        pytest.skip("liger-kernel is installed")
+    with pytest.raises(UserError, match=r"train\.trainer\.use_liger_kernel .* pip install liger-kernel"):
+        sft_config(TrainParams(trainer={"use_liger_kernel": True}), "cpu", tmp_path)
+
+
 def test_unknown_profile_is_a_clear_error() -> None:
     with pytest.raises(UserError, match=r"train\.profile must be one of auto, cpu, gpu"):
         build(TrainParams, {"profile": "tpu"}, "train")
