@@ -13,8 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import BENCHMARKS, ROOT, require_base, shrunk_base
+from bench.common import BENCHMARKS, require_base, shrunk_base
 from loravc.errors import run_main
+from loravc.project import ROOT
 
 
 def main() -> None:

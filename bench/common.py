@@ -1,38 +1,22 @@
-"""What every benchmark shares: the machine it ran on, timing, tables, a scratch copy of the project."""
+"""What every benchmark shares: the machine it ran on, timing, tables, scratch repositories of a base and adapters.
+
+Scratch copies of the whole project (and running git/dvc in them) are loravc.project's, shared with the tests.
+"""
 
 import argparse
 import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from loravc.project import ROOT, dvc_cmd, git, init_repo, run
+
 BENCHMARKS = ("throughput", "storage", "restore", "overheads", "default_run")  # in `python -m bench` order
-# What a fresh clone holds that the pipeline needs (no models, no DVC cache).
-PROJECT_FILES = (
-    "dvc.yaml",
-    "params.yaml",
-    "pyproject.toml",
-    ".gitignore",
-    ".dvcignore",
-    "stages",
-    "loravc",
-    "data/raw",
-)
-QUIET_ENV = {
-    "DVC_NO_ANALYTICS": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "DVCLIVE_OPEN": "false",
-}
 
 
 def base_parser(doc: str) -> argparse.ArgumentParser:
@@ -98,6 +82,13 @@ def describe(info: dict[str, Any]) -> str:
     return text + f"; load average {info['load_average_1min']}"
 
 
+def report_machine() -> dict[str, Any]:
+    """machine() of a CPU benchmark, printed as the `machine:` line its report starts with."""
+    info = machine()
+    print(f"machine: {describe(info)}")
+    return info
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A Markdown table (what the README's results table is made of)."""
     rows = [[_cell(c) for c in row] for row in rows]
@@ -128,30 +119,18 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> list[float]:
     return times
 
 
-def env() -> dict[str, str]:
-    """This interpreter's bin first on PATH (dvc stages call `python`), offline, quiet."""
-    return {**os.environ, **QUIET_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def sh(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(cmd), cwd=cwd, env=env(), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode} in {cwd}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def timed_sh(cmd: Sequence[str], cwd: Path, repeat: int = 1) -> list[float]:
     """Wall seconds of each of `repeat` runs of a command, as a user types it."""
-    return timed(lambda: sh(cmd, cwd), repeat)
+    return timed(lambda: run(cmd, cwd), repeat)
 
 
 def commit(repo: Path, path: str, message: str, tag: str | None = None) -> None:
     """`dvc add path`, then a git commit of everything (and a tag)."""
-    sh(dvc_cmd("add", path), repo)
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", message], repo)
+    run(dvc_cmd("add", path), repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
     if tag:
-        sh(["git", "tag", tag], repo)
+        git(repo, "tag", tag)
 
 
 def at_least_one(value: int, option: str) -> None:
@@ -159,73 +138,6 @@ def at_least_one(value: int, option: str) -> None:
 
     if value < 1:
         raise UserError(f"{option} must be at least 1, got {value}")
-
-
-def dvc_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *args]
-
-
-def copy_project_files(dest: Path) -> None:
-    """Copy what a fresh clone holds that the pipeline needs (PROJECT_FILES) into dest."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-
-
-def copy_project(dest: Path, params: dict[str, Any] | None = None) -> Path:
-    """A fresh git + DVC repository holding the project's files (as a clone would), one commit."""
-    copy_project_files(dest)
-    if params:
-        update_params(dest / "params.yaml", params)
-    init_repo(dest)
-    sh(["git", "add", "-A"], dest)
-    sh(["git", "commit", "-qm", "project"], dest)
-    return dest
-
-
-def init_repo(dest: Path) -> None:
-    sh(["git", "init", "-q", "-b", "main"], dest)
-    sh(["git", "config", "user.email", "bench@example.com"], dest)
-    sh(["git", "config", "user.name", "bench"], dest)
-    sh(dvc_cmd("init", "-q"), dest)
-
-
-def update_params(path: Path, changes: dict[str, Any]) -> None:
-    """Merge `changes` into a params.yaml keeping its comments (ruamel round-trip, as DVC does)."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    doc = yaml.load(path.read_text(encoding="utf-8"))
-
-    def merge(node: Any, new: dict[str, Any]) -> None:
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(node.get(key), dict):
-                merge(node[key], value)
-            else:
-                node[key] = value
-
-    merge(doc, changes)
-    with path.open("w", encoding="utf-8") as f:
-        yaml.dump(doc, f)
-
-
-def tiny_params(base: Path) -> dict[str, Any]:
-    """params.yaml values that shrink the default pipeline to seconds on a tiny base."""
-    return {
-        "base": {"source": str(base)},
-        "prepare": {"test_records": 6, "validation_records": 4, "train_records": 16},
-        "train": {
-            "device": "cpu",
-            "max_length": 64,
-            "trainer": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
-        },
-        "evaluate": {"device": "cpu", "max_new_tokens": 4},
-    }
 
 
 def write_json(path: Path | None, result: dict[str, Any]) -> None:
@@ -279,6 +191,14 @@ def copy_base(src: Path, dest: Path) -> Path:
     return dest
 
 
+def repo_with_base(base: Path, repo: Path) -> Path:
+    """A new git + DVC repository at repo whose one commit, "base", is a copy of `base` in models/base (dvc add)."""
+    init_repo(repo)
+    copy_base(base, repo / "models" / "base")
+    commit(repo, "models/base", "base")
+    return repo
+
+
 class AdapterWriter:
     """Writes version directories like the train stage does (PEFT adapter, tokenizer, metadata.json) without
     training: LoRA weights drawn from a seed, on the base's architecture built from its config.json."""
@@ -300,7 +220,7 @@ class AdapterWriter:
         import torch
         from peft import get_peft_model
 
-        from loravc.metadata import utc_now, version_id, write_metadata
+        from loravc import metadata
 
         peft_model = get_peft_model(self.model, self.lora)
         generator = torch.Generator().manual_seed(seed)
@@ -313,7 +233,12 @@ class AdapterWriter:
         out.mkdir(parents=True)
         peft_model.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
-        now = utc_now()
-        write_metadata(out, {"version_id": version_id(now), "created": now.isoformat(), "seed": seed})
+        now = metadata.utc_now()  # a small stand-in record: the bytes that matter here are the adapter's
+        metadata.write_json(out, {"version_id": metadata.version_id(now), "created": now.isoformat(), "seed": seed})
         self.model = peft_model.unload()
         return out
+
+    def commit(self, repo: Path, seed: int, message: str, tag: str | None = None) -> None:
+        """A version in repo: write(repo / "models" / "adapter", seed), `dvc add` it and commit (and tag)."""
+        self.write(repo / "models" / "adapter", seed)
+        commit(repo, "models/adapter", message, tag)

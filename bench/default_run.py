@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import copy_project, describe, dvc_cmd, env, machine, table, tiny_params, write_json
+from bench.common import report_machine, table, write_json
 from loravc.errors import UserError, run_main
+from loravc.project import dvc_cmd, project_repo, smoke_params, tool_env
 
 TARGET_SECONDS, TARGET_BYTES = 360, 4 * 10**9
 
@@ -80,7 +81,7 @@ def run_repro(repo: Path) -> dict[str, Any]:
     """`dvc repro` as a user runs it: wall time, the largest process's peak RSS, the tree's peak, per stage."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        dvc_cmd("repro"), cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        dvc_cmd("repro"), cwd=repo, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     with TreeSampler(proc.pid) as sampler:
         output, _ = proc.communicate()
@@ -107,10 +108,9 @@ def main() -> None:
     if args.keep and args.keep.exists() and any(args.keep.iterdir()):
         raise UserError(f"--keep {args.keep}: not empty; name a new or empty directory (nothing was changed)")
     with tempfile.TemporaryDirectory(prefix="bench-default-run-") as tmp:
-        repo = copy_project(args.keep or Path(tmp) / "repo", tiny_params(args.base) if args.smoke else None)
+        repo = project_repo(args.keep or Path(tmp) / "repo", smoke_params(args.base) if args.smoke else None)
         result = run_repro(repo)
-    info = machine()
-    print(f"machine: {describe(info)}")
+    info = report_machine()
     rows = [[name, s["seconds"], _gb(s["peak_rss"])] for name, s in result["stages"].items()]
     rows.append(["dvc repro (all)", result["seconds"], _gb(result["largest_process"])])
     print(table(["stage", "seconds (sampled)", "peak RSS GB"], rows))

@@ -10,11 +10,12 @@ Every figure is the median of `--repeat` runs after one warm-up, as a user types
     python -m bench.overheads
     python -m bench.overheads --experiments 20 --repeat 5
 
-Output: a table of each command's seconds against its target (2-core box, load average 2.9:
-no-op dvc repro 1.63 s, dvc exp show over 20 experiments 1.57 s, each --help under 0.11 s).
+Output: a table of each command's seconds against its target; measured figures, with their date
+and machine, are in docs/performance.md.
 """
 
 import argparse
+import re
 import shutil
 import statistics
 import sys
@@ -23,28 +24,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    BENCHMARKS,
-    ROOT,
-    at_least_one,
-    copy_project,
-    describe,
-    dvc_cmd,
-    machine,
-    sh,
-    table,
-    timed_sh,
-    update_params,
-    write_json,
-)
+from bench.common import BENCHMARKS, at_least_one, report_machine, table, timed_sh, write_json
 from loravc.errors import UserError, run_main
+from loravc.project import ROOT, dvc_cmd, git, project_repo, run, update_params
 
 TARGETS = {"repro": 1.5, "exp_show": 3.0, "help": 1.0}
 
 
-def median_time(cmd: list[str], cwd: Path, repeat: int, warm: bool = True) -> float:
+def timed_runs(cmd: list[str], cwd: Path, repeat: int, warm: bool) -> tuple[float, list[float]]:
+    """(median, every run's seconds): a first run, when `warm`, warms the file cache and DVC's state database
+    and is left out of the median."""
     times = timed_sh(cmd, cwd, repeat + warm)
-    return statistics.median(times[int(warm) :])  # a first run warms the file cache and DVC's state database
+    return statistics.median(times[int(warm) :]), times
 
 
 def stage_outputs(repo: Path) -> list[str]:
@@ -97,33 +88,42 @@ def _stages() -> list[Path]:
     return sorted(p for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__")
 
 
-def run(workdir: Path, source: Path | None, experiments: int, repeat: int, warm: bool = True) -> dict[str, Any]:
-    repo = copy_project(workdir / "repo")
+def measure(workdir: Path, source: Path | None, experiments: int, repeat: int, warm: bool = True) -> dict[str, Any]:
+    repo = project_repo(workdir / "repo")
     copied = place_outputs(repo, source)
-    sh(dvc_cmd("commit", "-f", "-q"), repo)
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "pipeline outputs"], repo)
-    status = sh(dvc_cmd("status"), repo).stdout
+    run(dvc_cmd("commit", "-f", "-q"), repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "pipeline outputs")
+    status = run(dvc_cmd("status"), repo).stdout
     if "up to date" not in status:
         raise RuntimeError(f"the scratch pipeline is not up to date after dvc commit:\n{status}")
-    startup = median_time(dvc_cmd("--version"), repo, repeat, warm)  # DVC's own start-up, for scale
-    repro = median_time(dvc_cmd("repro"), repo, repeat, warm)
+    runs: dict[str, Any] = {}
+
+    def median_time(name: str, cmd: list[str], cwd: Path = repo) -> float:
+        median, runs[name] = timed_runs(cmd, cwd, repeat, warm)
+        return median
+
+    startup = median_time("dvc_startup", dvc_cmd("--version"))  # DVC's own start-up, for scale
+    repro = median_time("repro", dvc_cmd("repro"))
     for number in range(experiments):
         update_params(repo / "params.yaml", {"train": {"lora": {"r": number + 1}, "seed": number}})
-        sh(dvc_cmd("exp", "save", "-q", "-n", f"bench-{number + 1}"), repo)
-    listed = sh(dvc_cmd("exp", "show", "--no-pager", "--csv"), repo).stdout
-    found = sum(1 for line in listed.splitlines() if "bench-" in line)
-    if found != experiments:
-        raise RuntimeError(f"dvc exp show lists {found} experiments, expected {experiments}")
-    exp_show = median_time(dvc_cmd("exp", "show", "--no-pager"), repo, repeat, warm)
-    helps = {name: median_time(argv, ROOT, repeat, warm) for name, argv in help_commands()}
+        run(dvc_cmd("exp", "save", "-q", "-n", f"bench-{number + 1}"), repo)
+    listed = run(dvc_cmd("exp", "show", "--no-pager", "--csv"), repo).stdout
+    names = sorted(set(re.findall(r"\bbench-\d+\b", listed)), key=lambda name: int(name.split("-")[1]))
+    if names != [f"bench-{number + 1}" for number in range(experiments)]:
+        raise RuntimeError(f"dvc exp show lists {', '.join(names) or 'none'}; expected bench-1 to bench-{experiments}")
+    exp_show = median_time("exp_show", dvc_cmd("exp", "show", "--no-pager"))
+    helps = {name: median_time(f"{name} --help", argv, ROOT) for name, argv in help_commands()}
     return {
         "copied_outputs": copied,
         "dvc_startup": startup,
         "repro": repro,
         "exp_show": exp_show,
-        "experiments": experiments,
+        "experiments": len(names),
+        "listed_experiments": names,
         "help": helps,
+        "warm_up_runs": int(warm),
+        "runs": runs,  # every run's seconds, warm-up first, by command
     }
 
 
@@ -143,9 +143,8 @@ def main() -> None:
     if args.smoke:
         args.experiments, args.repeat = 2, 1
     with tempfile.TemporaryDirectory(prefix="bench-overheads-") as tmp:
-        result = run(Path(tmp), source, args.experiments, args.repeat, warm=not args.smoke)
-    result["machine"] = machine()
-    print(f"machine: {describe(result['machine'])}")
+        result = measure(Path(tmp), source, args.experiments, args.repeat, warm=not args.smoke)
+    result["machine"] = report_machine()
     copied = ", ".join(result["copied_outputs"]) or "none (stand-ins)"
     print(f"outputs copied from {source}: {copied}; median of {args.repeat} runs after a warm-up")
     print(f"dvc --version (DVC's start-up alone, for scale): {result['dvc_startup']:.2f} s")

@@ -15,11 +15,12 @@ same files are copied with `cp -r` for comparison. Link types, in DVC's words:
     python -m bench.restore                                   # base from models/base
     python -m bench.restore --link-types reflink,hardlink,symlink,copy copy
 
-Output ends with, per link type (2-core box, ext4: no reflinks, so hardlinks):
-    reflink,hardlink,symlink,copy: adapter 0.74 s (target < 1 s), base switch 3.76x of cp -r (target <= 0.1x);
-    a dvc checkout with nothing to do takes 0.62 s, so the base switch's own work is 0.49x of cp -r; ...
+Output ends with, per link type (measured figures: docs/performance.md):
+    <link types>: adapter <s> s (target < 1 s), base switch <ratio>x of cp -r (target <= 0.1x);
+    a dvc checkout with nothing to do takes <s> s, so the base switch's own work is <ratio>x of cp -r; ...
 """
 
+import hashlib
 import shutil
 import statistics
 import tempfile
@@ -31,19 +32,16 @@ from bench.common import (
     at_least_one,
     base_parser,
     commit,
-    copy_base,
-    describe,
-    dvc_cmd,
-    init_repo,
-    machine,
+    repo_with_base,
+    report_machine,
     require_base,
-    sh,
     table,
     timed_sh,
     tree_bytes,
     write_json,
 )
 from loravc.errors import UserError, run_main
+from loravc.project import dvc_cmd, git, run
 
 RECOMMENDED = "reflink,hardlink,symlink,copy"
 
@@ -53,31 +51,43 @@ def _timed(cmd: list[str], cwd: Path) -> float:
     return elapsed
 
 
-def build(base: Path, repo: Path) -> None:
-    """base A + v1, v2 (tags base-a-v1, base-a-v2), then base B (tag base-b)."""
+def models_digest(repo: Path) -> str:
+    """sha256 over the relative path and bytes of every file in models/base and models/adapter (links followed)."""
+    digest = hashlib.sha256()
+    for part in ("base", "adapter"):
+        for path in sorted(p for p in (repo / "models" / part).rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(repo)}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def build(base: Path, repo: Path) -> dict[str, str]:
+    """base A, then v1, v2 on it (tags base-a-v1, base-a-v2), then base B (tag base-b); each tag's models_digest."""
     import torch
 
-    repo.mkdir(parents=True)
-    init_repo(repo)
-    copy_base(base, repo / "models" / "base")
-    sh(dvc_cmd("add", "models/base"), repo)
+    repo_with_base(base, repo)
     writer = AdapterWriter(repo / "models" / "base")
+    digests = {}
     for number in (1, 2):
-        writer.write(repo / "models" / "adapter", seed=number)
-        commit(repo, "models/adapter", f"adapter v{number} on base A", f"base-a-v{number}")
-    sh(dvc_cmd("unprotect", "models/base"), repo)  # rewrite the base in place: unprotect first (links)
+        writer.commit(repo, number, f"adapter v{number} on base A", f"base-a-v{number}")
+        digests[f"base-a-v{number}"] = models_digest(repo)
+    run(dvc_cmd("unprotect", "models/base"), repo)  # rewrite the base in place: unprotect first (links)
     noise = torch.Generator().manual_seed(7)
     with torch.no_grad():  # base B: the same architecture, other weights
         for param in writer.model.parameters():
             param.add_(torch.randn(param.shape, generator=noise) * 1e-3)
     writer.model.save_pretrained(repo / "models" / "base", safe_serialization=True)
     commit(repo, "models/base", "base B", "base-b")
+    digests["base-b"] = models_digest(repo)
+    if len(set(digests.values())) != len(digests):
+        raise RuntimeError(f"two of {', '.join(digests)} hold the same files: nothing to switch between")
+    return digests
 
 
 def switch(repo: Path, rev: str) -> dict[str, float]:
-    git = _timed(["git", "checkout", "-q", rev], repo)
-    dvc = _timed(dvc_cmd("checkout", "-q"), repo)
-    return {"git": git, "dvc": dvc, "total": git + dvc}
+    git_s = _timed(["git", "checkout", "-q", rev], repo)
+    dvc_s = _timed(dvc_cmd("checkout", "-q"), repo)
+    return {"git": git_s, "dvc": dvc_s, "total": git_s + dvc_s}
 
 
 def copy_time(src: Path, scratch: Path) -> float:
@@ -87,10 +97,23 @@ def copy_time(src: Path, scratch: Path) -> float:
     return elapsed
 
 
-def measure(repo: Path, link_type: str, repeat: int, scratch: Path) -> dict[str, Any]:
-    sh(dvc_cmd("config", "cache.type", link_type), repo)
-    sh(["git", "checkout", "-q", "base-a-v2"], repo)
-    sh(dvc_cmd("checkout", "-q", "--relink"), repo)
+def verify(repo: Path, digests: dict[str, str]) -> list[str]:
+    """Switch to each tag as the timed switches do and compare models/ with its digest at commit time;
+    the tags verified, or RuntimeError naming those whose files differ."""
+    wrong = []
+    for tag, digest in digests.items():
+        switch(repo, tag)
+        if models_digest(repo) != digest:
+            wrong.append(tag)
+    if wrong:
+        raise RuntimeError(f"git checkout + dvc checkout of {', '.join(wrong)} left other files than committed")
+    return list(digests)
+
+
+def measure(repo: Path, link_type: str, repeat: int, scratch: Path, digests: dict[str, str]) -> dict[str, Any]:
+    run(dvc_cmd("config", "cache.type", link_type), repo)
+    git(repo, "checkout", "-q", "base-a-v2")
+    run(dvc_cmd("checkout", "-q", "--relink"), repo)
     adapter, base, cp_adapter, cp_base, idle = [], [], [], [], []
     for _ in range(repeat):
         idle.append(_timed(dvc_cmd("checkout", "-q"), repo))  # nothing to do: DVC's start-up and checks
@@ -98,7 +121,7 @@ def measure(repo: Path, link_type: str, repeat: int, scratch: Path) -> dict[str,
         cp_adapter.append(copy_time(repo / "models" / "adapter", scratch))
         base += [switch(repo, "base-b"), switch(repo, "base-a-v2")]
         cp_base.append(copy_time(repo / "models" / "base", scratch))
-    status = sh(dvc_cmd("status"), repo).stdout
+    status = run(dvc_cmd("status"), repo).stdout
     if "up to date" not in status:  # each switch must leave exactly the committed files
         raise RuntimeError(f"after the switches the workspace differs from the commit:\n{status}")
     result = {
@@ -113,6 +136,7 @@ def measure(repo: Path, link_type: str, repeat: int, scratch: Path) -> dict[str,
     result["base_ratio"] = result["base"]["total"] / result["cp_base"]
     result["base_work_ratio"] = max(result["base"]["total"] - result["dvc_noop"], 0.0) / result["cp_base"]
     result["adapter_ratio"] = result["adapter"]["total"] / result["cp_adapter"]
+    result["verified"] = verify(repo, digests)  # the switches restored the committed bytes, not just fast
     return result
 
 
@@ -138,11 +162,10 @@ def main() -> None:
         args.repeat, args.link_types = 1, [RECOMMENDED]
     with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp:
         repo = Path(tmp) / "repo"
-        build(args.base, repo)
+        digests = build(args.base, repo)
         size = tree_bytes(repo / "models" / "base")
-        results = [measure(repo, link, args.repeat, Path(tmp)) for link in args.link_types]
-    info = machine()
-    print(f"machine: {describe(info)}")
+        results = [measure(repo, link, args.repeat, Path(tmp), digests) for link in args.link_types]
+    info = report_machine()
     print(f"base: {args.base} ({size:,} bytes); median of {args.repeat * 2} switches, DVC start-up included")
     rows = []
     for r in results:
@@ -156,9 +179,10 @@ def main() -> None:
             f"{r['link_type']}: adapter {r['adapter']['total']:.2f} s (target < 1 s), base switch "
             f"{r['base_ratio']:.2f}x of cp -r (target <= 0.1x); a dvc checkout with nothing to do takes "
             f"{r['dvc_noop']:.2f} s, so the base switch's own work is {r['base_work_ratio']:.2f}x of cp -r; "
-            f"workspace files read-only: {r['read_only']}"
+            f"workspace files read-only: {r['read_only']}; bytes checked after switching to "
+            f"{', '.join(r['verified'])}"
         )
-    write_json(args.json, {"machine": info, "base_bytes": size, "results": results})
+    write_json(args.json, {"machine": info, "base_bytes": size, "digests": digests, "results": results})
 
 
 if __name__ == "__main__":

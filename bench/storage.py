@@ -9,8 +9,8 @@ across versions (the tokenizer) are stored once: DVC's cache is content-addresse
     python -m bench.storage                   # base from models/base (its 538 MB weights are copied)
     python -m bench.storage --base DIR --versions 5 --rank 8
 
-Output ends with (SmolLM2-135M, the default r=4 on q,k,v,o in fp32; `--rank 8` gives 0.687%, not met):
-    per version after the first: 1,874,947 bytes = 0.346% of the base (target 0.5%: met); ...
+Output ends with (measured figures per rank: docs/performance.md):
+    per version after the first: <bytes> bytes = <percent>% of the base (target 0.5%: met or not met); ...
 """
 
 import tempfile
@@ -18,39 +18,31 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    ROOT,
     AdapterWriter,
     at_least_one,
     base_parser,
-    commit,
-    copy_base,
-    describe,
-    init_repo,
-    machine,
+    repo_with_base,
+    report_machine,
     require_base,
     table,
     tree_bytes,
     write_json,
 )
 from loravc.errors import run_main
+from loravc.project import ROOT
 
 TARGET = 0.005  # of the base's bytes, per version
 
 
 def run(base: Path, versions: int, rank: int, workdir: Path) -> dict[str, Any]:
-    repo = workdir / "repo"
-    repo.mkdir()
-    init_repo(repo)
+    repo = repo_with_base(base, workdir / "repo")
     cache = repo / ".dvc" / "cache"
-    copy_base(base, repo / "models" / "base")
-    commit(repo, "models/base", "base")
     base_bytes = tree_bytes(repo / "models" / "base")
     cached = tree_bytes(cache)
     rows: list[dict[str, Any]] = [{"commit": "base", "added": cached, "fraction": cached / base_bytes}]
     writer = AdapterWriter(repo / "models" / "base", rank=rank)
     for number in range(1, versions + 1):
-        writer.write(repo / "models" / "adapter", seed=number)
-        commit(repo, "models/adapter", f"version {number}")
+        writer.commit(repo, number, f"version {number}")
         now = tree_bytes(cache)
         rows.append({"commit": f"version {number}", "added": now - cached, "fraction": (now - cached) / base_bytes})
         cached = now
@@ -84,8 +76,7 @@ def main() -> None:
         args.rank = load_params(ROOT / "params.yaml").train.lora.r
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         result = run(args.base, args.versions, args.rank, Path(tmp))
-    result["machine"] = machine()
-    print(f"machine: {describe(result['machine'])}")
+    result["machine"] = report_machine()
     print(f"base: {args.base} ({result['base_bytes']:,} bytes), LoRA r={args.rank}")
     print(
         table(

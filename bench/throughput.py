@@ -15,10 +15,9 @@ forward, backward, optimizer step and logging all included).
     python -m bench.throughput                                  # real base in models/base, CPU
     python -m bench.throughput --device cuda --random-weights --max-length 512 --lora-r 8
 
-Output ends with a table of the recipes and the ratios; measured on an idle 2-core AVX2 box (max
-length 128, the default r=4) and on an H200 (max length 512, --random-weights, r=8, fp32 LoRA weights):
-    ratio project / tutorial: 1.60x (per CPU second: 1.61x)
-    ratio project / tutorial: 248.62x
+Output ends with a table of the recipes and the ratios (measured figures per machine, with their
+dates: docs/performance.md):
+    ratio project / tutorial: <ratio>x (per CPU second: <ratio>x)
 """
 
 import argparse
@@ -33,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, SHRINK, base_parser, describe, machine, require_base, table, write_json
+from bench.common import SHRINK, base_parser, describe, machine, require_base, table, write_json
 from loravc.errors import UserError, run_main
+from loravc.project import ROOT
 
 TUTORIAL_LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
 
@@ -191,6 +191,7 @@ class StepClock:
             "timed_steps": len(self.marks) - warmup,
             "tokens": n1 - n0,
             "seconds": t1 - t0,
+            "cpu_seconds": c1 - c0,
         }
 
 

@@ -8,7 +8,7 @@ The callback here then adds two things to each checkpoint, the fingerprint file 
 On the next start, `select_resume` resumes the newest checkpoint whose fingerprint matches
 and discards every other one with a message; a finished run clears the directory.
 
-The directory is deliberately not a DVC output: see the README (Experiments) for why.
+The directory is deliberately not a DVC output: docs/experiments.md says why.
 Checkpoints hold pickles written by torch.save (optimizer.pt, rng_state.pth, training_args.bin):
 they are local scratch, read back only by the Trainer that wrote them, never part of a version.
 """

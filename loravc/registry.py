@@ -2,15 +2,17 @@
 
 `register` tags a version's commit `lora-adapter@v1.2.0`; `promote` moves a stage to a registered
 version: `lora-adapter#prod!#N` takes it from the previous holder, `lora-adapter#prod#M` gives it
-to the new one. The artifact's name and
-path come from the `artifacts:` block of dvc.yaml at that commit, so `gto show`, `gto which
-lora-adapter prod` and `dvc artifacts get . lora-adapter --rev v1.2.0` (or `--stage prod`) work too.
+to the new one. The artifact's name and path come from the `artifacts:` block of dvc.yaml at that
+commit, so `gto show lora-adapter#prod` and `dvc artifacts get . lora-adapter --rev v1.2.0`
+(or `--stage prod`) work too.
 """
 
 import re
 
 from loravc.errors import UserError
-from loravc.versions import Version, Versions, parse_yaml
+from loravc.params import parse_yaml
+from loravc.pins import model_artifacts
+from loravc.versions import Version, Versions
 
 SEMVER_RE = re.compile(r"v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 NAME_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9/_-]*[a-zA-Z0-9])?")  # GTO's rule for artifact and stage names
@@ -33,13 +35,8 @@ def check_name(value: str, what: str) -> str:
 
 def declared_artifacts(versions: Versions, commit: str) -> dict[str, str]:
     """{name: path} of the model artifacts dvc.yaml declares at `commit`."""
-    spec = f"{commit}:dvc.yaml"
-    dvc_yaml = parse_yaml(versions.read_blobs([spec])[spec]) or {}
-    return {
-        name: str(value.get("path"))
-        for name, value in (dvc_yaml.get("artifacts") or {}).items()
-        if isinstance(value, dict) and value.get("type", "model") == "model"
-    }
+    blob = versions.repo.read_blob(commit, "dvc.yaml")
+    return model_artifacts(parse_yaml(blob) if blob is not None else None)
 
 
 def _gto_error(err: Exception) -> UserError:
@@ -70,11 +67,10 @@ def register(
             f"dvc.yaml at {target.short} declares no artifact {name!r} with path {path} "
             f"(declared: {', '.join(f'{n}: {p}' for n, p in declared.items()) or 'none'})"
         )
-    meta = target.metadata or {}
-    lora = meta.get("lora") or {}
+    rank = target.metadata.lora.r if target.metadata else None
     ppl = target.test_perplexity
     message = message or (
-        f"Register {name} {version}: {target.version_id}, LoRA r={lora.get('r')}"
+        f"Register {name} {version}: {target.version_id}, LoRA r={rank}"
         + (f", test perplexity {ppl}" if ppl is not None else "")
     )
     try:
@@ -101,7 +97,7 @@ def promote(
     """Make the registered `<name>@<version>` the one version in `stage`; returns the new tag (None: no change).
 
     Any other version holding the stage is unassigned first (`name#stage!#N`), then this one is
-    assigned (`name#stage#N`), so the newest stage tag names it: `gto which`, `dvc artifacts get
+    assigned (`name#stage#N`), so the newest stage tag names it: `gto show name#stage`, `dvc artifacts get
     --stage` and `loravc ... name#stage` all agree on it.
     """
     from gto.api import assign, unassign

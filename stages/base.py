@@ -1,21 +1,16 @@
 """Stage `base`: materialize the base model named in params.yaml `base` as a safetensors directory.
 
 Runs once per base model; every version reuses the output (DVC caches it once).
-Expected output for the default (about 40 s on 2 CPU cores):
+Expected output for the default (its time: docs/performance.md):
     base: HuggingFaceTB/SmolLM2-135M-Instruct (134,515,008 parameters) -> models/base
 """
 
-import argparse
-from pathlib import Path
-
 from loravc.errors import run_main
+from loravc.stage import arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="directory to write (the stage's DVC output)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args()
+    args = arguments(__doc__, {"out": "directory to write (the stage's DVC output)"})
 
     from loravc.base_model import materialize
     from loravc.params import load_params

@@ -5,23 +5,23 @@ the base figures). Writes dvclive metrics and a markdown file of samples, then p
 one-screen summary of the version. The two perplexities also go to a bar plot.
 """
 
-import argparse
-from pathlib import Path
-
 from loravc.errors import run_main
+from loravc.stage import arguments
 
 PLOT_NAMES = {"base": "base", "tuned": "fine-tuned"}  # bars of plots/custom/perplexity.json (dvc.yaml `plots`)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, required=True, help="base model directory (stage `base`)")
-    parser.add_argument("--adapter", type=Path, required=True, help="version directory (stage `train`)")
-    parser.add_argument("--data", type=Path, required=True, help="prepared splits directory (stage `prepare`)")
-    parser.add_argument("--live", type=Path, required=True, help="dvclive directory for the metrics")
-    parser.add_argument("--samples", type=Path, required=True, help="markdown file for the greedy samples")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args()
+    args = arguments(
+        __doc__,
+        {
+            "base": "base model directory (stage `base`)",
+            "adapter": "version directory (stage `train`)",
+            "data": "prepared splits directory (stage `prepare`)",
+            "live": "dvclive directory for the metrics",
+            "samples": "markdown file for the greedy samples",
+        },
+    )
 
     from loravc import data
     from loravc.devices import resolve_device
@@ -47,16 +47,15 @@ def main() -> None:
     write_summary(args.live, summary, plots={"perplexity": bars})
     args.samples.parent.mkdir(parents=True, exist_ok=True)
     args.samples.write_text(
-        _samples_markdown(meta["version_id"], ep.prompts, base_samples, tuned_samples), encoding="utf-8"
+        _samples_markdown(meta.version_id, ep.prompts, base_samples, tuned_samples), encoding="utf-8"
     )
 
-    print(f"\nversion   {meta['version_id']}  ({args.adapter}, base {meta['base_model']['id']})")
+    lora, trained = meta.lora, meta.metrics
+    print(f"\nversion   {meta.version_id}  ({args.adapter}, base {meta.base_model['id']})")
+    print(f"lora      r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}")
     print(
-        f"lora      r={meta['lora']['r']} alpha={meta['lora']['alpha']} on {', '.join(meta['lora']['target_modules'])}"
-    )
-    print(
-        f"train     {meta['metrics']['steps']} steps, train loss {meta['metrics']['train_loss']:.4f}, "
-        f"validation loss {meta['metrics']['validation_loss']:.4f}"
+        f"train     {trained.steps} steps, train loss {trained.train_loss:.4f}, "
+        f"validation loss {trained.validation_loss:.4f}"
     )
     print(
         f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "

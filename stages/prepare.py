@@ -1,24 +1,24 @@
 """Stage `prepare`: validate the raw JSONL, drop exact duplicates, split train/validation/test.
 
 Writes <out>/{train,validation,test}.jsonl and a metrics file with record and token counts.
-Expected output for the default data:
-    prepare: 464 records, 0 duplicates -> train 200, validation 24, test 40 (... tokens)
+Its output has this form (the default data's counts: data/README.md):
+    prepare: <n> records, <d> duplicates -> train <n>, validation <n>, test <n> ({'train': <tokens>, ...} tokens)
 """
 
-import argparse
-from pathlib import Path
-
 from loravc.errors import run_main
+from loravc.stage import arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, required=True, help="raw JSONL file (text, prompt+completion or messages)")
-    parser.add_argument("--tokenizer", type=Path, required=True, help="model directory whose tokenizer counts tokens")
-    parser.add_argument("--out", type=Path, required=True, help="directory for the prepared splits")
-    parser.add_argument("--live", type=Path, required=True, help="dvclive directory for the stage's metrics")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args()
+    args = arguments(
+        __doc__,
+        {
+            "raw": "raw JSONL file (text, prompt+completion or messages)",
+            "tokenizer": "model directory whose tokenizer counts tokens",
+            "out": "directory for the prepared splits",
+            "live": "dvclive directory for the stage's metrics",
+        },
+    )
 
     from loravc import data
     from loravc.params import load_params

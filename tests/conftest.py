@@ -9,20 +9,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# One copy of the project files and one params.yaml editor for tests and benchmarks.
-from bench.common import ROOT, copy_project_files, update_params
-from bench.common import tiny_params as bench_tiny_params
+# The project scaffolding the benchmarks use too; test modules import ROOT, run, git, update_params from here.
+from loravc.project import QUIET_ENV, ROOT, dvc_cmd, git, project_repo, run, smoke_params, update_params
 
 RAW = ROOT / "data" / "raw" / "pydoc_topics.jsonl"
 
-os.environ.update(DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-os.environ.setdefault("DVCLIVE_OPEN", "false")
+os.environ.update(QUIET_ENV)  # for what the tests run in-process (DVC's API, loravc) as for their subprocesses
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -73,44 +70,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_params(base_source: Path) -> dict[str, Any]:
-    """bench's tiny params (seconds on the tiny base), with LoRA r=8 whatever the shipped default, so
-    that the tests' versions differ from r=4 and r=2 ones, and a learning rate that moves the loss."""
-    params = bench_tiny_params(base_source)
+    """The smoke params (seconds on the tiny base), with LoRA r=8 whatever the shipped default, so that
+    the tests' versions differ from r=4 and r=2 ones, and a learning rate that moves the loss."""
+    params = smoke_params(base_source)
     params["train"]["lora"] = {"r": 8}
     params["train"]["trainer"]["learning_rate"] = 1.0e-2
     return params
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """Run a command with this interpreter's venv first on PATH (dvc stages call `python`)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.update(kwargs.pop("env", {}))
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def git(repo: Path, *args: str) -> str:
-    return run(["git", *args], repo).stdout.strip()
-
-
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "dvc", *args], repo, check=check)
+    return run(dvc_cmd(*args), repo, check=check)
 
 
 def make_repo(dest: Path, base_source: Path) -> Path:
     """Copy the project into dest as a new git + DVC repository using the tiny base; one commit."""
-    copy_project_files(dest)
-    update_params(dest / "params.yaml", tiny_params(base_source))
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "config", "user.email", "test@example.com")
-    git(dest, "config", "user.name", "test")
-    dvc(dest, "init", "-q")
-    dvc(dest, "config", "core.autostage", "true")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-qm", "project")
-    return dest
+    return project_repo(dest, tiny_params(base_source))
 
 
 @pytest.fixture
@@ -145,6 +119,24 @@ def sha256_tree(directory: Path) -> dict[str, str]:
         for p in sorted(directory.rglob("*"))
         if p.is_file()
     }
+
+
+def greedy_ids(model: Any, tok: Any, prompt: str, steps: int, *, stop_at_eos: bool = True) -> list[int]:
+    """The greedy continuation by hand: append the argmax of the last position's logits, `steps` times
+    (or up to and including EOS)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = tok(prompt, return_tensors="pt")["input_ids"].to(device)
+    new: list[int] = []
+    for _ in range(steps):
+        with torch.no_grad():
+            token = int(model(input_ids=ids).logits[0, -1].argmax())
+        new.append(token)
+        if stop_at_eos and token == tok.eos_token_id:
+            break
+        ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
+    return new
 
 
 def lora_rank_from_weights(adapter_dir: Path) -> set[int]:

@@ -14,7 +14,10 @@ def test_materialize_local_dir_writes_safetensors_and_identity(tmp_path: Path, t
     identity = materialize(BaseParams(source=str(tiny_model_dir)), tmp_path / "base")
     assert (tmp_path / "base" / "model.safetensors").is_file()
     assert not list((tmp_path / "base").glob("*.bin"))
-    assert identity["architecture"] == "LlamaForCausalLM" and identity["parameters"] > 0
+    from transformers import AutoModelForCausalLM
+
+    parameters = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
+    assert identity["architecture"] == "LlamaForCausalLM" and identity["parameters"] == parameters
     assert read_identity(tmp_path / "base") == json.loads(json.dumps(identity))
     # The tests run with HF_HUB_OFFLINE=1, which transformers would record here: the files must not vary
     assert "local_files_only" not in json.loads((tmp_path / "base" / "tokenizer_config.json").read_text())

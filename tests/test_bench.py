@@ -5,14 +5,29 @@ Timings are not checked here (CI machines vary); the benchmarks themselves print
 
 import importlib
 import json
+import statistics
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.common import BENCHMARKS
 from bench.throughput import parse_variant
 from loravc.errors import UserError
+from loravc.params import load_params, read_yaml
+from loravc.project import ROOT, dvc_cmd, run
+
+
+def lora_weight_bytes(base: Path, rank: int) -> int:
+    """fp32 bytes of the LoRA matrices A (r x in) and B (out x r) on every target module of params.yaml."""
+    from transformers import AutoModelForCausalLM
+
+    targets = load_params(ROOT / "params.yaml").train.lora.target_modules
+    model = AutoModelForCausalLM.from_pretrained(base)
+    linears = [m for name, m in model.named_modules() if name.split(".")[-1] in targets]
+    return sum(4 * rank * (m.in_features + m.out_features) for m in linears)
 
 
 def run_bench(name: str, args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -29,16 +44,29 @@ def test_throughput_compares_project_and_tutorial(
     args = ["--base", str(tiny_model_dir), "--random-weights", "--device", "cpu", "--variant", variant, "--lora-r", "2"]
     result = run_bench("throughput", args, tmp_path, monkeypatch)
     trials = {t["recipe"]: t for t in result["trials"]}
-    assert set(trials) == {"tutorial", "project", "grouped"}
+    assert set(trials) == {"tutorial", "project", "grouped"} and result["max_length"] == 32
     tutorial, project = trials["tutorial"], trials["project"]
     assert tutorial["batch"] == 2 and tutorial["activation_checkpointing"] and not tutorial["bf16"]
     assert tutorial["lora"] == "r=8 alpha=32 dropout=0.1"
     assert project["batch"] == 4 and project["packing"] and not project["activation_checkpointing"]  # cpu profile
     assert trials["grouped"]["sampling"] == "group_by_length"
     assert project["lora"] == "r=2 alpha=16 dropout=0.05" and project["adapter_dtype"] == "torch.float32"  # --lora-r
-    assert all(t["tokens_per_s"] > 0 and t["timed_steps"] == 2 for t in trials.values())
-    assert result["ratios"]["project"] == pytest.approx(project["tokens_per_s"] / tutorial["tokens_per_s"])
-    assert "ratio project / tutorial" in capsys.readouterr().out
+    for t in trials.values():
+        # every record is longer than the max length (32 in smoke mode): each timed step trains on exactly
+        # batch x max_length tokens, and the warm-up step is not counted
+        assert t["timed_steps"] == 2 and t["tokens"] == t["timed_steps"] * t["batch"] * result["max_length"]
+        assert t["tokens_per_s"] == pytest.approx(t["tokens"] / t["seconds"])
+        assert t["tokens_per_cpu_s"] == pytest.approx(t["tokens"] / t["cpu_seconds"])
+        assert 0 <= t["system_cpu_share"] <= 1
+    assert result["ratios"] == pytest.approx(
+        {name: t["tokens_per_s"] / tutorial["tokens_per_s"] for name, t in trials.items()}
+    )
+    per_cpu = {name: t["tokens_per_cpu_s"] / tutorial["tokens_per_cpu_s"] for name, t in trials.items()}
+    assert result["cpu_time_ratios"] == pytest.approx(per_cpu)
+    out = capsys.readouterr().out
+    for name in ("project", "grouped"):
+        also = f" (per CPU second: {per_cpu[name]:.2f}x)"
+        assert f"ratio {name} / tutorial: {result['ratios'][name]:.2f}x{also}" in out
 
 
 def test_throughput_rejects_a_bad_variant_and_a_missing_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,12 +103,24 @@ def test_storage_caches_the_base_once_and_each_version_small(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = run_bench("storage", ["--base", str(tiny_model_dir)], tmp_path, monkeypatch)
-    commits = result["commits"]
+    commits, base_bytes = result["commits"], result["base_bytes"]
     assert [c["commit"] for c in commits] == ["base", "version 1", "version 2", "version 3"]
-    assert result["base_cached_once"]
+    assert base_bytes == sum(p.stat().st_size for p in tiny_model_dir.iterdir())  # the base copied, every file
+    # the base's files once, plus DVC's small .dir manifest of them
+    assert result["base_cached_once"] and base_bytes < commits[0]["added"] < base_bytes + 4096
     # later versions add the adapter weights and small files only: the tokenizer is stored once
     assert commits[2]["added"] < commits[1]["added"]
     assert result["adapter_bytes"] <= result["per_version"] < result["adapter_bytes"] + 20_000
+    # the adapter file holds r x (in + out) fp32 LoRA weights per target module of the base, and a small header
+    rank = load_params(ROOT / "params.yaml").train.lora.r
+    assert result["rank"] == rank
+    lora_bytes = lora_weight_bytes(tiny_model_dir, rank)
+    assert lora_bytes < result["adapter_bytes"] < lora_bytes + 8192
+    # the figures are the quotients of the bytes reported
+    assert all(c["fraction"] == pytest.approx(c["added"] / base_bytes) for c in commits)
+    assert result["per_version"] == max(c["added"] for c in commits[2:])
+    assert result["per_version_fraction"] == pytest.approx(result["per_version"] / base_bytes)
+    assert result["first_version_fraction"] == commits[1]["fraction"]
 
 
 def test_restore_switches_versions_and_bases(
@@ -89,17 +129,51 @@ def test_restore_switches_versions_and_bases(
     result = run_bench("restore", ["--base", str(tiny_model_dir)], tmp_path, monkeypatch)
     (found,) = result["results"]
     assert found["link_type"] == "reflink,hardlink,symlink,copy"
-    assert found["adapter"]["total"] > 0 and found["base"]["total"] > 0 and found["cp_base"] > 0
+    # every switch restored the bytes committed at its tag, and the three tags hold different files
+    tags = ["base-a-v1", "base-a-v2", "base-b"]
+    assert found["verified"] == list(result["digests"]) == tags and len(set(result["digests"].values())) == 3
+    assert result["base_bytes"] == sum(p.stat().st_size for p in tiny_model_dir.iterdir())
+    # smoke: one round, two switches each way, so each median is the mean: total = git + dvc exactly
+    for switch in ("adapter", "base"):
+        assert found[switch]["total"] == pytest.approx(found[switch]["git"] + found[switch]["dvc"])
+    # the ratios are the quotients of the reported times
+    assert found["adapter_ratio"] == pytest.approx(found["adapter"]["total"] / found["cp_adapter"])
+    assert found["base_ratio"] == pytest.approx(found["base"]["total"] / found["cp_base"])
+    work = max(found["base"]["total"] - found["dvc_noop"], 0.0) / found["cp_base"]
+    assert found["base_work_ratio"] == pytest.approx(work)
 
 
 def test_overheads_times_repro_exp_show_and_every_help(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = run_bench("overheads", [], tmp_path, monkeypatch)
-    assert result["experiments"] == 2 and result["repro"] > 0 and result["exp_show"] > 0
-    assert {"stages.base", "stages.train", "bench.throughput", "bench.default_run"} <= set(result["help"])
+    # dvc exp show listed exactly the experiments saved
+    assert result["experiments"] == 2 and result["listed_experiments"] == ["bench-1", "bench-2"]
+    assert result["copied_outputs"] == []  # smoke: stand-ins
+    # --help of every stage module, every benchmark and every console script, nothing else
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    stages = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
+    assert set(result["help"]) == stages | {f"bench.{name}" for name in BENCHMARKS} | set(scripts)
+    # each figure is the median of its timed runs (smoke: one cold run, no warm-up)
+    runs, skip = result["runs"], result["warm_up_runs"]
+    assert skip == 0 and all(len(times) == 1 for times in runs.values())
+    for name in ("dvc_startup", "repro", "exp_show"):
+        assert result[name] == statistics.median(runs[name][skip:])
+    assert result["help"] == {name: statistics.median(runs[f"{name} --help"][skip:]) for name in result["help"]}
 
 
 def test_default_run_reports_each_stage(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = run_bench("default_run", ["--base", str(tiny_model_dir)], tmp_path, monkeypatch)
-    assert set(result["stages"]) <= {"base", "prepare", "train", "evaluate"} and "train" in result["stages"]
-    assert result["seconds"] > 0 and result["peak_rss"] >= result["stages"]["train"]["peak_rss"] > 0
-    assert (tmp_path / "default_run.json").exists()
+    kept = tmp_path / "kept"
+    result = run_bench("default_run", ["--base", str(tiny_model_dir), "--keep", str(kept)], tmp_path, monkeypatch)
+    # what was timed is a complete `dvc repro` of the smoke pipeline: every stage ran and is up to date
+    assert "up to date" in run(dvc_cmd("status"), kept).stdout
+    assert set(read_yaml(kept / "dvc.lock")["stages"]) == set(read_yaml(kept / "dvc.yaml")["stages"])
+    assert (kept / "models" / "adapter" / "adapter_model.safetensors").is_file()
+    assert read_yaml(kept / "params.yaml")["base"]["source"] == str(tiny_model_dir)
+    stages = result["stages"]
+    assert set(stages) <= {"base", "prepare", "train", "evaluate"} and "train" in stages
+    # the parts fit in the whole: stages run one after another within the command's wall time, and the peaks
+    # are the largest of what the sampler saw (the tree sums every process it saw at once)
+    assert sum(s["seconds"] for s in stages.values()) <= result["seconds"]
+    assert result["tree_peak"] >= max(s["peak_rss"] for s in stages.values()) > 0
+    # getrusage's peak of the largest process (the kernel's counters, which lag /proc's RSS by a few pages per thread)
+    assert result["largest_process"] >= 0.99 * max(s["peak_rss"] for s in stages.values())
+    assert result["peak_rss"] == max(result["largest_process"], result["tree_peak"])

@@ -1,11 +1,14 @@
+import copy
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from loravc.evaluation import _encode, generate, perplexity
+from tests.conftest import greedy_ids
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,45 @@ def test_perplexity_matches_the_models_own_loss_and_ignores_batching(model_and_t
     assert single["perplexity"] == pytest.approx(math.exp(single["loss"]), rel=1e-3)
 
 
-def test_greedy_generation_is_deterministic(model_and_tokenizer: tuple) -> None:
+def model_ending_at(model: Any, tok: Any, prompt: str, step: int) -> Any:
+    """A copy of model whose greedy continuation of prompt is EOS at `step` (0-based) at the latest, and that
+    reads an EOS it is given as the prompt's first token, so that what would follow an EOS is ordinary text."""
+    eos = tok.eos_token_id
+    ending = copy.deepcopy(model)
+    ending.lm_head.weight = torch.nn.Parameter(ending.lm_head.weight.detach().clone())  # untied from the input
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    ids = torch.cat([ids, torch.tensor([greedy_ids(model, tok, prompt, step)])], dim=1)
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+        hidden, top = out.hidden_states[-1][0, -1], int(out.logits[0, -1].argmax())
+        # EOS's logit there: the top token's plus one
+        ending.lm_head.weight[eos] = model.lm_head.weight[top] + hidden / hidden.dot(hidden)
+        ending.get_input_embeddings().weight[eos] = model.get_input_embeddings().weight[ids[0, 0]]
+    return ending
+
+
+def test_generate_returns_the_greedy_continuation_of_max_new_tokens(model_and_tokenizer: tuple) -> None:
     model, tok = model_and_tokenizer
-    first = generate(model, tok, ["The assert"], max_new_tokens=5)
-    assert first == generate(model, tok, ["The assert"], max_new_tokens=5) and isinstance(first[0], str)
+    prompts = ["The assert", "A class body"]
+    for limit in (1, 5):
+        expected = []
+        for prompt in prompts:
+            longer = greedy_ids(model, tok, prompt, limit + 1)
+            assert tok.eos_token_id not in longer  # the tiny model runs on past the limit
+            text = tok.decode(longer[:limit], skip_special_tokens=True)
+            assert text != tok.decode(longer, skip_special_tokens=True)  # one token more would show in the text
+            expected.append(text)
+        assert generate(model, tok, prompts, max_new_tokens=limit) == expected
+
+
+def test_generate_stops_at_eos(model_and_tokenizer: tuple) -> None:
+    model, tok = model_and_tokenizer
+    prompt = "The assert"
+    ending = model_ending_at(model, tok, prompt, step=3)
+    ids = greedy_ids(ending, tok, prompt, 10)
+    assert 1 <= ids.index(tok.eos_token_id) == len(ids) - 1 < 9  # EOS well before the limit
+    text = tok.decode(ids, skip_special_tokens=True)
+    assert text == tok.decode(ids[:-1]) and text  # EOS itself is not printed, what came before it is
+    # going on past EOS would add text
+    assert tok.decode(greedy_ids(ending, tok, prompt, 10, stop_at_eos=False), skip_special_tokens=True) != text
+    assert generate(ending, tok, [prompt], max_new_tokens=10) == [text]

@@ -81,7 +81,6 @@ def test_a_failed_launch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsy
 
 
 def test_processes_param_is_validated() -> None:
-    assert TrainParams().processes == 1
     with pytest.raises(UserError, match=r"train\.processes must be at least 1"):
         TrainParams(processes=0)
 

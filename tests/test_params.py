@@ -1,9 +1,10 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from loravc.errors import UserError
-from loravc.params import Params, load_params
+from loravc.params import PROFILE_CHOICES, PROFILES, TRAINER_DEFAULTS, Params, flatten, load_params, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +61,39 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_int_accepted_for_float(tmp_path: Path) -> None:
     assert load_params(write(tmp_path, "train:\n  lora:\n    dropout: 0\n")).train.lora.dropout == 0.0
+
+
+def test_params_yaml_ships_the_dataclass_defaults() -> None:
+    """One home for every default: params.yaml holds exactly the dataclasses' defaults, every knob listed."""
+    assert load_params(ROOT / "params.yaml") == Params()
+    raw = read_yaml(ROOT / "params.yaml")
+
+    def fields_of(cls: type, prefix: str) -> set[str]:
+        names = set()
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.type):
+                names |= fields_of(f.type, f"{prefix}{f.name}.")
+            else:
+                names.add(f"{prefix}{f.name}")
+        return names
+
+    documented = {key for key in flatten(raw) if not key.startswith("train.trainer.")} | {"train.trainer"}
+    assert documented == fields_of(Params, "")
+    for key, value in raw["train"]["trainer"].items():  # the block users edit repeats the trainer defaults
+        assert TRAINER_DEFAULTS[key] == value, key
+
+
+def test_every_knob_says_what_it_does() -> None:
+    def knobs(cls: type) -> list[dataclasses.Field]:
+        found = []
+        for f in dataclasses.fields(cls):
+            found += knobs(f.type) if dataclasses.is_dataclass(f.type) else [f]
+        return found
+
+    assert all(f.metadata.get("help") for f in knobs(Params))
+
+
+def test_a_profile_is_chosen_by_name(tmp_path: Path) -> None:
+    assert set(PROFILE_CHOICES) == {"auto", *PROFILES}
+    with pytest.raises(UserError, match=r"train\.profile must be one of auto, cpu, gpu"):
+        load_params(write(tmp_path, "train:\n  profile: tpu\n"))

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from loravc.metadata import VERSION_ID_RE
 from tests.conftest import dvc, git, lora_rank_from_weights, sha256_tree, update_params
 
 
@@ -19,7 +20,7 @@ def test_repro_commit_change_rank_and_restore_each_version(pipeline_repo: Path) 
     assert ran_stages(first.stdout) == {"base", "prepare", "train", "evaluate"}
     assert "perplexity base" in first.stdout
     meta = json.loads((adapter / "metadata.json").read_text())
-    assert meta["lora"]["r"] == 8 and meta["version_id"].startswith("v_")
+    assert meta["lora"]["r"] == 8 and VERSION_ID_RE.fullmatch(meta["version_id"])
     for stage in ("prepare", "train", "evaluate"):
         assert (repo / "dvclive" / stage / "metrics.json").is_file()
     git(repo, "add", "-A")

@@ -1,15 +1,18 @@
+import importlib.metadata
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from loravc import data
-from loravc.base_model import materialize
+from loravc.base_model import materialize, read_identity
 from loravc.errors import UserError
-from loravc.evaluation import load_base_and_adapter
+from loravc.evaluation import load_base_and_adapter, perplexity
+from loravc.inspection import lora_facts
+from loravc.metadata import SCHEMA_VERSION, version_id
 from loravc.params import BaseParams, LoraParams, Params, TrainParams
 from loravc.training import lora_config, sft_config, train
-from loravc.versions import lora_facts
 from tests.conftest import lora_rank_from_weights
 
 
@@ -61,13 +64,22 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     assert lora_rank_from_weights(out) == {4}
     assert "local_files_only" not in json.loads((out / "tokenizer_config.json").read_text())  # not env-dependent
     saved = json.loads((out / "metadata.json").read_text())
-    assert saved == meta
-    assert saved["version_id"].startswith("v_") and saved["lora"]["r"] == 4 and saved["lora"]["dtype"] == "float32"
-    assert saved["metrics"]["steps"] == 2 and saved["metrics"]["validation_loss"] > 0
-    assert saved["data"]["train_records"] == 16 and len(saved["data"]["sha256"]) == 64
-    assert saved["base_model"]["id"] == saved["base_model"]["source"]
-    assert saved["libraries"]["trl"] and saved["training"]["seed"] == 42
-    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["steps"] == 2
+    assert saved == meta.to_dict() and saved["schema_version"] == SCHEMA_VERSION
+    assert meta.version_id == version_id(datetime.fromisoformat(meta.created))
+    assert meta.lora.r == 4 and meta.lora.dtype == "float32"
+    assert meta.data.train_records == 16
+    assert meta.data.sha256 == data.files_sha256(prepared_dir / f"{s}.jsonl" for s in ("train", "validation"))
+    assert meta.base_model == read_identity(base) and meta.training.seed == 42
+    assert meta.libraries["trl"] == importlib.metadata.version("trl")
+    live = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert live.pop("step") == 2  # dvclive's last step
+    assert live == {key: value for key, value in vars(meta.metrics).items() if key != "extra"}
+    assert meta.metrics.steps == 2
+    # the recorded validation loss is the adapter's mean loss on the validation split, recomputed here
+    model, tokenizer = load_base_and_adapter(base, out, "cpu")
+    records = data.read_split(prepared_dir, "validation")
+    recomputed = perplexity(model, tokenizer, records, max_length=32, batch_size=8)["loss"]
+    assert meta.metrics.validation_loss == pytest.approx(recomputed, rel=0.05)
 
 
 def test_bfloat16_lora_weights_are_saved_as_such_and_load_on_a_float32_base(
@@ -80,7 +92,7 @@ def test_bfloat16_lora_weights_are_saved_as_such_and_load_on_a_float32_base(
     params = Params(train=TrainParams(device="cpu", max_length=32, lora=lora, trainer={"max_steps": 2}))
     meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
 
-    assert meta["lora"]["dtype"] == "bfloat16" and lora_facts(tmp_path / "adapter")["dtypes"] == ["BF16"]
+    assert meta.lora.dtype == "bfloat16" and lora_facts(tmp_path / "adapter")["dtypes"] == ["BF16"]
     model, _ = load_base_and_adapter(base, tmp_path / "adapter", "cpu")
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # evaluation runs in fp32
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()

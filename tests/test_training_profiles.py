@@ -1,16 +1,14 @@
-"""train.profile: per-device speed defaults (loravc.training.PROFILES), chosen by device, overridable."""
+"""train.profile: per-device speed settings (loravc.params.PROFILES), chosen by device, overridable."""
 
 import importlib.util
 from pathlib import Path
 
 import pytest
 
+from loravc import training
 from loravc.errors import UserError
-from loravc.params import LoraParams, TrainParams, build
+from loravc.params import PROFILES, TRAINER_DEFAULTS, LoraParams, TrainParams, build
 from loravc.training import (
-    ADAPTER_DTYPES,
-    BASE_DTYPES,
-    PROFILES,
     adapter_dtype,
     base_dtype,
     cast_adapter,
@@ -19,17 +17,27 @@ from loravc.training import (
 )
 
 
+@pytest.fixture
+def bf16_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA device with bf16, as far as the dtype choices can tell."""
+    monkeypatch.setattr(training, "bf16_supported", lambda device: device.startswith("cuda"))
+
+
 def test_auto_picks_the_gpu_profile_on_cuda_only() -> None:
     assert resolve_profile("auto", "cuda") == "gpu"
     assert resolve_profile("auto", "cpu") == resolve_profile("auto", "mps") == "cpu"
     assert resolve_profile("gpu", "cpu") == "gpu"
-    assert BASE_DTYPES["cpu"] == "float32"  # bf16 is emulated (slow) on CPUs without AVX512-BF16/AMX
-    assert BASE_DTYPES["gpu"] == "bfloat16"
+
+
+def test_base_dtype_is_bf16_only_with_the_gpu_profile_on_a_bf16_device(bf16_gpu: None) -> None:
+    assert base_dtype("auto", "cuda") == base_dtype("gpu", "cuda") == "bfloat16"
+    assert base_dtype("auto", "cpu") == "float32"  # bf16 is emulated (slow) on CPUs without AVX512-BF16/AMX
+    assert base_dtype("cpu", "cuda") == "float32"  # the cpu profile asked for on a GPU
     assert base_dtype("gpu", "cpu") == "float32"  # falls back where the device has no bf16
 
 
-def test_lora_dtype_follows_the_profile_unless_set() -> None:
-    assert ADAPTER_DTYPES == {"cpu": "float32", "gpu": "bfloat16"}  # bf16 adapters match a bf16 base on GPUs
+def test_lora_dtype_follows_the_profile_unless_set(bf16_gpu: None) -> None:
+    assert adapter_dtype(TrainParams(), "cuda") == "bfloat16"  # bf16 adapters match a bf16 base on GPUs
     assert adapter_dtype(TrainParams(), "cpu") == "float32"
     assert adapter_dtype(TrainParams(profile="gpu"), "cpu") == "float32"  # no bf16 on this device: fp32
     assert adapter_dtype(TrainParams(lora=LoraParams(dtype="bfloat16")), "cpu") == "bfloat16"  # asked for
@@ -47,7 +55,8 @@ def test_cast_adapter_touches_only_trainable_weights() -> None:
 
 def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path) -> None:
     config = sft_config(TrainParams(), "cpu", tmp_path)
-    assert config.per_device_train_batch_size == 4 and config.bf16 is False and config.use_liger_kernel is False
+    assert config.per_device_train_batch_size == TRAINER_DEFAULTS["per_device_train_batch_size"]
+    assert config.bf16 is False and config.use_liger_kernel is False
     assert config.packing is True  # padding-free rows: no compute spent on padding
 
 
@@ -56,7 +65,7 @@ def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> Non
     with pytest.warns(UserWarning, match="liger-kernel is not installed") if not liger_installed else _nothing():
         config = sft_config(TrainParams(profile="gpu"), "cpu", tmp_path)
     gpu = PROFILES["gpu"]
-    assert config.per_device_train_batch_size == gpu["per_device_train_batch_size"]
+    assert config.per_device_train_batch_size == gpu.trainer["per_device_train_batch_size"]
     assert config.train_sampling_strategy == "group_by_length"
     assert config.bf16 is False  # no bf16 without a CUDA device that has it
     assert config.use_liger_kernel is liger_installed

@@ -13,17 +13,11 @@ import pytest
 import torch
 
 from loravc.errors import UserError
-from loravc.versions import (
-    MERGE_TOLERANCE,
-    Versions,
-    check_ref,
-    compare,
-    export,
-    load_version,
-    lora_facts,
-    merge,
-    verify,
-)
+from loravc.inspection import compare, lora_facts
+from loravc.refs import check_ref
+from loravc.use import MERGE_TOLERANCE, export, load_version, merge
+from loravc.verify import verify
+from loravc.versions import Versions
 from tests.conftest import dvc, git, lora_rank_from_weights, sha256_tree
 
 
@@ -53,8 +47,8 @@ def test_bad_references_are_rejected_before_git_sees_them(ref: str, versions_rep
     def no_git(*args: Any, **kwargs: Any) -> None:
         raise AssertionError(f"git was called with {args}")
 
-    monkeypatch.setattr(versions, "git", no_git)
-    monkeypatch.setattr(versions, "read_blobs", no_git)
+    monkeypatch.setattr(versions.repo, "git", no_git)
+    monkeypatch.setattr(versions.repo, "read_blobs", no_git)
     with pytest.raises(UserError, match="is not a version reference"):
         versions.resolve(ref)
     with pytest.raises(UserError, match="is not a version reference"):
@@ -81,10 +75,10 @@ def test_list_finds_every_version_without_touching_the_workspace(versions_repo: 
     assert {"lora-adapter@v1.2.0", "lora-adapter#prod"} <= set(r4.names("registry", "stage"))
     assert all(v.error is None and v.version_id.startswith("v_") for v in found)
     assert len({v.version_id for v in found}) == 3
-    assert [v.metadata["created"] for v in found] == sorted((v.metadata["created"] for v in found), reverse=True)
+    assert [v.metadata.created for v in found] == sorted((v.metadata.created for v in found), reverse=True)
     for v in found:  # metrics come from each revision, and belong to its own adapter
         assert v.test_perplexity == v.metrics["dvclive/evaluate/metrics.json:tuned_perplexity"] > 1
-        assert v.row()["validation_loss"] == v.metadata["metrics"]["validation_loss"]
+        assert v.row()["validation_loss"] == v.metadata.metrics.validation_loss
 
 
 def test_every_kind_of_reference_resolves(versions_repo: dict) -> None:
@@ -233,13 +227,13 @@ def test_damaged_metadata_names_the_file_and_the_other_versions_still_work(versi
     dvc(repo, "fetch", "-q", "--all-commits")
     versions = Versions(repo)
     r8 = versions.resolve("main~1")
-    damaged = versions._cache_path(r8.pins.adapter, "metadata.json")
+    damaged = versions.cache.path_of(r8.pins.adapter, "metadata.json")
     os.chmod(damaged, 0o644)
     damaged.write_text('{"version_id": "v_2026', encoding="utf-8")
 
     fresh = Versions(repo)
     rows = {v.rev: v for v in fresh.all}
-    assert rows[versions_repo["r4"]].error is None and rows[versions_repo["r4"]].metadata["lora"]["r"] == 4
+    assert rows[versions_repo["r4"]].error is None and rows[versions_repo["r4"]].metadata.lora.r == 4
     error = rows[versions_repo["r8"]].error
     assert "models/adapter/metadata.json at" in error and str(damaged) in error and "dvc pull" in error
     with pytest.raises(UserError, match=r"metadata\.json at .* is damaged"):

@@ -1,0 +1,152 @@
+"""Directories a version pins, read from DVC's cache (fetched from the DVC remote when missing).
+
+Nothing here checks anything out: files are read from the cache, and whole directories are
+assembled under `.dvc/tmp/loravc/<md5>/` (hard links where possible), reused by later calls.
+"""
+
+import os
+import shutil
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from loravc.errors import UserError
+from loravc.pins import Out
+
+STORE_ENV = "LORAVC_STORE"  # where materialized directories go (default: .dvc/tmp/loravc)
+PULL = "run `dvc pull` (`dvc fetch --all-commits` for older versions) with the remote that holds it"
+
+
+class DvcCache:
+    """The DVC cache of the repository at `root`, and its default remote."""
+
+    def __init__(self, root: Path) -> None:
+        if not (root / ".dvc").is_dir():
+            raise UserError(f"{root} is not a DVC repository (no .dvc/): run `dvc init` or use the project clone")
+        self.root = root
+        self.store = Path(os.environ.get(STORE_ENV) or root / ".dvc" / "tmp" / "loravc")
+        self._fetch_failed: str | None = None
+
+    @cached_property
+    def dvc(self) -> Any:
+        from dvc.repo import Repo
+
+        return Repo(str(self.root))
+
+    def close(self) -> None:
+        if "dvc" in self.__dict__:
+            self.__dict__.pop("dvc").close()
+
+    def tree(self, out: Out) -> Any:
+        """The directory manifest of `out` from the local cache, or None if the cache lacks it."""
+        from dvc_data.hashfile.hash_info import HashInfo
+        from dvc_data.hashfile.tree import Tree
+
+        try:
+            return Tree.load(self.dvc.cache.local, HashInfo("md5", out.md5))
+        except Exception:  # missing or corrupt manifest: fetch it again
+            return None
+
+    def recorded_md5(self, out: Out) -> dict[str, str]:
+        """{relative path: md5} of every file of `out`, as its manifest records them ({} if missing)."""
+        tree = self.tree(out)
+        return {"/".join(key): hi.value for key, _, hi in tree} if tree is not None else {}
+
+    def path_of(self, out: Out, relpath: str) -> Path | None:
+        """The cache file holding `relpath` of `out`, or None if the cache lacks it."""
+        md5 = self.recorded_md5(out).get(relpath)
+        path = Path(self.dvc.cache.local.oid_to_path(md5)) if md5 else None
+        return path if path is not None and path.is_file() else None
+
+    def read_file(self, rev: str, out: Out, relpath: str) -> tuple[bytes, Path]:
+        """A file of `out` as pinned at `rev`: from the cache, fetched from the remote if missing."""
+        cached = self.path_of(out, relpath)
+        if cached is None:
+            problem = self.fetch([(rev, out)]) or "the DVC remote does not have it either"
+            cached = self.path_of(out, relpath)
+            if cached is None:
+                raise UserError(f"{out.path}/{relpath} at {rev[:7]} is not in the DVC cache and {problem}: {PULL}")
+        return cached.read_bytes(), cached
+
+    def fetch(self, wanted: list[tuple[str, Out]]) -> str | None:
+        """Fetch (revision, directory) pairs from the DVC remote into the cache (`dvc fetch`, never a checkout).
+
+        Uses the remote configured now, not whatever an old commit's .dvc/config named. Returns why
+        it could not fetch, or None. A failure is remembered: later reads report it without retrying.
+        """
+        if self._fetch_failed:
+            return self._fetch_failed
+        config = self.dvc.config
+        remote = config["core"].get("remote")
+        if not remote:
+            self._fetch_failed = "no default DVC remote is configured to fetch it from"
+            return self._fetch_failed
+        overrides = {"core": {"remote": remote}, "remote": {name: dict(c) for name, c in config["remote"].items()}}
+        try:
+            self.dvc.fetch(
+                targets=sorted({out.path for _, out in wanted}),
+                revs=sorted({rev for rev, _ in wanted}),
+                workspace=False,
+                config=overrides,
+            )
+        except Exception as err:  # DVC raises many kinds; all mean "not fetched"
+            self._fetch_failed = f"fetching it from DVC remote {remote!r} failed ({err})"
+            return self._fetch_failed
+        return None
+
+    def _complete_tree(self, rev: str, out: Out) -> Any:
+        odb = self.dvc.cache.local
+
+        def complete() -> Any:
+            tree = self.tree(out)
+            return tree if tree is not None and all(odb.exists(hi.value) for _, _, hi in tree) else None
+
+        tree = complete()
+        if tree is None:
+            problem = self.fetch([(rev, out)]) or "the DVC remote does not have all of it either"
+            tree = complete()
+            if tree is None:
+                raise UserError(f"{out.path} at {rev[:7]} is not complete in the DVC cache and {problem}: {PULL}")
+        return tree
+
+    def materialize(self, rev: str, out: Out, dest: Path | None = None) -> Path:
+        """`out` as pinned at `rev` as a local directory (hard links into the cache, reused), or a copy at `dest`."""
+        target = dest or self.store / out.md5.removesuffix(".dir")
+        if dest is None and target.is_dir():
+            return target
+        if dest is not None and dest.exists():
+            raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
+        tree = self._complete_tree(rev, out)
+        scratch = scratch_dir(target)
+        try:
+            for key, _, hash_info in tree:
+                source, file = Path(self.dvc.cache.local.oid_to_path(hash_info.value)), scratch.joinpath(*key)
+                file.parent.mkdir(parents=True, exist_ok=True)
+                if dest is None:
+                    try:
+                        os.link(source, file)
+                        continue
+                    except OSError:
+                        pass  # another file system: copy
+                shutil.copyfile(source, file)
+            scratch.rename(target)
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
+            if dest is None and target.is_dir():  # another process assembled it first
+                return target
+            raise
+        return target
+
+
+def scratch_dir(target: Path) -> Path:
+    """An empty sibling of `target` to fill and then rename (never a half-written target), umask honoured."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as err:
+        raise UserError(f"cannot write {target}: {err.strerror} ({target.parent}); choose another directory") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    scratch.chmod(0o777 & ~umask)
+    return scratch

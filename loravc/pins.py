@@ -1,0 +1,96 @@
+"""What a commit's dvc.yaml and dvc.lock pin: the adapter (the version), its base, its data, its metrics."""
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from loravc.params import flatten
+
+ARTIFACT = "lora-adapter"  # the model artifact in dvc.yaml, when it declares several
+
+
+@dataclass(frozen=True)
+class Out:
+    """A DVC-tracked directory as one dvc.lock records it."""
+
+    path: str
+    md5: str  # DVC's directory hash, "<md5>.dir"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "md5": self.md5}
+
+
+@dataclass(frozen=True)
+class Pins:
+    """What a commit's dvc.yaml and dvc.lock say about the version it holds."""
+
+    adapter: Out
+    base: Out | None  # the train stage's --base
+    data: Out | None  # the evaluate stage's --data (prepared splits)
+    evaluated: str | None  # the adapter hash the evaluate stage ran on
+    eval_metrics: str | None  # the evaluate stage's metrics file
+    metrics_files: tuple[str, ...]
+    params: dict[str, Any]  # flattened params recorded in dvc.lock (what the stages actually used)
+
+
+def model_artifacts(dvc_yaml: Any) -> dict[str, str]:
+    """{name: path} of the model artifacts a dvc.yaml declares (`type: model`, the default)."""
+    artifacts = dvc_yaml.get("artifacts") if isinstance(dvc_yaml, dict) else None
+    return {
+        name: str(spec.get("path"))
+        for name, spec in (artifacts or {}).items()
+        if isinstance(spec, dict) and spec.get("type", "model") == "model"
+    }
+
+
+def parse_pins(dvc_yaml: Any, dvc_lock: Any) -> Pins | None:
+    """The version a commit holds, from its dvc.yaml and dvc.lock; None if it has no trained adapter."""
+    if not isinstance(dvc_yaml, dict) or not isinstance(dvc_lock, dict):
+        return None
+    locked = dvc_lock.get("stages") or {}
+    train, evaluate = locked.get("train") or {}, locked.get("evaluate") or {}
+    models = model_artifacts(dvc_yaml)
+    path = models.get(ARTIFACT) or (next(iter(models.values())) if len(models) == 1 else None)
+    adapter = _entry(train.get("outs"), path or _arg(train.get("cmd"), "--out"))
+    if adapter is None:
+        return None
+    evaluated = _entry(evaluate.get("deps"), adapter.path)
+    metrics: list[str] = []
+    eval_metrics = None
+    for name, stage in (dvc_yaml.get("stages") or {}).items():
+        for item in (stage or {}).get("metrics") or []:
+            file = next(iter(item)) if isinstance(item, dict) else str(item)
+            metrics.append(file)
+            if name == "evaluate" and eval_metrics is None:
+                eval_metrics = file
+    params: dict[str, Any] = {}
+    for stage in locked.values():
+        for values in (stage.get("params") or {}).values():
+            params |= flatten(values)
+    return Pins(
+        adapter=adapter,
+        base=_entry(train.get("deps"), _arg(train.get("cmd"), "--base")),
+        data=_entry(evaluate.get("deps"), _arg(evaluate.get("cmd"), "--data")),
+        evaluated=evaluated.md5 if evaluated else None,
+        eval_metrics=eval_metrics,
+        metrics_files=tuple(metrics),
+        params=dict(sorted(params.items())),
+    )
+
+
+def _arg(cmd: Any, flag: str) -> str | None:
+    """The value of `flag` in a stage command (dvc.lock stores it as a string or a list)."""
+    tokens = [t for part in (cmd if isinstance(cmd, list) else [cmd]) for t in shlex.split(str(part))]
+    for i, token in enumerate(tokens):
+        if token == flag and i + 1 < len(tokens):
+            return tokens[i + 1]
+        if token.startswith(flag + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def _entry(entries: list[dict[str, Any]] | None, path: str | None) -> Out | None:
+    for entry in entries or []:
+        if path is not None and entry.get("path") == path and str(entry.get("md5", "")).endswith(".dir"):
+            return Out(path, entry["md5"])
+    return None

@@ -1,0 +1,135 @@
+"""Scratch copies of this project as fresh git + DVC repositories, and running tools in them.
+
+What the benchmarks (bench/) and the tests (tests/) both build on: the files a clone holds, a
+params.yaml editor that keeps comments, the smoke-size params, and git/dvc commands run with this
+interpreter's tools first on PATH, offline and quiet. No torch or transformers imports here.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root of this checkout (where dvc.yaml and params.yaml are)."""
+
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".gitignore",
+    ".dvcignore",
+    "stages",
+    "loravc",
+    "data/raw",
+)
+"""What a fresh clone holds that the pipeline needs (no models, no DVC cache), relative to ROOT."""
+
+QUIET_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DVCLIVE_OPEN": "false",
+}
+"""Environment for scripted runs: no network, no analytics, no browser, no tokenizer fork warnings."""
+
+
+def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """os.environ with QUIET_ENV, this interpreter's bin first on PATH (dvc stages call `python`), then `extra`."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, **QUIET_ENV, "PATH": path, **(extra or {})}
+
+
+def run(
+    cmd: Sequence[str], cwd: Path, *, check: bool = True, env: Mapping[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in cwd under tool_env(env), output captured as text; with `check`, a non-zero exit
+    raises RuntimeError naming the command, the directory and both outputs."""
+    result = subprocess.run(list(cmd), cwd=cwd, env=tool_env(env), capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode} in {cwd}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc_cmd(*args: str) -> list[str]:
+    """argv of `dvc ARGS` with this interpreter's DVC (whatever `dvc` is on PATH)."""
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def git(repo: Path, *args: str) -> str:
+    """`git ARGS` in repo; its stdout, stripped."""
+    return run(["git", *args], repo).stdout.strip()
+
+
+def copy_project_files(dest: Path) -> None:
+    """Copy those of PROJECT_FILES that exist in ROOT into dest (no __pycache__)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def update_params(path: Path, changes: Mapping[str, Any]) -> None:
+    """Merge `changes` (nested dicts) into a params.yaml keeping its comments and key order (ruamel round-trip,
+    YAML 1.2, as DVC does): a key whose old and new values are both mappings is merged, any other is replaced."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    doc = yaml.load(path.read_text(encoding="utf-8"))
+
+    def merge(node: Any, new: Mapping[str, Any]) -> None:
+        for key, value in new.items():
+            if isinstance(value, Mapping) and isinstance(node.get(key), Mapping):
+                merge(node[key], value)
+            else:
+                node[key] = value
+
+    merge(doc, changes)
+    with path.open("w", encoding="utf-8") as f:
+        yaml.dump(doc, f)
+
+
+def smoke_params(base: Path) -> dict[str, Any]:
+    """params.yaml changes that shrink the default pipeline to seconds on a tiny base model directory."""
+    return {
+        "base": {"source": str(base)},
+        "prepare": {"test_records": 6, "validation_records": 4, "train_records": 16},
+        "train": {
+            "device": "cpu",
+            "max_length": 64,
+            "trainer": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
+        },
+        "evaluate": {"device": "cpu", "max_new_tokens": 4},
+    }
+
+
+def init_repo(dest: Path) -> Path:
+    """Make dest (created if missing) a git repository on branch main with a committer, and a DVC
+    repository with core.autostage on, as this project's own .dvc/config has it. Nothing committed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "config", "user.email", "loravc@example.com")
+    git(dest, "config", "user.name", "loravc")
+    run(dvc_cmd("init", "-q"), dest)
+    run(dvc_cmd("config", "core.autostage", "true"), dest)
+    return dest
+
+
+def project_repo(dest: Path, params: Mapping[str, Any] | None = None) -> Path:
+    """A fresh git + DVC repository in dest holding the project's files as a clone would (no models, no
+    DVC cache), with `params` merged into its params.yaml: one commit, "project". Returns dest."""
+    copy_project_files(dest)
+    if params:
+        update_params(dest / "params.yaml", params)
+    init_repo(dest)
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "project")
+    return dest

@@ -1,0 +1,167 @@
+"""What the `loravc` verbs print: pure functions from the records the library returns to text."""
+
+import json
+from typing import Any
+
+LIST_HEADER = ["revision", "experiment", "registry", "version", "created (UTC)", "base model", "r", "val loss"]
+LIST_HEADER += ["test ppl"]
+NO_VERSIONS = "no versions yet: run `dvc repro` and commit dvc.lock (or `dvc exp run`)"
+
+
+def table(rows: list[list[str]], header: list[str] | None = None) -> str:
+    """Left-aligned columns two spaces apart, trailing blanks removed."""
+    rows = [header, *rows] if header else rows
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def number(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def created(value: str | None) -> str:
+    """An ISO time as `YYYY-MM-DD HH:MM`."""
+    return "-" if not value else value.replace("T", " ")[:16]
+
+
+def indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def refs_of(row: dict[str, Any]) -> list[str]:
+    return [*row["branches"], *row["tags"], *row["experiments"], *row["registry"]]
+
+
+def revision_label(row: dict[str, Any]) -> str:
+    """`abc1234 (main, lora-adapter#prod)`."""
+    refs = refs_of(row)
+    return row["rev"][:7] + (f" ({', '.join(refs)})" if refs else "")
+
+
+def list_table(rows: list[dict[str, Any]]) -> str:
+    """`loravc list`: one line per version (Version.row()), newest first."""
+    if not rows:
+        return NO_VERSIONS
+    lines = []
+    for row in rows:
+        facts = [
+            row["version_id"] or "-",
+            created(row["created"]),
+            str(row["base_model"] or "-"),
+            str(row["lora_r"] or "-"),
+            number(row["validation_loss"], 4),
+            number(row["test_perplexity"], 2),
+        ]
+        if row["error"]:
+            facts = ["(unreadable: see below)", "", "", "", "", ""]
+        rev = f"{row['rev'][:7]} {' '.join(row['branches'] + row['tags'])}".strip()
+        lines.append([rev, ", ".join(row["experiments"]) or "-", ", ".join(row["registry"]) or "-", *facts])
+    return table(lines, LIST_HEADER)
+
+
+def lora_line(lora: dict[str, Any]) -> str:
+    ranks = "/".join(map(str, lora["ranks"]))
+    return (
+        f"r={ranks} alpha={lora['alpha']} on {', '.join(lora['target_modules'])} "
+        f"({lora['modules']} modules, {lora['trainable_parameters']:,} trainable parameters)"
+    )
+
+
+def show(info: dict[str, Any]) -> str:
+    """`loravc show`: the record loravc.inspection.describe returns."""
+    refs = refs_of(info)
+    base = f"  ({info['base']['path']}, dvc md5 {info['base']['md5']})" if info["base"] else ""  # none in dvc.lock
+    lines = [
+        ["version", str(info["version_id"])],
+        ["revision", info["rev"] + (f"  ({', '.join(refs)})" if refs else "")],
+        ["created", created(info["created"]) + " UTC"],
+        ["adapter", f"{info['adapter']['path']} (dvc md5 {info['adapter']['md5']})"],
+        ["base model", f"{info['base_model']}{base}"],
+        ["lora weights", lora_line(info["lora_weights"])],
+        ["val loss", number(info["validation_loss"], 4)],
+        ["test ppl", number(info["test_perplexity"], 4)],
+    ]
+    metrics = table([[k, str(v)] for k, v in info["metrics"].items()]) if info["metrics"] else "(none)"
+    params = table([[k, json.dumps(v)] for k, v in info["params"].items()]) if info["params"] else "(none)"
+    return "\n".join(
+        [
+            table(lines),
+            "\nmetrics",
+            indent(metrics),
+            "\nparams (dvc.lock)",
+            indent(params),
+            "\nmetadata.json",
+            indent(json.dumps(info["metadata"], indent=2)),
+        ]
+    )
+
+
+def compare(result: dict[str, Any], ref_a: str, ref_b: str) -> str:
+    """`loravc compare`: the record loravc.inspection.compare returns, A and B side by side."""
+    a, b = result["a"], result["b"]
+    la, lb = a["lora_weights"], b["lora_weights"]
+
+    def per_target(lora: dict[str, Any]) -> str:
+        return ", ".join(f"{t}={'/'.join(map(str, r))}" for t, r in lora["rank_per_target"].items())
+
+    def both(fn: Any) -> list[str]:
+        return [fn(la), fn(lb)]
+
+    rows = [
+        ["", f"A: {ref_a}", f"B: {ref_b}", ""],
+        ["revision", revision_label(a), revision_label(b)],
+        ["version", str(a["version_id"]), str(b["version_id"])],
+        ["created (UTC)", created(a["created"]), created(b["created"])],
+        ["base model", str(a["base_model"]), str(b["base_model"])],
+        ["LoRA, from the weights", "", ""],
+        ["  rank per module", *both(per_target)],
+        ["  modules", *both(lambda lora: str(lora["modules"]))],
+        ["  target modules", *both(lambda lora: ", ".join(lora["target_modules"]))],
+        ["  alpha", *both(lambda lora: str(lora["alpha"]))],
+        ["  scaling", *both(lambda lora: "/".join(map(str, lora["scaling"])))],
+        ["  trainable params", *both(lambda lora: f"{lora['trainable_parameters']:,}")],
+        ["  weight dtype", *both(lambda lora: "/".join(lora["dtypes"]))],
+        ["  adapter file", *both(lambda lora: f"{lora['adapter_bytes']:,} B")],
+        ["params that differ", "", "", ""],
+        *[[f"  {k}", json.dumps(x), json.dumps(y)] for k, (x, y) in result["params"].items()],
+        *([] if result["params"] else [["  (none)", "", ""]]),
+        ["metrics that differ", "", "", "B - A"],
+        *[[f"  {k}", metric(x), metric(y), change(x, y)] for k, (x, y) in result["metrics"].items()],
+    ]
+    return table([row + [""] * (4 - len(row)) for row in rows])
+
+
+def change(a: Any, b: Any) -> str:
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    return f"{b - a:+.6g}" if numbers else ""
+
+
+def metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None else str(value)
+
+
+def verify(report: dict[str, Any]) -> str:
+    """`loravc verify`: one `ok` line per check that passed (a failed check raised before this)."""
+    lines = [f"verify {report['version_id']} ({report['rev'][:7]})"]
+    for path, check in report["files"].items():
+        lines.append(f"  ok  {path}: {check['files']} files hash to {check['found']}, as dvc.lock records")
+    loads = report["loads"]
+    lines.append(f"  ok  loads on {loads['device']}: finite logits for a {loads['probe_tokens']}-token probe")
+    if "eval" in report:
+        e = report["eval"]
+        lines.append(
+            f"  ok  test perplexity {e['measured']} vs recorded {e['recorded']} "
+            f"(difference {e['relative_difference']:.2e} <= {e['tolerance']:.0e} relative)"
+        )
+    return "\n".join(lines)
+
+
+def merged(record: dict[str, Any], dest: str) -> str:
+    source, check = record["merged_from"], record["logits_check"]
+    return (
+        f"merged {source['version_id']} ({source['rev'][:7]}) into its base -> {dest}\n"
+        f"logits match base + adapter: max |difference| {check['max_abs_difference']:.2e} "
+        f"<= {check['tolerance']:.0e}"
+    )

@@ -1,0 +1,95 @@
+"""Using a version: load it (base + adapter on one device), export it, merge it, generate with it."""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from loravc.cache import scratch_dir
+from loravc.errors import UserError
+from loravc.metadata import utc_now, write_json
+from loravc.refs import check_ref
+from loravc.versions import Version, Versions
+
+EXPORT_DIR = "model_versions"  # git-ignored home of exported versions
+MERGE_TOLERANCE = 1e-4  # max |logit difference| between merged weights and base + adapter (fp32)
+PROBE_TEXT = "The assert statement is a convenient way to insert debugging assertions into a program."
+
+
+def load(versions: Versions, version: Version, device: str = "cpu") -> tuple[Any, Any]:
+    """(PeftModel, tokenizer) of a version on one device; a missing device is a clear error up front."""
+    from loravc.devices import resolve_device
+    from loravc.evaluation import load_base_and_adapter
+
+    resolved = resolve_device(device, "device")
+    base_dir, adapter_dir = versions.directories(version)
+    return load_base_and_adapter(base_dir, adapter_dir, resolved)
+
+
+def load_version(ref: str, device: str = "cpu", repo: str | Path = ".") -> tuple[Any, Any]:
+    """(model, tokenizer) of the version `ref` names, adapter applied, model on `device`.
+
+    `ref` is a git revision, branch, tag, experiment name, version id (`v_...`) or registry
+    reference (`lora-adapter@v1.2.0`, `lora-adapter#prod`). Reads from DVC's cache (fetching
+    from the remote if needed) and never touches the workspace. `model.disable_adapter()` is a
+    context manager that gives the base model back.
+    """
+    check_ref(ref)
+    with Versions(repo) as versions:
+        return load(versions, versions.resolve(ref), device)
+
+
+def export(versions: Versions, version: Version, dest: Path | None = None) -> Path:
+    """Copy a version's adapter directory (with its metadata.json) to its own directory, plus version.json."""
+    target = dest or versions.root / EXPORT_DIR / str(version.version_id)
+    versions.materialize(version, version.pins.adapter, dest=target)
+    source = version.provenance() | {"exported": utc_now().isoformat()}
+    (target / "version.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu") -> dict[str, Any]:
+    """Merge the adapter into the base and save it (safetensors, tokenizer, metadata.json).
+
+    Before saving, the merged model's logits on a probe sentence must match base + adapter within
+    MERGE_TOLERANCE; the measured difference goes into the metadata.
+    """
+    import torch
+
+    from loravc.base_model import save_tokenizer
+
+    if dest.exists():
+        raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
+    model, tokenizer = load(versions, version, device)
+    inputs = tokenizer(PROBE_TEXT, return_tensors="pt").to(next(model.parameters()).device)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        merged = model.merge_and_unload()
+        got = merged(**inputs).logits
+    difference = float((expected - got).abs().max())
+    if not difference <= MERGE_TOLERANCE:
+        raise UserError(f"merged logits differ from base + adapter by {difference:.3g} > {MERGE_TOLERANCE}: not saved")
+    scratch = scratch_dir(dest)
+    try:
+        merged.save_pretrained(scratch, safe_serialization=True)
+        save_tokenizer(tokenizer, scratch)
+        record = {
+            "merged_from": version.provenance(),
+            "merged": utc_now().isoformat(),
+            "logits_check": {"max_abs_difference": difference, "tolerance": MERGE_TOLERANCE, "probe": PROBE_TEXT},
+            "version": version.metadata.to_dict() if version.metadata else None,
+        }
+        write_json(scratch, record)
+        scratch.rename(dest)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return record
+
+
+def generate(versions: Versions, version: Version, prompt: str, max_new_tokens: int, device: str = "cpu") -> str:
+    """The version's greedy continuation of `prompt`."""
+    from loravc.evaluation import generate as greedy
+
+    model, tokenizer = load(versions, version, device)
+    return greedy(model, tokenizer, [prompt], max_new_tokens)[0]

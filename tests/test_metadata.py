@@ -1,0 +1,164 @@
+"""metadata.json: one typed schema, every file ever written still readable, every bad field named."""
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loravc.cache import DvcCache
+from loravc.errors import UserError
+from loravc.gitrepo import GitRepo
+from loravc.metadata import METADATA_FILE, SCHEMA_VERSION, VersionMetadata, read_metadata, write_metadata
+from loravc.params import parse_yaml
+from loravc.pins import Out, parse_pins
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CURRENT: dict[str, Any] = {
+    "schema_version": SCHEMA_VERSION,
+    "version_id": "v_20261128_101500",
+    "created": "2026-11-28T10:15:00+00:00",
+    "started": "2026-11-28T10:13:02+00:00",
+    "base_model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "sha256": "b179c952", "parameters": 134515008},
+    "lora": {
+        "r": 4,
+        "alpha": 16,
+        "dropout": 0.05,
+        "bias": "none",
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "trainable_parameters": 460800,
+        "dtype": "float32",
+    },
+    "data": {"sha256": "ab12", "train_records": 160, "validation_records": 24},
+    "training": {
+        "seed": 42,
+        "device": "cpu",
+        "max_length": 128,
+        "trainer": {"learning_rate": 0.0002},
+        "resumed_from_step": None,
+    },
+    "metrics": {
+        "train_loss": 3.1816,
+        "validation_loss": 3.1994,
+        "steps": 28,
+        "epochs": 1.0,
+        "train_tokens": 16384,
+        "train_seconds": 125.89,
+    },
+    "code": {"commit": "3845a5e" + "0" * 33, "dirty": False},
+    "libraries": {"torch": "2.13.0", "trl": "1.16.0", "liger_kernel": None},
+    "world_size": 1,
+}
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    record = copy.deepcopy(CURRENT)
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        node = record
+        for parent in parents:
+            node = node[parent]
+        if value is KeyError:
+            del node[key]
+        else:
+            node[key] = value
+    return record
+
+
+def test_the_current_layout_round_trips_unchanged() -> None:
+    meta = VersionMetadata.from_dict(CURRENT)
+    assert meta.lora.r == 4 and meta.metrics.validation_loss == 3.1994 and meta.code.dirty is False
+    assert meta.to_dict() == CURRENT and list(meta.to_dict()) == list(CURRENT)  # same keys, same order
+    assert json.loads(meta.to_json()) == CURRENT
+
+
+def test_a_file_without_schema_version_is_schema_1_and_keeps_its_gaps() -> None:
+    old = with_changes(schema_version=KeyError, started=KeyError, world_size=KeyError, lora__dtype=KeyError)
+    meta = VersionMetadata.from_dict(old)
+    assert meta.schema_version == 1
+    assert meta.started is None and meta.world_size is None and meta.lora.dtype is None
+
+
+def test_unknown_keys_are_kept_and_written_back() -> None:
+    record = with_changes(future_section={"a": 1}, lora__use_dora=True)
+    meta = VersionMetadata.from_dict(record)
+    assert meta.extra == {"future_section": {"a": 1}} and meta.lora.extra == {"use_dora": True}
+    assert meta.to_dict() == record
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"version_id": 5}, "version_id must be str, got 5"),
+        ({"version_id": "latest"}, "version_id 'latest' is not of the form v_YYYYMMDD_HHMMSS"),
+        ({"created": "yesterday"}, "created 'yesterday' is not an ISO 8601 time"),
+        ({"lora": "x"}, "lora must be a mapping"),
+        ({"lora__r": "four"}, "lora.r must be int, got 'four'"),
+        ({"lora__r": KeyError}, "lora.r is missing"),
+        ({"metrics__validation_loss": None}, "metrics.validation_loss must be float, got None"),
+        ({"base_model": {"name": "x"}}, "base_model.id must be a string"),
+        ({"schema_version": SCHEMA_VERSION + 1}, "newer than this code reads"),
+    ],
+)
+def test_a_bad_field_is_named(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError) as err:
+        VersionMetadata.from_dict(with_changes(**changes))
+    assert message in str(err.value)
+
+
+def test_reading_a_version_directory_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    write_metadata(tmp_path, VersionMetadata.from_dict(CURRENT))
+    assert read_metadata(tmp_path).to_dict() == CURRENT
+    path = tmp_path / "metadata.json"
+    path.write_text('{"version_id": 5, "created": "yesterday", "lora": "x"}', encoding="utf-8")
+    with pytest.raises(UserError, match=rf"{path} is damaged \(.*\): restore it with `dvc checkout`"):
+        read_metadata(tmp_path)
+    path.write_text('{"version_id": "v_2026', encoding="utf-8")
+    with pytest.raises(UserError, match=r"is damaged \(Unterminated string .* at line 1\)"):
+        read_metadata(tmp_path)
+    path.unlink()
+    with pytest.raises(UserError, match=r"metadata\.json is missing"):
+        read_metadata(tmp_path)
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "metadata"
+
+
+def committed_versions() -> dict[str, str]:
+    """{adapter md5: first commit pinning it} for every commit of this repository that changes dvc.lock."""
+    repo = GitRepo(ROOT)
+    if repo.git("rev-parse", "--is-shallow-repository").strip() == "true":
+        pytest.fail("this clone is shallow: `git fetch --unshallow` to test every committed version")
+    found: dict[str, str] = {}
+    for commit in repo.commits_changing(["HEAD"], "dvc.lock"):
+        dvc_yaml, dvc_lock = (repo.read_blob(commit, name) for name in ("dvc.yaml", "dvc.lock"))
+        pins = parse_pins(parse_yaml(dvc_yaml), parse_yaml(dvc_lock)) if dvc_yaml and dvc_lock else None
+        if pins is not None:
+            found.setdefault(pins.adapter.md5.removesuffix(".dir"), commit)
+    return found
+
+
+def test_every_version_committed_to_this_repository_still_reads() -> None:
+    versions = committed_versions()
+    assert len(versions) >= 7  # the history holds at least the seven versions pinned on 2026-11-26
+    cache = DvcCache(ROOT)
+    for md5, commit in versions.items():
+        real = (
+            cache.path_of(Out("models/adapter", f"{md5}.dir"), METADATA_FILE)
+            if (ROOT / ".dvc/cache").is_dir()
+            else None
+        )
+        source = real or FIXTURES / f"{md5}.json"
+        assert source.is_file(), (
+            f"version {md5} (commit {commit[:7]}) has no metadata to test: "
+            f"cp models/adapter/metadata.json {source.relative_to(ROOT)} (see {FIXTURES.relative_to(ROOT)}/README.md)"
+        )
+        meta = VersionMetadata.from_json(source.read_bytes())
+        assert meta.metrics.steps >= 1 and meta.lora.r >= 1, source
+        assert VersionMetadata.from_dict(meta.to_dict()) == meta  # and writes back losslessly
+
+
+def test_no_fixture_is_left_without_its_version() -> None:
+    assert {p.stem for p in FIXTURES.glob("*.json")} <= set(committed_versions())

@@ -1,0 +1,83 @@
+"""What the `loravc` verbs print, from records alone (no repository needed)."""
+
+from typing import Any
+
+from loravc import render
+
+
+def row(rev: str, **values: Any) -> dict[str, Any]:
+    base = {
+        "rev": rev,
+        "branches": [],
+        "tags": [],
+        "experiments": [],
+        "registry": [],
+        "version_id": "v_20261128_101500",
+        "created": "2026-11-28T10:15:00+00:00",
+        "base_model": "tiny",
+        "lora_r": 4,
+        "validation_loss": 3.19943,
+        "test_perplexity": 29.7475,
+        "adapter": {"path": "models/adapter", "md5": "ab.dir"},
+        "error": None,
+    }
+    return base | values
+
+
+def test_list_lines_up_columns_and_hides_unreadable_facts() -> None:
+    rows = [
+        row("a" * 40, branches=["main"], registry=["lora-adapter#prod"]),
+        row("b" * 40, experiments=["rank-two"], lora_r=2, test_perplexity=None, error="metadata.json is damaged"),
+    ]
+    lines = render.list_table(rows).splitlines()
+    assert lines[0].split() == " ".join(render.LIST_HEADER).split()
+    first, second = lines[1], lines[2]
+    facts = ["v_20261128_101500", "2026-11-28", "10:15", "tiny", "4", "3.1994", "29.75"]
+    assert first.split() == ["aaaaaaa", "main", "-", "lora-adapter#prod", *facts]
+    assert second.split() == ["bbbbbbb", "rank-two", "-", "(unreadable:", "see", "below)"]
+    assert first.index("lora-adapter#prod") == lines[0].index("registry")  # columns line up
+    assert render.list_table([]) == render.NO_VERSIONS
+
+
+def test_compare_shows_differences_and_b_minus_a() -> None:
+    lora = {
+        "ranks": [8],
+        "rank_per_target": {"q_proj": [8]},
+        "modules": 2,
+        "target_modules": ["q_proj"],
+        "alpha": 16,
+        "scaling": [2.0],
+        "trainable_parameters": 921600,
+        "dtypes": ["F32"],
+        "adapter_bytes": 3717656,
+    }
+    a = row("a" * 40) | {"lora_weights": lora}
+    b = row("b" * 40, experiments=["rank-two"]) | {"lora_weights": lora | {"rank_per_target": {"q_proj": [2]}}}
+    metrics = {"m.json:tuned_perplexity": [29.7344, 29.7475], "m.json:note": ["x", "y"]}
+    text = render.compare({"a": a, "b": b, "params": {"train.lora.r": [8, 2]}, "metrics": metrics}, "main", "rank-two")
+    lines = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
+    assert lines["revision"] == ["revision", "aaaaaaa", "bbbbbbb", "(rank-two)"]
+    assert lines["rank"][-2:] == ["q_proj=8", "q_proj=2"]
+    assert lines["train.lora.r"] == ["train.lora.r", "8", "2"]
+    assert lines["m.json:tuned_perplexity"] == ["m.json:tuned_perplexity", "29.7344", "29.7475", "+0.0131"]
+    assert lines["m.json:note"] == ["m.json:note", "x", "y"]  # no difference of strings
+    assert "  (none)" not in text
+    assert "  (none)" in render.compare({"a": a, "b": a, "params": {}, "metrics": {}}, "main", "main")
+
+
+def test_verify_prints_one_ok_line_per_check() -> None:
+    report = {
+        "rev": "c" * 40,
+        "version_id": "v_20261128_101500",
+        "files": {"models/adapter": {"files": 6, "found": "ab.dir"}, "models/base": {"files": 5, "found": "cd.dir"}},
+        "loads": {"device": "cpu", "probe_tokens": 17},
+        "eval": {"measured": 29.75, "recorded": 29.7475, "relative_difference": 8.4e-5, "tolerance": 1e-3},
+    }
+    lines = render.verify(report).splitlines()
+    assert lines[0] == "verify v_20261128_101500 (ccccccc)"
+    assert lines[1:] == [
+        "  ok  models/adapter: 6 files hash to ab.dir, as dvc.lock records",
+        "  ok  models/base: 5 files hash to cd.dir, as dvc.lock records",
+        "  ok  loads on cpu: finite logits for a 17-token probe",
+        "  ok  test perplexity 29.75 vs recorded 29.7475 (difference 8.40e-05 <= 1e-03 relative)",
+    ]
