@@ -40,7 +40,7 @@ def timed_runs(cmd: list[str], cwd: Path, repeat: int, warm: bool) -> tuple[floa
 
 def stage_outputs(repo: Path) -> list[str]:
     """Every out, metric and plot path of dvc.yaml."""
-    from loravc.params import read_yaml
+    from loravc.schema import read_yaml
 
     paths = []
     for stage in read_yaml(repo / "dvc.yaml")["stages"].values():

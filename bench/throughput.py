@@ -78,16 +78,14 @@ def parse_variant(text: str) -> Recipe:
 
 
 def load_records(path: Path, tokenizer: Any, count: int | None) -> Any:
-    """The data as TRL would tokenize it (text + EOS), cycled to `count` records; tokenized once for all runs."""
+    """The data as TRL tokenizes it for training (loravc.labels), cycled to `count` records; tokenized once."""
     from datasets import Dataset
 
-    from loravc import data
+    from loravc import data, labels
 
-    texts = []
-    for record in data.read_jsonl(path):
-        prompt, completion = data.render(record, tokenizer)
-        texts.append(prompt + completion + tokenizer.eos_token)
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    records = data.read_jsonl(path)
+    plan = labels.loss_plan(data.record_shape(records[0]), tokenizer)
+    ids = [labels.encode(record, tokenizer, plan, max_length=10**9)[0] for record in records]
     if count:
         ids = [ids[i % len(ids)] for i in range(count)]
     return Dataset.from_dict({"input_ids": ids})

@@ -4,6 +4,7 @@ Nothing here checks anything out: files are read from the cache, and whole direc
 assembled under `.dvc/tmp/loravc/<md5>/` (hard links where possible), reused by later calls.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -16,6 +17,35 @@ from loravc.pins import Out
 
 STORE_ENV = "LORAVC_STORE"  # where materialized directories go (default: .dvc/tmp/loravc)
 PULL = "run `dvc pull` (`dvc fetch --all-commits` for older versions) with the remote that holds it"
+RESTORE = (
+    "delete that cache file, then `dvc pull` restores it (`dvc fetch --all-commits` for an older version), "
+    "and `dvc checkout --relink` the workspace copy"
+)
+
+
+class NotInCache(UserError):
+    """A file a version needs is in neither the local DVC cache nor the remote; `problem` says why not fetched."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+def file_md5(path: Path) -> str:
+    """The md5 DVC records for a file (DVC 3: of its bytes)."""
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def damaged(what: str, cached: Path, found: str, recorded: str) -> str:
+    """The message for a cache file whose bytes no longer hash to what DVC recorded."""
+    return (
+        f"{what} is damaged: its copy in the DVC cache, {cached}, hashes to {found}, not the recorded {recorded}; "
+        + RESTORE
+    )
 
 
 class DvcCache:
@@ -27,6 +57,7 @@ class DvcCache:
         self.root = root
         self.store = Path(os.environ.get(STORE_ENV) or root / ".dvc" / "tmp" / "loravc")
         self._fetch_failed: str | None = None
+        self._trees: dict[str, Any] = {}  # manifests read and checked, by directory hash
 
     @cached_property
     def dvc(self) -> Any:
@@ -38,15 +69,34 @@ class DvcCache:
         if "dvc" in self.__dict__:
             self.__dict__.pop("dvc").close()
 
+    def cache_path(self, md5: str) -> Path:
+        """Where the local DVC cache keeps the object with this hash (a file, or a `.dir` manifest)."""
+        return Path(self.dvc.cache.local.oid_to_path(md5))
+
     def tree(self, out: Out) -> Any:
-        """The directory manifest of `out` from the local cache, or None if the cache lacks it."""
+        """The directory manifest of `out` from the local cache, or None if the cache lacks it.
+
+        The manifest's bytes must hash to the `<md5>.dir` that dvc.lock records: a damaged one is a UserError.
+        """
         from dvc_data.hashfile.hash_info import HashInfo
         from dvc_data.hashfile.tree import Tree
 
+        if out.md5 in self._trees:
+            return self._trees[out.md5]
+        path = self.cache_path(out.md5)
         try:
-            return Tree.load(self.dvc.cache.local, HashInfo("md5", out.md5))
-        except Exception:  # missing or corrupt manifest: fetch it again
-            return None
+            found = file_md5(path)
+        except OSError:
+            return None  # not in the cache: fetch it
+        if found != out.md5.removesuffix(".dir"):
+            what = f"the manifest of {out.path} ({out.md5})"
+            raise UserError(damaged(what, path, f"{found}.dir", out.md5))
+        try:
+            tree = Tree.load(self.dvc.cache.local, HashInfo("md5", out.md5))
+        except Exception as err:  # hashes right but DVC cannot read it: not a manifest DVC wrote
+            raise UserError(f"the manifest of {out.path} in the DVC cache, {path}, is unreadable ({err})") from None
+        self._trees[out.md5] = tree
+        return tree
 
     def recorded_md5(self, out: Out) -> dict[str, str]:
         """{relative path: md5} of every file of `out`, as its manifest records them ({} if missing)."""
@@ -56,18 +106,27 @@ class DvcCache:
     def path_of(self, out: Out, relpath: str) -> Path | None:
         """The cache file holding `relpath` of `out`, or None if the cache lacks it."""
         md5 = self.recorded_md5(out).get(relpath)
-        path = Path(self.dvc.cache.local.oid_to_path(md5)) if md5 else None
+        path = self.cache_path(md5) if md5 else None
         return path if path is not None and path.is_file() else None
 
     def read_file(self, rev: str, out: Out, relpath: str) -> tuple[bytes, Path]:
-        """A file of `out` as pinned at `rev`: from the cache, fetched from the remote if missing."""
+        """A file of `out` as pinned at `rev`: from the cache, fetched from the remote if missing.
+
+        Its bytes must hash to what the manifest records: a damaged copy is a UserError naming the cache file.
+        """
         cached = self.path_of(out, relpath)
         if cached is None:
-            problem = self.fetch([(rev, out)]) or "the DVC remote does not have it either"
+            problem = self.fetch([(rev, out)]) or "the DVC remote does not have it"
             cached = self.path_of(out, relpath)
             if cached is None:
-                raise UserError(f"{out.path}/{relpath} at {rev[:7]} is not in the DVC cache and {problem}: {PULL}")
-        return cached.read_bytes(), cached
+                raise NotInCache(
+                    f"{out.path}/{relpath} at {rev[:7]} is not in the DVC cache and {problem}: {PULL}", problem
+                )
+        raw = cached.read_bytes()
+        recorded, found = self.recorded_md5(out)[relpath], hashlib.md5(raw).hexdigest()
+        if found != recorded:
+            raise UserError(damaged(f"{out.path}/{relpath} at {rev[:7]}", cached, found, recorded))
+        return raw, cached
 
     def fetch(self, wanted: list[tuple[str, Out]]) -> str | None:
         """Fetch (revision, directory) pairs from the DVC remote into the cache (`dvc fetch`, never a checkout).
@@ -80,7 +139,7 @@ class DvcCache:
         config = self.dvc.config
         remote = config["core"].get("remote")
         if not remote:
-            self._fetch_failed = "no default DVC remote is configured to fetch it from"
+            self._fetch_failed = "no default DVC remote is configured"
             return self._fetch_failed
         overrides = {"core": {"remote": remote}, "remote": {name: dict(c) for name, c in config["remote"].items()}}
         try:
@@ -91,7 +150,7 @@ class DvcCache:
                 config=overrides,
             )
         except Exception as err:  # DVC raises many kinds; all mean "not fetched"
-            self._fetch_failed = f"fetching it from DVC remote {remote!r} failed ({err})"
+            self._fetch_failed = f"fetching from DVC remote {remote!r} failed ({err})"
             return self._fetch_failed
         return None
 
@@ -121,7 +180,7 @@ class DvcCache:
         scratch = scratch_dir(target)
         try:
             for key, _, hash_info in tree:
-                source, file = Path(self.dvc.cache.local.oid_to_path(hash_info.value)), scratch.joinpath(*key)
+                source, file = self.cache_path(hash_info.value), scratch.joinpath(*key)
                 file.parent.mkdir(parents=True, exist_ok=True)
                 if dest is None:
                     try:

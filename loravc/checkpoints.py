@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loravc.params import TrainParams, flatten
+from loravc.params import TrainParams
+from loravc.schema import flatten
 
 FINGERPRINT_FILE = "loravc-checkpoint.json"
 LIVE_SNAPSHOT = "dvclive"

@@ -1,7 +1,7 @@
 """loravc: list, inspect, load, export, merge and register the model versions of this repository.
 
 A REF names one version: a git revision (97a8cef, HEAD~1), a branch or tag, a DVC experiment
-name, a version id (v_20261126_041912) or a registry reference (lora-adapter@v1.2.0,
+name, a version id (v_20261126_041912_1a2b3c) or a registry reference (lora-adapter@v1.2.0,
 lora-adapter#prod). Versions are read from git and DVC's cache (fetching from the DVC remote
 when needed); nothing is checked out and the workspace is left alone.
 
@@ -81,9 +81,8 @@ def cmd_list(args: argparse.Namespace) -> None:
         _json(rows)
         return
     print(render.list_table(rows))
-    for row in rows:
-        if row["error"]:
-            print(f"warning: {row['error']}", file=sys.stderr)
+    for line in render.list_warnings(rows):
+        print(line, file=sys.stderr)
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -123,12 +122,24 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     _quiet_loading()
     with _version(args, args.ref) as (versions, version):
-        print(args.prompt + generate(versions, version, args.prompt, args.max_new_tokens, device=args.device))
+        chat, text = generate(versions, version, args.prompt, args.max_new_tokens, device=args.device, raw=args.raw)
+    print(text if chat else args.prompt + text)  # a chat reply alone; a raw prompt with its continuation
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from loravc.verify import verify
+    from loravc.errors import UserError
+    from loravc.verify import check_cache_report, verify, verify_cache
 
+    if args.all:
+        if args.ref is not None or args.eval:
+            raise UserError("verify --all checks every version's files by hash: give no REF and no --eval")
+        with _versions(args) as versions:
+            report = verify_cache(versions)
+        _json(report) if args.json else print(render.verify_cache(report))
+        check_cache_report(report)
+        return
+    if args.ref is None:
+        raise UserError("verify needs a REF (a version to check end to end) or --all (every version's files)")
     _quiet_loading()
     with _version(args, args.ref) as (versions, version):
         report = verify(versions, version, evaluate=args.eval, device=args.device, tolerance=args.tolerance)
@@ -198,14 +209,27 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("dir", metavar="DIR", type=Path, help="new directory for the merged model")
     device(sub)
 
-    sub = verb("generate", "greedy continuation of a prompt by one version", cmd_generate)
+    sub = verb(
+        "generate", "greedy reply (chat-trained versions) or continuation of a prompt by one version", cmd_generate
+    )
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
-    sub.add_argument("prompt", metavar="PROMPT", help="text to continue")
+    sub.add_argument(
+        "prompt", metavar="PROMPT", help="a user message for a chat-trained version, else text to continue"
+    )
+    sub.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
     sub.add_argument("--max-new-tokens", type=_positive, default=40, help="tokens to generate (default: 40)")
     device(sub)
 
-    sub = verb("verify", "files match dvc.lock, the model loads; --eval re-checks test perplexity", cmd_verify)
-    sub.add_argument("ref", metavar="REF", help=REF_HELP)
+    sub = verb(
+        "verify", "files match dvc.lock, the model loads; --eval re-checks test perplexity; --all: every version",
+        cmd_verify,
+    )  # fmt: skip
+    sub.add_argument("ref", metavar="REF", nargs="?", help=REF_HELP)
+    sub.add_argument(
+        "--all",
+        action="store_true",
+        help="check every version's adapter files in the local DVC cache against dvc.lock (hashes only, no loading)",
+    )
     sub.add_argument("--eval", action="store_true", help="re-compute test perplexity and compare to the recorded one")
     sub.add_argument(
         "--tolerance", type=float, default=EVAL_TOLERANCE, help="relative perplexity difference allowed (default: 1e-3)"

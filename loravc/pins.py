@@ -4,7 +4,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from loravc.params import flatten
+from loravc.schema import flatten
 
 ARTIFACT = "lora-adapter"  # the model artifact in dvc.yaml, when it declares several
 

@@ -19,7 +19,7 @@ def check_ref(ref: str) -> str:
     if not REF_RE.fullmatch(ref) or ".." in ref or "//" in ref or "/." in ref or ref.endswith(("/", ".", ".lock")):
         raise UserError(
             f"{ref!r} is not a version reference: use a git revision, branch, tag, experiment name, "
-            "version id (v_YYYYMMDD_HHMMSS) or registry reference (lora-adapter@v1.2.0, lora-adapter#prod); "
+            "version id (v_YYYYMMDD_HHMMSS_1a2b3c) or registry reference (lora-adapter@v1.2.0, lora-adapter#prod); "
             + LIST_HINT
         )
     return ref

@@ -10,8 +10,8 @@ commit, so `gto show lora-adapter#prod` and `dvc artifacts get . lora-adapter --
 import re
 
 from loravc.errors import UserError
-from loravc.params import parse_yaml
 from loravc.pins import model_artifacts
+from loravc.schema import parse_yaml
 from loravc.versions import Version, Versions
 
 SEMVER_RE = re.compile(r"v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")

@@ -3,8 +3,8 @@
 import json
 from typing import Any
 
-LIST_HEADER = ["revision", "experiment", "registry", "version", "created (UTC)", "base model", "r", "val loss"]
-LIST_HEADER += ["test ppl"]
+LIST_HEADER = ["revision", "experiment", "registry", "version", "created (UTC)", "base model", "data", "r"]
+LIST_HEADER += ["val loss", "test ppl"]
 NO_VERSIONS = "no versions yet: run `dvc repro` and commit dvc.lock (or `dvc exp run`)"
 
 
@@ -48,15 +48,42 @@ def list_table(rows: list[dict[str, Any]]) -> str:
             row["version_id"] or "-",
             created(row["created"]),
             str(row["base_model"] or "-"),
+            data_label(row["data"]),
             str(row["lora_r"] or "-"),
             number(row["validation_loss"], 4),
             number(row["test_perplexity"], 2),
         ]
         if row["error"]:
-            facts = ["(unreadable: see below)", "", "", "", "", ""]
+            facts = ["(not in the DVC cache: see below)" if row.get("missing") else "(unreadable: see below)"]
+            facts += ["", "", "", "", "", ""]
         rev = f"{row['rev'][:7]} {' '.join(row['branches'] + row['tags'])}".strip()
         lines.append([rev, ", ".join(row["experiments"]) or "-", ", ".join(row["registry"]) or "-", *facts])
     return table(lines, LIST_HEADER)
+
+
+def data_label(data: dict[str, Any] | None) -> str:
+    """`data/examples/sums-chat@1a2b3c4d`: the source (`-` before it was recorded) and the splits' sha256."""
+    if not data:
+        return "-"
+    return f"{data.get('source') or '-'}@{data['sha256'][:8]}"
+
+
+def list_warnings(rows: list[dict[str, Any]], shown: int = 10) -> list[str]:
+    """`loravc list`'s stderr: one line per unreadable version, but one line for all the versions that are in
+    no DVC cache or remote (per reason they could not be fetched)."""
+    lines = [f"warning: {row['error']}" for row in rows if row["error"] and not row.get("missing")]
+    by_problem: dict[str, list[str]] = {}
+    for row in rows:
+        if row["error"] and row.get("missing"):
+            by_problem.setdefault(row["missing"], []).append(row["rev"][:7])
+    for problem, revs in by_problem.items():
+        more = f" and {len(revs) - shown} more" if len(revs) > shown else ""
+        count = f"{len(revs)} version is" if len(revs) == 1 else f"{len(revs)} versions are"
+        lines.append(
+            f"warning: {count} in no DVC cache or remote ({', '.join(revs[:shown])}{more}; {problem}): "
+            "run `dvc pull` for the current one, `dvc fetch --all-commits` for all, with the remote that holds them"
+        )
+    return lines
 
 
 def lora_line(lora: dict[str, Any]) -> str:
@@ -113,6 +140,8 @@ def compare(result: dict[str, Any], ref_a: str, ref_b: str) -> str:
         ["version", str(a["version_id"]), str(b["version_id"])],
         ["created (UTC)", created(a["created"]), created(b["created"])],
         ["base model", str(a["base_model"]), str(b["base_model"])],
+        ["data", "", "", "" if a["data"] == b["data"] else "differs"],
+        *[[f"  {label}", *(metric((info["data"] or {}).get(key)) for info in (a, b))] for key, label in DATA_ROWS],
         ["LoRA, from the weights", "", ""],
         ["  rank per module", *both(per_target)],
         ["  modules", *both(lambda lora: str(lora["modules"]))],
@@ -129,6 +158,16 @@ def compare(result: dict[str, Any], ref_a: str, ref_b: str) -> str:
         *[[f"  {k}", metric(x), metric(y), change(x, y)] for k, (x, y) in result["metrics"].items()],
     ]
     return table([row + [""] * (4 - len(row)) for row in rows])
+
+
+DATA_ROWS = [
+    ("source", "source"),
+    ("shape", "shape"),
+    ("fixed_test", "fixed test file"),
+    ("train_records", "train records"),
+    ("validation_records", "validation records"),
+    ("sha256", "splits sha256"),
+]
 
 
 def change(a: Any, b: Any) -> str:
@@ -155,6 +194,31 @@ def verify(report: dict[str, Any]) -> str:
             f"  ok  test perplexity {e['measured']} vs recorded {e['recorded']} "
             f"(difference {e['relative_difference']:.2e} <= {e['tolerance']:.0e} relative)"
         )
+    return "\n".join(lines)
+
+
+def verify_cache(report: dict[str, Any]) -> str:
+    """`loravc verify --all`: one line per version, under it one per damaged cache file, then the counts."""
+    rows, damage = [], []
+    for record in report["versions"]:
+        what = f"{record['path']}: {record['files']} files"
+        if record["status"] == "missing":
+            absent = len(record["missing"])
+            what = f"{record['path']}: not in the local DVC cache"
+            what += f" ({absent} of {record['files']} files)" if record["files"] else ""
+        rows.append([record["status"], record["label"], record["version_id"] or "-", what])
+        damage.append(
+            [f"      {record['path']}/{bad['file']}: cache file {bad['cache']} hashes to {bad['found']}, "
+             f"not the recorded {bad['recorded']}" for bad in record["damaged"]]
+        )  # fmt: skip
+    lines = [f"verify --all: the adapter directory of {report['checked']} versions, rehashed in the local DVC cache"]
+    if rows:
+        for line, bad in zip(table(rows).splitlines(), damage, strict=True):
+            lines += ["  " + line, *bad]
+    lines.append(
+        f"{report['checked']} checked: {report['ok']} ok, {report['damaged']} damaged, "
+        f"{report['missing']} not in the local cache (not damage: `dvc fetch --all-commits` gets them)"
+    )
     return "\n".join(lines)
 
 

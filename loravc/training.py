@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from loravc import checkpoints, data
+from loravc import checkpoints, data, labels
 from loravc.base_model import read_identity, save_tokenizer
 from loravc.devices import bf16_supported, keep_freed_memory, resolve_device
 from loravc.errors import UserError
@@ -40,11 +40,12 @@ def lora_config(params: LoraParams) -> Any:
     )
 
 
-def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
-    """SFTConfig from the defaults above, the user's train.trainer block, and the device.
+def sft_config(params: TrainParams, device: str, output_dir: Path, plan: labels.LossPlan | None = None) -> Any:
+    """SFTConfig from TRAINER_DEFAULTS, the profile, the user's train.trainer block, and the device.
 
     On a CPU there is no bf16 mixed precision by default (TRL turns it on everywhere);
-    on a GPU with bf16 support it is on. TRL validates every key of train.trainer.
+    on a GPU with bf16 support it is on. The tokens the loss trains on come from the data
+    (`plan`, loravc.labels.loss_plan; None: every token). TRL validates every key of train.trainer.
     """
     from trl import SFTConfig
 
@@ -61,6 +62,8 @@ def sft_config(params: TrainParams, device: str, output_dir: Path) -> Any:
             user[checkpointing] = user.pop(old)
     profile = resolve_profile(params.profile, device)
     kwargs = TRAINER_DEFAULTS | {checkpointing: False, "use_cpu": device == "cpu"} | PROFILES[profile].trainer
+    tokens = plan.tokens if plan else labels.ALL
+    kwargs |= {"assistant_only_loss": tokens == labels.ASSISTANT, "completion_only_loss": tokens == labels.COMPLETION}
     kwargs["bf16"] = kwargs.get("bf16", False) and bf16_supported(device)
     liger_missing = importlib.util.find_spec("liger_kernel") is None
     if kwargs.get("use_liger_kernel") and "use_liger_kernel" not in user and liger_missing:
@@ -142,6 +145,10 @@ def train(
     if device == "cpu":
         keep_freed_memory()  # no page faults for each step's activations
     identity = read_identity(base_dir)
+    info = data.read_info(prepared_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    plan = labels.loss_plan(info["shape"], tokenizer, info["loss_on"])  # what prepare counted; before any model
+    plain_template = tokenizer.chat_template
     train_records = data.read_split(prepared_dir, "train")
     validation_records = data.read_split(prepared_dir, "validation")
     data_sha256 = data.files_sha256(prepared_dir / f"{name}.jsonl" for name in ("train", "validation"))
@@ -150,14 +157,14 @@ def train(
     started = utc_now()
     with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:
         run_dir = checkpoints_dir or Path(scratch)
-        config = sft_config(tp, device, run_dir)
+        config = sft_config(tp, device, run_dir, plan)
         check_world_size(tp.processes, config.world_size)  # before any checkpoint is discarded or model loaded
         main = is_main_process()  # under DDP every process trains; one writes
         resume = checkpoints.select_resume(run_dir, expected, discard=main)
         if resume and main:
             checkpoints.restore_live(resume, live_dir)
         set_seed(tp.seed)
-        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        tokenizer.chat_template = plan.chat_template or plain_template  # the marked one for training only
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, base_dtype(tp.profile, device)))
         trainer = SFTTrainer(
             model=model,
@@ -187,6 +194,7 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         model = trainer.accelerator.unwrap_model(trainer.model)
         model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+        tokenizer.chat_template = plain_template  # the version keeps the base's template for inference
         save_tokenizer(tokenizer, out_dir)
     state = trainer.state
     metrics = {
@@ -214,13 +222,23 @@ def train(
             dtype="/".join(sorted(saved)) or lora_dtype,
             trainable_parameters=trainable,
         ),
-        data=DataRecord(data_sha256, len(train_records), len(validation_records)),
+        data=DataRecord(
+            sha256=data_sha256,
+            train_records=len(train_records),
+            validation_records=len(validation_records),
+            source=info["source"],
+            shape=info["shape"],
+            fixed_test=info["fixed_test"],
+            files=info["files"],
+        ),
         training=TrainingRecord(
             seed=tp.seed,
             device=device,
             max_length=tp.max_length,
             trainer=_trainer_args(trainer.args),
             resumed_from_step=resume.step if resume else None,
+            loss_on=plan.tokens,
+            chat_template=plan.template_name,
         ),
         metrics=TrainMetrics(**metrics),
         code=git_revision(),

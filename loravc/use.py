@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from loravc.cache import scratch_dir
+from loravc.data import CHAT_SHAPES
 from loravc.errors import UserError
 from loravc.metadata import utc_now, write_json
 from loravc.refs import check_ref
@@ -87,9 +88,16 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
     return record
 
 
-def generate(versions: Versions, version: Version, prompt: str, max_new_tokens: int, device: str = "cpu") -> str:
-    """The version's greedy continuation of `prompt`."""
+def generate(
+    versions: Versions, version: Version, prompt: str, max_new_tokens: int, device: str = "cpu", raw: bool = False
+) -> tuple[bool, str]:
+    """(whether it was a chat, the version's greedy reply or continuation). A version trained on conversations
+    gets `prompt` as a user message through its chat template, unless `raw`."""
     from loravc.evaluation import generate as greedy
+    from loravc.labels import chat_prompt
 
+    shape = version.metadata.data.shape if version.metadata else None
+    chat = not raw and shape in CHAT_SHAPES
     model, tokenizer = load(versions, version, device)
-    return greedy(model, tokenizer, [prompt], max_new_tokens)[0]
+    text = chat_prompt(prompt, tokenizer) if chat else prompt
+    return chat, greedy(model, tokenizer, [text], max_new_tokens, templated=chat)[0]

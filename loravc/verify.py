@@ -1,11 +1,15 @@
 """Check a version end to end: its files hash to what dvc.lock records, it loads, and (optionally) its
-test perplexity is still what the evaluate stage recorded."""
+test perplexity is still what the evaluate stage recorded. `verify_cache` checks every version's adapter
+in the local DVC cache at once, by hashes alone."""
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from loravc.cache import RESTORE, file_md5
 from loravc.errors import UserError
+from loravc.metadata import METADATA_FILE, VersionMetadata
 from loravc.params import EvaluateParams, TrainParams
 from loravc.use import PROBE_TEXT
 from loravc.versions import Version, Versions
@@ -78,7 +82,7 @@ def verify(
 
 def _reevaluate(version: Version, model: Any, tokenizer: Any, data_dir: Path, tolerance: float) -> dict[str, Any]:
     from loravc import data
-    from loravc.evaluation import perplexity
+    from loravc.evaluation import evaluation_plan, perplexity
 
     recorded = version.test_perplexity
     if recorded is None:
@@ -86,13 +90,15 @@ def _reevaluate(version: Version, model: Any, tokenizer: Any, data_dir: Path, to
             f"{version.short}: no recorded test perplexity for this adapter (the evaluate stage's metrics at that "
             "revision are missing or belong to another adapter): run `dvc repro evaluate` and commit"
         )
-    params = version.pins.params
+    params, test = version.pins.params, data.read_split(data_dir, "test")
+    loss_on = version.metadata.training.loss_on if version.metadata else None  # the tokens evaluate scored
     result = perplexity(
         model,
         tokenizer,
-        data.read_split(data_dir, "test"),
+        test,
         max_length=int(params.get("train.max_length", TrainParams.max_length)),
         batch_size=int(params.get("evaluate.batch_size", EvaluateParams.batch_size)),
+        plan=evaluation_plan(test, tokenizer, loss_on),
     )
     relative = abs(result["perplexity"] - recorded) / recorded
     check = {"recorded": recorded, "measured": result["perplexity"], "relative_difference": relative}
@@ -103,3 +109,67 @@ def _reevaluate(version: Version, model: Any, tokenizer: Any, data_dir: Path, to
             f"{relative:.2%} (tolerance {tolerance:.2%})"
         )
     return check
+
+
+def verify_cache(versions: Versions) -> dict[str, Any]:
+    """Every version's adapter directory in the local DVC cache, checked against dvc.lock by hashes alone.
+
+    The `.dir` manifest must hash to the md5 dvc.lock records and each cached file to the md5 the manifest
+    records. Nothing is fetched or loaded; a file shared by several versions is hashed once. A version whose
+    files are not all in the cache is `missing` (not damage). Newest commit first.
+    """
+    hashed: dict[Path, str] = {}
+
+    def md5_of(path: Path) -> str:
+        if path not in hashed:
+            hashed[path] = file_md5(path)
+        return hashed[path]
+
+    checked = []
+    for version in reversed(list(versions.introduced.values())):
+        out = version.pins.adapter
+        record: dict[str, Any] = {
+            "rev": version.rev,
+            "label": version.label,
+            "version_id": None,
+            "path": out.path,
+            "md5": out.md5,
+            "files": 0,
+            "missing": [],
+            "damaged": [],
+        }
+        manifest = versions.cache.cache_path(out.md5)
+        if not manifest.is_file():
+            record["missing"] = ["(manifest)"]
+        elif md5_of(manifest) != out.md5.removesuffix(".dir"):
+            record["damaged"] = [_damage("(manifest)", manifest, md5_of(manifest) + ".dir", out.md5)]
+        else:
+            recorded = versions.cache.recorded_md5(out)
+            record["files"] = len(recorded)
+            for relpath, md5 in sorted(recorded.items()):
+                cached = versions.cache.cache_path(md5)
+                if not cached.is_file():
+                    record["missing"].append(relpath)
+                elif md5_of(cached) != md5:
+                    record["damaged"].append(_damage(relpath, cached, md5_of(cached), md5))
+                elif relpath == METADATA_FILE:  # hashes right; if invalid, `loravc list` says so: not cache damage
+                    with contextlib.suppress(ValueError, UserError):
+                        record["version_id"] = VersionMetadata.from_json(cached.read_bytes()).version_id
+        record["status"] = "damaged" if record["damaged"] else "missing" if record["missing"] else "ok"
+        checked.append(record)
+    count = {status: sum(r["status"] == status for r in checked) for status in ("ok", "damaged", "missing")}
+    return {"checked": len(checked), **count, "versions": checked}
+
+
+def _damage(relpath: str, cached: Path, found: str, recorded: str) -> dict[str, str]:
+    return {"file": relpath, "cache": str(cached), "found": found, "recorded": recorded}
+
+
+def check_cache_report(report: dict[str, Any]) -> None:
+    """A UserError when `verify_cache` found damage: how many cache files, and the fix."""
+    files = sorted({bad["cache"] for r in report["versions"] for bad in r["damaged"]})
+    if files:
+        raise UserError(
+            f"{len(files)} damaged file{'s' * (len(files) != 1)} in the DVC cache, in {report['damaged']} of "
+            f"{report['checked']} versions (named above): {RESTORE}"
+        )

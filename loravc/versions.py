@@ -11,20 +11,19 @@ Nothing here imports torch, so listing and showing versions is quick.
 """
 
 import difflib
-import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from loravc.cache import DvcCache
+from loravc.cache import DvcCache, NotInCache
 from loravc.errors import UserError
 from loravc.gitrepo import GitRepo
 from loravc.metadata import METADATA_FILE, VERSION_ID_RE, VersionMetadata, describe_problem
-from loravc.params import flatten, parse_yaml
 from loravc.pins import Out, Pins, parse_pins
 from loravc.refs import LIST_HINT, REGISTRY_RE, Ref, check_ref
+from loravc.schema import flatten, parse_yaml
 
 
 @dataclass
@@ -37,10 +36,17 @@ class Version:
     metadata: VersionMetadata | None = None
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # flattened, "<file>:<key>"
+    missing: str | None = None  # why its metadata.json is in no cache or remote (then `error` says the rest)
 
     @property
     def short(self) -> str:
         return self.rev[:7]
+
+    @property
+    def label(self) -> str:
+        """`abc1234 (main, lora-adapter#prod)`: the revision and the names that point at it."""
+        names = [r.name for r in self.refs]
+        return self.short + (f" ({', '.join(names)})" if names else "")
 
     def names(self, *kinds: str) -> list[str]:
         return [r.name for r in self.refs if r.kind in kinds]
@@ -66,6 +72,12 @@ class Version:
             "base": self.pins.base.as_dict() if self.pins.base else None,
         }
 
+    def data(self) -> dict[str, Any]:
+        """What the version trained on: source, shape, fixed test file, record counts, sha256 of the splits."""
+        record = self.metadata.data if self.metadata else None
+        fields = ("source", "shape", "fixed_test", "train_records", "validation_records", "sha256")
+        return {name: getattr(record, name) for name in fields} if record else {}
+
     def row(self) -> dict[str, Any]:
         meta = self.metadata
         return {
@@ -78,10 +90,12 @@ class Version:
             "created": meta.created if meta else None,
             "base_model": meta.base_model.get("id") if meta else None,
             "lora_r": meta.lora.r if meta else None,
+            "data": self.data() if meta else None,
             "validation_loss": meta.metrics.validation_loss if meta else None,
             "test_perplexity": self.test_perplexity,
             "adapter": self.pins.adapter.as_dict(),
             "error": self.error,
+            "missing": self.missing,
         }
 
 
@@ -140,8 +154,14 @@ class Versions:
     def all(self) -> list[Version]:
         """One entry per distinct adapter, at the commit that introduced it, newest first, metadata read."""
         versions = list(self.introduced.values())
-        cached = {v.rev: self.cache.path_of(v.pins.adapter, METADATA_FILE) for v in versions}
-        missing = [(v.rev, v.pins.adapter) for v in versions if cached[v.rev] is None]
+
+        def cached(version: Version) -> bool:
+            try:
+                return self.cache.path_of(version.pins.adapter, METADATA_FILE) is not None
+            except UserError:  # a damaged manifest: fetching does not repair it; reading it reports it
+                return True
+
+        missing = [(v.rev, v.pins.adapter) for v in versions if not cached(v)]
         if missing:  # one `dvc fetch` for all of them; what still lacks is reported per version below
             self.cache.fetch(missing)
         for version in versions:
@@ -161,35 +181,35 @@ class Versions:
                 version.metrics |= {f"{file}:{key}": value for key, value in values.items()}
         try:
             version.metadata = self.read_metadata(version)
+        except NotInCache as err:
+            version.error, version.missing = str(err), err.problem
         except UserError as err:
             version.error = str(err)
 
     def read_metadata(self, version: Version) -> VersionMetadata:
-        """The version's metadata.json, validated; a damaged file says whether the cache or the commit is to blame."""
+        """The version's metadata.json, validated.
+
+        Every read checks the cached file against the md5 its manifest records (DvcCache.read_file), so a
+        damaged or substituted copy is reported as such even when it parses; a file that hashes right but
+        does not validate was committed that way.
+        """
         out = version.pins.adapter
-        raw, cached = self.cache.read_file(version.rev, out, METADATA_FILE)
+        raw, _ = self.cache.read_file(version.rev, out, METADATA_FILE)
         try:
             return VersionMetadata.from_json(raw)
         except (ValueError, UserError) as err:
             reason = describe_problem(err)
-        where = f"{out.path}/{METADATA_FILE} at {version.short}"
-        recorded = self.cache.recorded_md5(out).get(METADATA_FILE)
-        if recorded and hashlib.md5(raw).hexdigest() != recorded:
-            raise UserError(
-                f"{where} is damaged ({reason}): its copy in the DVC cache, {cached}, no longer matches its hash. "
-                "Delete that file, then `dvc pull` restores it (and `dvc checkout` the workspace copy)"
-            )
-        raise UserError(f"{where} is invalid ({reason}): it was committed that way; retrain with `dvc repro`")
+        raise UserError(
+            f"{out.path}/{METADATA_FILE} at {version.short} is invalid ({reason}): it was committed that way; "
+            "retrain with `dvc repro`"
+        )
 
     # --- resolving a reference -------------------------------------------------------------------
     def resolve(self, ref: str) -> Version:
         """The version a reference names: version id, registry ref, branch, tag, experiment, revision."""
         check_ref(ref)
         if VERSION_ID_RE.fullmatch(ref):
-            found = [v for v in self.all if v.version_id == ref]
-            if found:
-                return found[0]
-            self.not_found(ref)
+            return self.by_id(ref)
         commit = self.repo.registry_commit(ref) if REGISTRY_RE.fullmatch(ref) else None
         if commit is None:
             named = [r for r in self.refs if r.name == ref and r.kind in ("branch", "tag")]
@@ -218,6 +238,20 @@ class Versions:
             raise UserError(version.error)
         return version
 
+    def by_id(self, ref: str) -> Version:
+        """The one version with this id; an id without the random suffix (`v_YYYYMMDD_HHMMSS`) also names the
+        one version whose id has that timestamp. Several matches are an error that lists them all."""
+        found = [v for v in self.all if v.version_id and matches_id(v.version_id, ref)]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            self.not_found(ref)
+        raise UserError(
+            f"version id {ref!r} matches {len(found)} versions: "
+            + ", ".join(f"revision {v.label} has {v.version_id}" for v in found)
+            + f"; name one by its revision (`loravc show {found[0].short}`)"
+        )
+
     def not_found(self, ref: str) -> None:
         names = {r.name for r in self.refs} | {v.version_id for v in self.all if v.version_id}
         names |= {v.short for v in self.all}
@@ -237,3 +271,8 @@ class Versions:
                 "this version cannot be loaded"
             )
         return self.materialize(version, version.pins.base), self.materialize(version, version.pins.adapter)
+
+
+def matches_id(version_id: str, ref: str) -> bool:
+    """Whether the reference `ref` (a version id) names `version_id`: the same id, or its timestamp alone."""
+    return version_id == ref or version_id.startswith(ref + "_")

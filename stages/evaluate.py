@@ -1,8 +1,11 @@
 """Stage `evaluate`: test-split perplexity of the base vs base+adapter, and greedy samples.
 
-Both models share one set of base weights on one device (the adapter is switched off for
-the base figures). Writes dvclive metrics and a markdown file of samples, then prints a
-one-screen summary of the version. The two perplexities also go to a bar plot.
+Perplexity covers the tokens the loss trains on (loravc.labels): the completion, or every assistant
+turn. Samples continue the first `evaluate.samples` test records' prompts (chat data through the
+chat template) and any fixed `evaluate.prompts`, next to the reference answer. Both models share
+one set of base weights on one device (the adapter is switched off for the base figures). Writes
+dvclive metrics and reports/samples.md, then prints a one-screen summary of the version. The two
+perplexities also go to a bar plot.
 """
 
 from loravc.errors import run_main
@@ -25,7 +28,14 @@ def main() -> None:
 
     from loravc import data
     from loravc.devices import resolve_device
-    from loravc.evaluation import generate, load_base_and_adapter, perplexity
+    from loravc.evaluation import (
+        evaluation_plan,
+        generate,
+        load_base_and_adapter,
+        perplexity,
+        samples,
+        samples_markdown,
+    )
     from loravc.metadata import read_metadata
     from loravc.params import load_params
     from loravc.tracking import write_summary
@@ -35,20 +45,29 @@ def main() -> None:
     meta = read_metadata(args.adapter)
     test = data.read_split(args.data, "test")
     model, tokenizer = load_base_and_adapter(args.base, args.adapter, resolve_device(ep.device, "evaluate.device"))
-    ppl = {"tuned": perplexity(model, tokenizer, test, max_length=params.train.max_length, batch_size=ep.batch_size)}
-    tuned_samples = generate(model, tokenizer, ep.prompts, ep.max_new_tokens)
+    plan = evaluation_plan(test, tokenizer, meta.training.loss_on)  # the tokens the loss trained on
+    chat = data.record_shape(test[0]) in data.CHAT_SHAPES
+    found = samples(test, ep.prompts, ep.samples, tokenizer, chat)
+    prompts = [s.prompt for s in found]
+
+    def evaluate() -> tuple[dict[str, float], list[str]]:
+        scores = perplexity(
+            model, tokenizer, test, max_length=params.train.max_length, batch_size=ep.batch_size, plan=plan
+        )
+        return scores, generate(model, tokenizer, prompts, ep.max_new_tokens, templated=chat)
+
+    ppl, outputs = {}, {}
+    ppl["tuned"], outputs["tuned"] = evaluate()
     with model.disable_adapter():
-        ppl["base"] = perplexity(model, tokenizer, test, max_length=params.train.max_length, batch_size=ep.batch_size)
-        base_samples = generate(model, tokenizer, ep.prompts, ep.max_new_tokens)
+        ppl["base"], outputs["base"] = evaluate()
 
     summary = {f"{which}_{key}": value for which, result in ppl.items() for key, value in result.items()}
     summary["perplexity_ratio"] = round(ppl["tuned"]["perplexity"] / ppl["base"]["perplexity"], 4)
     bars = [{"perplexity": ppl[which]["perplexity"], "model": name} for which, name in PLOT_NAMES.items()]
     write_summary(args.live, summary, plots={"perplexity": bars})
     args.samples.parent.mkdir(parents=True, exist_ok=True)
-    args.samples.write_text(
-        _samples_markdown(meta.version_id, ep.prompts, base_samples, tuned_samples), encoding="utf-8"
-    )
+    report = samples_markdown(meta.version_id, found, outputs["base"], outputs["tuned"])
+    args.samples.write_text(report, encoding="utf-8")
 
     lora, trained = meta.lora, meta.metrics
     print(f"\nversion   {meta.version_id}  ({args.adapter}, base {meta.base_model['id']})")
@@ -59,16 +78,9 @@ def main() -> None:
     )
     print(
         f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "
-        f"over {ppl['tuned']['tokens']} tokens"
+        f"over {ppl['tuned']['tokens']} tokens ({plan.tokens})"
     )
     print(f"samples   {args.samples}")
-
-
-def _samples_markdown(version: str, prompts: list[str], base: list[str], tuned: list[str]) -> str:
-    parts = [f"# Greedy samples: base vs {version}\n"]
-    for prompt, before, after in zip(prompts, base, tuned, strict=True):
-        parts.append(f"## {prompt}\n\n**base:** {prompt}{before}\n\n**fine-tuned:** {prompt}{after}\n")
-    return "\n".join(parts)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""Stage `prepare`: validate the raw JSONL, drop exact duplicates, split train/validation/test.
+"""Stage `prepare`: validate the data, drop exact duplicates, split train/validation/test, count tokens.
 
-Writes <out>/{train,validation,test}.jsonl and a metrics file with record and token counts.
+The data is params.yaml `data.train` (dvc.yaml passes it): a JSONL file, whose test split is drawn
+from it by `prepare.seed`, or a directory of JSONL files whose test.jsonl is a fixed test split.
+Counts the tokens the loss trains on (loravc.labels) and the records longer than train.max_length;
+a record left with no trained token after truncation is dropped, with a count (loravc.preparation).
+Writes <out>/{train,validation,test}.jsonl, <out>/info.json (source, shape, files) and metrics.
 Its output has this form (the default data's counts: data/README.md):
-    prepare: <n> records, <d> duplicates -> train <n>, validation <n>, test <n> ({'train': <tokens>, ...} tokens)
+    prepare: <n> text records from <source>, <d> duplicates -> train <n>, validation <n>, test <n> (test: ...); ...
 """
 
 from loravc.errors import run_main
@@ -13,39 +17,26 @@ def main() -> None:
     args = arguments(
         __doc__,
         {
-            "raw": "raw JSONL file (text, prompt+completion or messages)",
+            "data": "a JSONL file, or a directory of JSONL files (test.jsonl: a fixed test split)",
             "tokenizer": "model directory whose tokenizer counts tokens",
             "out": "directory for the prepared splits",
             "live": "dvclive directory for the stage's metrics",
         },
     )
 
-    from loravc import data
-    from loravc.params import load_params
-    from loravc.tracking import write_summary
-
-    params = load_params(args.params).prepare
-    records = data.read_jsonl(args.raw)
-    unique = data.dedupe(records)
-    splits = data.split(
-        unique,
-        seed=params.seed,
-        test=params.test_records,
-        validation=params.validation_records,
-        train=params.train_records,
-    )
-    data.write_splits(splits, args.out)
-
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    tokens = {name: data.count_tokens(rows, tokenizer) for name, rows in splits.items()}
-    summary = {"records": len(records), "duplicates": len(records) - len(unique)}
-    summary |= {f"{name}_records": len(rows) for name, rows in splits.items()}
-    summary |= {f"{name}_tokens": count for name, count in tokens.items()}
-    write_summary(args.live, summary)
-    counts = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
-    print(f"prepare: {summary['records']} records, {summary['duplicates']} duplicates -> {counts} ({tokens} tokens)")
+    from loravc import data
+    from loravc.params import load_params
+    from loravc.preparation import prepare, report
+    from loravc.tracking import write_summary
+
+    params = load_params(args.params)
+    prepared = prepare(args.data, params, AutoTokenizer.from_pretrained(args.tokenizer))
+    data.write_splits(prepared.splits, args.out)
+    data.write_info(args.out, prepared.info)
+    write_summary(args.live, prepared.summary)
+    print(report(prepared, params.train.max_length))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ files, metadata.json) and dvclive metrics and plots. Saves a checkpoint after ea
 run that was killed resumes from the newest checkpoint made with the same params, data and
 base (any other is discarded, with a message). With train.processes above 1 it runs itself
 again under `accelerate launch` (loravc.launch). Its output ends with (the default run's figures: README):
-    train: v_<UTC time> r=<rank>, <steps> steps, train loss <loss>, validation loss <loss> -> models/adapter
+    train: v_<UTC time>_<6 hex> r=<rank>, <steps> steps, train loss <loss>, validation loss <loss> -> models/adapter
 """
 
 import sys

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from loravc.labels import SMOLLM2_CHATML
+
 # The project scaffolding the benchmarks use too; test modules import ROOT, run, git, update_params from here.
 from loravc.project import QUIET_ENV, ROOT, dvc_cmd, git, project_repo, run, smoke_params, update_params
 
@@ -21,10 +23,7 @@ RAW = ROOT / "data" / "raw" / "pydoc_topics.jsonl"
 
 os.environ.update(QUIET_ENV)  # for what the tests run in-process (DVC's API, loravc) as for their subprocesses
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
+CHAT_TEMPLATE = SMOLLM2_CHATML  # the shipped base's template family, so chat data trains as on SmolLM2
 
 
 def build_tiny_model(out_dir: Path, texts: list[str]) -> Path:

@@ -16,8 +16,9 @@ import pytest
 from bench.common import BENCHMARKS
 from bench.throughput import parse_variant
 from loravc.errors import UserError
-from loravc.params import load_params, read_yaml
+from loravc.params import load_params
 from loravc.project import ROOT, dvc_cmd, run
+from loravc.schema import read_yaml
 
 
 def lora_weight_bytes(base: Path, rank: int) -> int:

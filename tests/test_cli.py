@@ -1,6 +1,7 @@
 """The `loravc` command: every verb, its output, its start-up cost and its errors."""
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -69,7 +70,7 @@ def test_list_prints_every_version_as_a_table_and_as_json(versions_repo: dict, c
     repo = versions_repo["repo"]
     loravc(repo, "list")
     lines = capsys.readouterr().out.splitlines()
-    header = "revision experiment registry version created (UTC) base model r val loss test ppl"
+    header = "revision experiment registry version created (UTC) base model data r val loss test ppl"
     assert lines[0].split() == header.split()
     assert len(lines) == 4
     row = {line.split()[0]: line for line in lines[1:]}
@@ -79,6 +80,9 @@ def test_list_prints_every_version_as_a_table_and_as_json(versions_repo: dict, c
     loravc(repo, "list", "--json")
     rows = json.loads(capsys.readouterr().out)
     assert sorted(r["lora_r"] for r in rows) == [2, 4, 8] and all(r["test_perplexity"] for r in rows)
+    for r in rows:  # every version names its data: the shipped file, and the splits' sha256 on its line
+        assert r["data"]["source"] == "data/raw/pydoc_topics.jsonl" and r["data"]["shape"] == "text"
+        assert f"data/raw/pydoc_topics.jsonl@{r['data']['sha256'][:8]}" in row[r["rev"][:7]]
 
 
 def test_show_and_compare(versions_repo: dict, capsys) -> None:
@@ -137,3 +141,59 @@ def test_bad_options_are_refused_by_the_parser(args: list[str], message: str, ca
     with pytest.raises(SystemExit) as exit_info:
         run(args)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_versions_in_no_cache_or_remote_get_one_summary_line(versions_repo: dict, tmp_path: Path, capsys) -> None:
+    from tests.test_versions import clone
+
+    repo = str(clone(versions_repo, tmp_path / "clone", remote=False))
+    r8, r4 = versions_repo["r8"][:7], versions_repo["r4"][:7]
+    main(["-C", repo, "list"])
+    out, err = capsys.readouterr()
+    assert out.count("(not in the DVC cache: see below)") == 2
+    assert err.splitlines() == [
+        f"warning: 2 versions are in no DVC cache or remote ({r8}, {r4}; no default DVC remote is configured): "
+        "run `dvc pull` for the current one, `dvc fetch --all-commits` for all, with the remote that holds them"
+    ]
+    main(["-C", repo, "verify", "--all"])  # missing is not damage: exit 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("2 checked: 0 ok, 0 damaged, 2 not in the local cache")
+    assert out.count("models/adapter: not in the local DVC cache") == 2
+
+
+def test_verify_takes_a_ref_or_all(versions_repo: dict, capsys) -> None:
+    repo = str(versions_repo["repo"])
+    assert "verify needs a REF" in fails(capsys, "-C", repo, "verify")
+    assert "give no REF and no --eval" in fails(capsys, "-C", repo, "verify", "main", "--all")
+    assert "give no REF and no --eval" in fails(capsys, "-C", repo, "verify", "--all", "--eval")
+
+
+DOC_BLOCK = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+DOC_INLINE = re.compile(r"`([^`\n]+)`")
+# a command at a command position: line or span start, after a `$ ` prompt, `&&`, `;`, `|`, `(` or a backtick
+DOC_COMMAND = re.compile(
+    r"(?:^|[`(;|$]|&&)[ \t]*(?:\S*/)?(loravc|gto)[ \t]+(?:-C[ \t]+\S+[ \t]+)?([a-z][a-z-]*)\b", re.M
+)
+
+
+def documented_commands() -> dict[tuple[str, str], set[str]]:
+    """{(command, verb): files} for every `loravc <verb>` and `gto <verb>` in README.md and docs/*.md code."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for snippet in DOC_BLOCK.findall(text) + DOC_INLINE.findall(DOC_BLOCK.sub("", text)):
+            for match in DOC_COMMAND.finditer(snippet):
+                found.setdefault(match.groups(), set()).add(page.name)
+    return found
+
+
+def test_every_command_the_docs_show_exists() -> None:
+    commands = documented_commands()
+    assert {("loravc", "list"), ("loravc", "verify"), ("gto", "show")} <= set(commands)  # the scan finds them
+    bin_dir = Path(sys.executable).parent  # the venv's console scripts
+    broken = []
+    for (command, verb), pages in sorted(commands.items()):
+        result = subprocess.run([str(bin_dir / command), verb, "--help"], capture_output=True, text=True)
+        if result.returncode != 0:
+            broken.append(f"`{command} {verb}` in {', '.join(sorted(pages))}: {result.stderr.strip()[-200:]}")
+    assert not broken, "\n".join(broken)

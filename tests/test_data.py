@@ -76,21 +76,60 @@ def test_split_too_small_says_which_params() -> None:
         data.split([{"text": "a"}] * 3, seed=0, test=2, validation=1, train=None)
 
 
-def test_render_prompt_completion_and_messages(tiny_model_dir: Path) -> None:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert data.render({"text": "t"}, tok) == ("", "t")
-    assert data.render({"prompt": "p", "completion": "c"}, tok) == ("p", "c")
-    prompt, completion = data.render(
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, tok
-    )
-    assert prompt.endswith("<|assistant|>") and completion.startswith("yo")
-
-
 def test_shipped_dataset_is_valid_and_has_its_licence_noted() -> None:
     records = data.read_jsonl(ROOT / "data" / "raw" / "pydoc_topics.jsonl")
     unique = data.dedupe(records)
     assert (len(records), len(unique)) == (464, 376)  # data/README.md: 88 paragraphs repeat another one
     assert len({r["text"] for r in unique}) == len(unique) and data.dedupe(unique) == unique
     assert "PSF" in (ROOT / "data" / "README.md").read_text(encoding="utf-8")
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+CHAT_PC = {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "yo"}]}
+
+
+def test_conversational_prompt_completion_is_its_own_shape() -> None:
+    assert data.record_shape(CHAT_PC) == data.CHAT_PROMPT_COMPLETION
+    with pytest.raises(ValueError, match="last message of 'completion' must be the assistant's"):
+        data.record_shape({"prompt": CHAT_PC["prompt"], "completion": [{"role": "user", "content": "x"}]})
+    with pytest.raises(ValueError, match=r"prompt\[0\]\.role"):
+        data.record_shape({"prompt": [{"role": "robot", "content": "x"}], "completion": CHAT_PC["completion"]})
+
+
+def test_a_byte_that_is_not_utf8_names_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=rf"{path}:2: not UTF-8 \(byte 0xe9 at column 14\)"):
+        data.read_jsonl(path)
+
+
+def test_a_directory_source_reads_every_file_and_holds_test_jsonl_out(tmp_path: Path) -> None:
+    source = tmp_path / "mine"
+    source.mkdir()
+    write_jsonl(
+        source / "a.jsonl", [CHAT, {"messages": [*CHAT["messages"][:1], {"role": "assistant", "content": "1"}]}]
+    )
+    write_jsonl(
+        source / "b.jsonl", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "2"}]}]
+    )
+    (source / "notes.txt").write_text("not data", encoding="utf-8")
+    write_jsonl(source / "test.jsonl", [CHAT])
+    found = data.read_source(source)
+    assert found.shape == data.MESSAGES and found.test == [CHAT] and len(found.train) == 3
+    assert set(found.files) == {str(source / n) for n in ("a.jsonl", "b.jsonl", "test.jsonl")}
+    split = data.split(found.train, seed=0, test=99, validation=1, train=None, fixed_test=found.test)
+    assert split["test"] == [CHAT] and CHAT not in split["train"] + split["validation"]  # never trained on
+    assert len(split["train"]) + len(split["validation"]) == 2
+
+
+def test_a_source_of_mixed_shapes_or_nothing_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "mine"
+    source.mkdir()
+    with pytest.raises(UserError, match=r"no training data \(\*\.jsonl besides test\.jsonl\)"):
+        data.read_source(source)
+    write_jsonl(source / "a.jsonl", [CHAT])
+    write_jsonl(source / "test.jsonl", [{"prompt": "p", "completion": "c"}])
+    with pytest.raises(UserError, match=r"every file must hold one shape of record, found a\.jsonl: messages"):
+        data.read_source(source)
+    with pytest.raises(UserError, match=r"data\.train: .*/nowhere does not exist"):
+        data.read_source(tmp_path / "nowhere")

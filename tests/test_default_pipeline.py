@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from loravc.labels import SMOLLM2_CHATML
 from loravc.params import load_params
 from tests.conftest import ROOT, dvc, lora_rank_from_weights, make_repo, update_params
 
@@ -47,3 +48,6 @@ def test_default_pipeline_on_real_base(tmp_path: Path) -> None:
     assert 5 < evaluation["base_perplexity"] < 100
     assert evaluation["tuned_perplexity"] < 100
     assert "fine-tuned:" in (repo / "reports" / "samples.md").read_text()
+    # chat data on the shipped base trains on the assistant turns through loravc's marked ChatML template
+    template = (repo / "models" / "base" / "chat_template.jinja").read_text()
+    assert template == SMOLLM2_CHATML

@@ -7,8 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from loravc.evaluation import _encode, generate, perplexity
+from loravc import labels
+from loravc.evaluation import generate, perplexity
 from tests.conftest import greedy_ids
+
+TEXT_PLAN = labels.LossPlan(labels.ALL)
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +20,17 @@ def model_and_tokenizer(tiny_model_dir: Path) -> tuple[object, object]:
 
 
 def test_prompt_tokens_are_not_scored(model_and_tokenizer: tuple) -> None:
-    _, tok = model_and_tokenizer
-    ids, n_prompt = _encode({"prompt": "The assert", "completion": " statement"}, tok, max_length=64)
-    assert n_prompt == len(tok("The assert", add_special_tokens=False)["input_ids"])
-    assert ids[-1] == tok.eos_token_id
+    model, tok = model_and_tokenizer
+    record = {"prompt": "The assert", "completion": " statement"}
+    plan = labels.LossPlan(labels.COMPLETION)
+    ids, mask = labels.encode(record, tok, plan, max_length=64)
+    n_prompt = len(tok("The assert")["input_ids"])
+    assert mask == [0] * n_prompt + [1] * (len(ids) - n_prompt) and ids[-1] == tok.eos_token_id
+    # perplexity scores exactly those tokens: the model's own loss with the prompt's labels masked
+    labels_ = torch.tensor([[i if m else -100 for i, m in zip(ids, mask, strict=True)]])
+    reference = model(input_ids=torch.tensor([ids]), labels=labels_).loss.item()
+    scored = perplexity(model, tok, [record], max_length=64, batch_size=1, plan=plan)
+    assert scored["tokens"] == len(ids) - n_prompt and scored["loss"] == pytest.approx(reference, rel=1e-4)
 
 
 def test_perplexity_matches_the_models_own_loss_and_ignores_batching(model_and_tokenizer: tuple) -> None:
@@ -29,7 +39,7 @@ def test_perplexity_matches_the_models_own_loss_and_ignores_batching(model_and_t
     one = perplexity(model, tok, records, max_length=64, batch_size=1)
     two = perplexity(model, tok, records, max_length=64, batch_size=2)
     assert one["tokens"] == two["tokens"] and one["loss"] == pytest.approx(two["loss"], rel=1e-4)
-    ids = torch.tensor([_encode(records[0], tok, 64)[0]])
+    ids = torch.tensor([labels.encode(records[0], tok, TEXT_PLAN, 64)[0]])
     reference = model(input_ids=ids, labels=ids).loss.item()
     single = perplexity(model, tok, records[:1], max_length=64, batch_size=1)
     assert single["loss"] == pytest.approx(reference, rel=1e-4)

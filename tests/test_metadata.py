@@ -11,8 +11,8 @@ from loravc.cache import DvcCache
 from loravc.errors import UserError
 from loravc.gitrepo import GitRepo
 from loravc.metadata import METADATA_FILE, SCHEMA_VERSION, VersionMetadata, read_metadata, write_metadata
-from loravc.params import parse_yaml
 from loravc.pins import Out, parse_pins
+from loravc.schema import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,13 +31,23 @@ CURRENT: dict[str, Any] = {
         "trainable_parameters": 460800,
         "dtype": "float32",
     },
-    "data": {"sha256": "ab12", "train_records": 160, "validation_records": 24},
+    "data": {
+        "sha256": "ab12",
+        "train_records": 160,
+        "validation_records": 24,
+        "source": "data/raw/pydoc_topics.jsonl",
+        "shape": "text",
+        "fixed_test": None,
+        "files": {"data/raw/pydoc_topics.jsonl": "cd34"},
+    },
     "training": {
         "seed": 42,
         "device": "cpu",
         "max_length": 128,
         "trainer": {"learning_rate": 0.0002},
         "resumed_from_step": None,
+        "loss_on": "all",
+        "chat_template": None,
     },
     "metrics": {
         "train_loss": 3.1816,
@@ -76,9 +86,11 @@ def test_the_current_layout_round_trips_unchanged() -> None:
 
 def test_a_file_without_schema_version_is_schema_1_and_keeps_its_gaps() -> None:
     old = with_changes(schema_version=KeyError, started=KeyError, world_size=KeyError, lora__dtype=KeyError)
+    for key in ("source", "shape", "fixed_test", "files"):
+        del old["data"][key]
     meta = VersionMetadata.from_dict(old)
     assert meta.schema_version == 1
-    assert meta.started is None and meta.world_size is None and meta.lora.dtype is None
+    assert meta.started is None and meta.world_size is None and meta.lora.dtype is None and meta.data.shape is None
 
 
 def test_unknown_keys_are_kept_and_written_back() -> None:
@@ -162,3 +174,33 @@ def test_every_version_committed_to_this_repository_still_reads() -> None:
 
 def test_no_fixture_is_left_without_its_version() -> None:
     assert {p.stem for p in FIXTURES.glob("*.json")} <= set(committed_versions())
+
+
+def test_new_version_ids_carry_a_random_suffix_from_an_injectable_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from loravc.metadata import VERSION_ID_RE, version_id
+
+    now = datetime(2026, 11, 26, 8, 57, 15, tzinfo=UTC)
+    assert version_id(now, suffix="a1b2c3") == "v_20261126_085715_a1b2c3"
+    assert version_id(now.astimezone(timezone(timedelta(hours=2))), suffix="a1b2c3") == "v_20261126_085715_a1b2c3"
+    drawn = iter(["00ff00", "0a0b0c"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(drawn) if n == 3 else "wrong length asked")
+    assert [version_id(now), version_id(now)] == ["v_20261126_085715_00ff00", "v_20261126_085715_0a0b0c"]
+    for bad in ("A1B2C3", "a1b2c", "a1b2c3d", "g1b2c3", ""):
+        with pytest.raises(ValueError, match="6 lowercase hex digits"):
+            version_id(now, suffix=bad)
+    monkeypatch.undo()
+    assert VERSION_ID_RE.fullmatch(version_id(now))  # the real random source gives a valid id
+
+
+@pytest.mark.parametrize("vid", ["v_20261126_085715", "v_20261126_085715_a1b2c3"])
+def test_old_and_new_version_ids_both_validate(vid: str) -> None:
+    assert VersionMetadata.from_dict(with_changes(version_id=vid)).version_id == vid
+
+
+@pytest.mark.parametrize("vid", ["v_20261126_085715_", "v_20261126_085715_A1B2C3", "v_20261126_085715_a1b2c", "v_2026"])
+def test_malformed_version_ids_are_refused(vid: str) -> None:
+    with pytest.raises(UserError, match="is not of the form v_YYYYMMDD_HHMMSS"):
+        VersionMetadata.from_dict(with_changes(version_id=vid))

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from loravc.errors import UserError
-from loravc.params import PROFILE_CHOICES, PROFILES, TRAINER_DEFAULTS, Params, flatten, load_params, read_yaml
+from loravc.params import PROFILE_CHOICES, PROFILES, TRAINER_DEFAULTS, Params, load_params
+from loravc.schema import flatten, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,8 @@ def test_exponent_without_dot_is_a_float_as_dvc_reads_it(tmp_path: Path) -> None
         ("train:\n  lora:\n    dtype: float16\n", "train.lora.dtype"),
         ("train:\n  device: tpu\n", "train.device"),
         ("train:\n  trainer:\n    seed: 1\n", "train.trainer.seed"),
+        ("train:\n  trainer:\n    assistant_only_loss: false\n", "train.trainer.assistant_only_loss"),
+        ("data:\n  loss_on: assistant\n", "data.loss_on"),
         ("prepare:\n  test_records: true\n", "prepare.test_records"),
         ("evaluate:\n  prompts: hello\n", "evaluate.prompts"),
         ("bogus: 1\n", "bogus"),

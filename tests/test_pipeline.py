@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from loravc.labels import SMOLLM2_CHATML
 from loravc.metadata import VERSION_ID_RE
 from tests.conftest import dvc, git, lora_rank_from_weights, sha256_tree, update_params
 
@@ -63,3 +64,62 @@ def test_bad_params_fail_clearly_and_the_version_survives(built_repo: Path) -> N
     git(repo, "checkout", "-q", "--", "params.yaml")
     dvc(repo, "checkout")
     assert sha256_tree(repo / "models" / "adapter") == before
+
+
+def chat(question: str, answer: str) -> dict:
+    system = {"role": "system", "content": "Be brief."}  # short: SmolLM2's default system prompt is long
+    return {"messages": [system, {"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Path, capsys) -> None:
+    """A directory of chat data with a fixed test.jsonl, swapped in with one -S; editing it reruns prepare."""
+    from loravc.cli import main as loravc
+
+    repo = built_repo
+    train = [chat(f"What is {a} plus {b}?", f"{a + b}.") for a in range(6) for b in range(4)]
+    write_jsonl(repo / "data" / "sums" / "train.jsonl", train)
+    write_jsonl(
+        repo / "data" / "sums" / "test.jsonl", [chat("What is 7 plus 1?", "8."), chat("What is 9 plus 2?", "11.")]
+    )
+    run = dvc(repo, "exp", "run", "-n", "sums", "-S", "data.train=data/sums", "-S", "train.max_length=256")
+    assert ran_stages(run.stdout) == {"prepare", "train", "evaluate"}
+    assert "24 messages records from data/sums" in run.stdout and "(test: fixed, data/sums/test.jsonl)" in run.stdout
+    assert "the loss trains on assistant tokens" in run.stdout
+
+    meta = json.loads((repo / "models" / "adapter" / "metadata.json").read_text())
+    assert meta["data"]["source"] == "data/sums" and meta["data"]["shape"] == "messages"
+    assert meta["data"]["fixed_test"] == "data/sums/test.jsonl"
+    assert meta["data"]["train_records"] == 16  # the tests' cap
+    assert meta["training"]["loss_on"] == "assistant" and meta["training"]["chat_template"] == "loravc:smollm2-chatml"
+    template = (repo / "models" / "adapter" / "chat_template.jinja").read_text()
+    assert template == SMOLLM2_CHATML  # the version keeps the plain template, not the marked training one
+    samples = (repo / "reports" / "samples.md").read_text()
+    assert "## What is 7 plus 1?" in samples and "**reference:** 8." in samples
+
+    loravc(["-C", str(repo), "generate", "sums", "What is 2 plus 2?", "--max-new-tokens", "3"])
+    reply = capsys.readouterr().out
+    assert not reply.startswith("What is 2 plus 2?")  # a chat reply, not a continuation of the prompt
+    loravc(["-C", str(repo), "generate", "sums", "What is 2 plus 2?", "--max-new-tokens", "3", "--raw"])
+    assert capsys.readouterr().out.startswith("What is 2 plus 2?")
+
+    loravc(["-C", str(repo), "compare", "main", "sums"])
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["data"] == ["data", "differs"]
+    assert lines["source"][1:] == ["data/raw/pydoc_topics.jsonl", "data/sums"]
+    assert lines["shape"][1:] == ["text", "messages"] and lines["data.train"][1:] == [
+        '"data/raw/pydoc_topics.jsonl"',
+        '"data/sums"',
+    ]
+    loravc(["-C", str(repo), "list"])
+    listed = capsys.readouterr().out
+    assert f"data/sums@{meta['data']['sha256'][:8]}" in listed and "data/raw/pydoc_topics.jsonl@" in listed
+
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+    write_jsonl(repo / "data" / "sums" / "train.jsonl", [*train, chat("What is 5 plus 5?", "10.")])
+    status = dvc(repo, "status", "prepare").stdout
+    assert "changed deps" in status and "data/sums" in status

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from loravc import project
-from loravc.params import parse_yaml, read_yaml
 from loravc.project import PROJECT_FILES, ROOT, copy_project_files, run, smoke_params, tool_env, update_params
+from loravc.schema import parse_yaml, read_yaml
 
 
 def merged(tree: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,14 @@ def row(rev: str, **values: Any) -> dict[str, Any]:
         "created": "2026-11-28T10:15:00+00:00",
         "base_model": "tiny",
         "lora_r": 4,
+        "data": {
+            "source": "data/sums",
+            "shape": "messages",
+            "fixed_test": None,
+            "train_records": 9,
+            "validation_records": 4,
+            "sha256": "0123456789abcdef",
+        },
         "validation_loss": 3.19943,
         "test_perplexity": 29.7475,
         "adapter": {"path": "models/adapter", "md5": "ab.dir"},
@@ -32,7 +40,7 @@ def test_list_lines_up_columns_and_hides_unreadable_facts() -> None:
     lines = render.list_table(rows).splitlines()
     assert lines[0].split() == " ".join(render.LIST_HEADER).split()
     first, second = lines[1], lines[2]
-    facts = ["v_20261128_101500", "2026-11-28", "10:15", "tiny", "4", "3.1994", "29.75"]
+    facts = ["v_20261128_101500", "2026-11-28", "10:15", "tiny", "data/sums@01234567", "4", "3.1994", "29.75"]
     assert first.split() == ["aaaaaaa", "main", "-", "lora-adapter#prod", *facts]
     assert second.split() == ["bbbbbbb", "rank-two", "-", "(unreadable:", "see", "below)"]
     assert first.index("lora-adapter#prod") == lines[0].index("registry")  # columns line up
@@ -62,6 +70,17 @@ def test_compare_shows_differences_and_b_minus_a() -> None:
     assert lines["m.json:tuned_perplexity"] == ["m.json:tuned_perplexity", "29.7344", "29.7475", "+0.0131"]
     assert lines["m.json:note"] == ["m.json:note", "x", "y"]  # no difference of strings
     assert "  (none)" not in text
+    assert lines["data"] == ["data"] and lines["source"] == ["source", "data/sums", "data/sums"]  # same data
+    assert lines["fixed"] == ["fixed", "test", "file", "-", "-"]
+    other = b | {"data": b["data"] | {"source": "data/raw/pydoc_topics.jsonl", "sha256": "fedcba9876543210"}}
+    text = render.compare({"a": a, "b": other, "params": {}, "metrics": {}}, "main", "rank-two")
+    lines = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
+    assert lines["data"] == ["data", "differs"] and lines["source"] == [
+        "source",
+        "data/sums",
+        "data/raw/pydoc_topics.jsonl",
+    ]
+    assert lines["splits"] == ["splits", "sha256", "0123456789abcdef", "fedcba9876543210"]
     assert "  (none)" in render.compare({"a": a, "b": a, "params": {}, "metrics": {}}, "main", "main")
 
 

@@ -10,8 +10,9 @@ from loravc.base_model import materialize, read_identity
 from loravc.errors import UserError
 from loravc.evaluation import load_base_and_adapter, perplexity
 from loravc.inspection import lora_facts
-from loravc.metadata import SCHEMA_VERSION, version_id
-from loravc.params import BaseParams, LoraParams, Params, TrainParams
+from loravc.metadata import SCHEMA_VERSION, VERSION_ID_RE
+from loravc.params import BaseParams, LoraParams, Params, PrepareParams, TrainParams
+from loravc.preparation import prepare
 from loravc.training import lora_config, sft_config, train
 from tests.conftest import lora_rank_from_weights
 
@@ -48,8 +49,20 @@ def prepared(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, Path]:
     base = tmp_path / "base"
     materialize(BaseParams(source=str(tiny_model_dir)), base)
     rows = [{"text": f"The statement number {i} is evaluated from left to right."} for i in range(20)]
-    data.write_splits(data.split(rows, seed=0, test=2, validation=2, train=None), tmp_path / "prepared")
-    return base, tmp_path / "prepared"
+    return base, prepare_dir(tmp_path, rows, base)
+
+
+def prepare_dir(tmp_path: Path, rows: list[dict], base: Path) -> Path:
+    """What the prepare stage makes of `rows` (a JSONL file): splits of 2 test, 2 validation, the rest train."""
+    from transformers import AutoTokenizer
+
+    source = tmp_path / "raw.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    params = Params(prepare=PrepareParams(test_records=2, validation_records=2, train_records=None))
+    prepared = prepare(source, params, AutoTokenizer.from_pretrained(base))
+    data.write_splits(prepared.splits, tmp_path / "prepared")
+    data.write_info(tmp_path / "prepared", prepared.info)
+    return tmp_path / "prepared"
 
 
 def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepared: tuple[Path, Path]) -> None:
@@ -65,7 +78,8 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     assert "local_files_only" not in json.loads((out / "tokenizer_config.json").read_text())  # not env-dependent
     saved = json.loads((out / "metadata.json").read_text())
     assert saved == meta.to_dict() and saved["schema_version"] == SCHEMA_VERSION
-    assert meta.version_id == version_id(datetime.fromisoformat(meta.created))
+    created = datetime.fromisoformat(meta.created).strftime("%Y%m%d_%H%M%S")
+    assert VERSION_ID_RE.fullmatch(meta.version_id) and meta.version_id.startswith(f"v_{created}")
     assert meta.lora.r == 4 and meta.lora.dtype == "float32"
     assert meta.data.train_records == 16
     assert meta.data.sha256 == data.files_sha256(prepared_dir / f"{s}.jsonl" for s in ("train", "validation"))

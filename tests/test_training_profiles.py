@@ -7,7 +7,8 @@ import pytest
 
 from loravc import training
 from loravc.errors import UserError
-from loravc.params import PROFILES, TRAINER_DEFAULTS, LoraParams, TrainParams, build
+from loravc.params import PROFILES, TRAINER_DEFAULTS, LoraParams, TrainParams
+from loravc.schema import build
 from loravc.training import (
     adapter_dtype,
     base_dtype,

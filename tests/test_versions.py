@@ -6,6 +6,7 @@ cache work on their own `git clone` of it.
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import torch
 
 from loravc.errors import UserError
 from loravc.inspection import compare, lora_facts
-from loravc.refs import check_ref
+from loravc.metadata import VersionMetadata
+from loravc.pins import Out, Pins
+from loravc.refs import Ref, check_ref
 from loravc.use import MERGE_TOLERANCE, export, load_version, merge
 from loravc.verify import verify
-from loravc.versions import Versions
+from loravc.versions import Version, Versions
 from tests.conftest import dvc, git, lora_rank_from_weights, sha256_tree
 
 
@@ -56,8 +59,10 @@ def test_bad_references_are_rejected_before_git_sees_them(ref: str, versions_rep
 
 
 @pytest.mark.parametrize(
-    "ref", ["main", "HEAD~1", "97a8cef", "rank-two", "v_20261126_041912", "lora-adapter@v1.2.0", "lora-adapter#prod"]
-)
+    "ref",
+    ["main", "HEAD~1", "97a8cef", "rank-two", "v_20261126_041912", "v_20261126_041912_a1b2c3", "lora-adapter@v1.2.0",
+     "lora-adapter#prod"],
+)  # fmt: skip
 def test_good_references_pass_the_check(ref: str) -> None:
     assert check_ref(ref) == ref
 
@@ -240,3 +245,62 @@ def test_damaged_metadata_names_the_file_and_the_other_versions_still_work(versi
         fresh.resolve("main~1")
     with pytest.raises(UserError, match=r"models/adapter at \w{7} hashes to .*differs: metadata.json"):
         verify(fresh, r8)
+
+
+def fake_version(rev: str, vid: str, *refs: str) -> Version:
+    """A Version with only what resolving by id reads: its revision, names and metadata.json's version_id."""
+    from tests.test_metadata import CURRENT
+
+    pins = Pins(Out("models/adapter", f"{rev}.dir"), None, None, None, None, (), {})
+    meta = VersionMetadata.from_dict(CURRENT | {"version_id": vid})
+    return Version(rev * 40, pins, refs=[Ref("branch", r, rev * 40) for r in refs], metadata=meta)
+
+
+def test_a_version_id_names_one_version_and_several_matches_are_listed(versions_repo: dict) -> None:
+    versions = Versions(versions_repo["repo"])
+    old_a, old_b = fake_version("a", "v_20261126_085715", "main"), fake_version("b", "v_20261126_085715")
+    new = fake_version("c", "v_20261126_090000_a1b2c3", "rank-two")
+    same_second = [fake_version("d", "v_20261127_000000_aaaaaa"), fake_version("e", "v_20261127_000000_bbbbbb")]
+    versions.__dict__["all"] = [old_a, old_b, new, *same_second]  # the catalogue, without reading a repository
+
+    assert versions.resolve("v_20261126_090000_a1b2c3") is new  # the exact id
+    assert versions.resolve("v_20261126_090000") is new  # its timestamp alone, matching one version
+    assert versions.resolve("v_20261127_000000_bbbbbb") is same_second[1]
+    with pytest.raises(UserError) as err:
+        versions.resolve("v_20261126_085715")  # two versions from the old scheme share it
+    assert str(err.value) == (
+        "version id 'v_20261126_085715' matches 2 versions: revision aaaaaaa (main) has v_20261126_085715, "
+        "revision bbbbbbb has v_20261126_085715; name one by its revision (`loravc show aaaaaaa`)"
+    )
+    both = "revision ddddddd has v_20261127_000000_aaaaaa, revision eeeeeee has v_20261127_000000_bbbbbb"
+    with pytest.raises(UserError, match=f"'v_20261127_000000' matches 2 versions: {both}"):
+        versions.resolve("v_20261127_000000")
+    with pytest.raises(UserError, match=r"no version 'v_20261126_090000_a1b2c4'.*nearest: v_20261126_090000_a1b2c3"):
+        versions.resolve("v_20261126_090000_a1b2c4")  # a new id is matched exactly, never by prefix
+
+
+def test_two_committed_versions_with_the_same_old_style_id(versions_repo: dict, tmp_path: Path, capsys) -> None:
+    """A repository where two commits pin adapters whose metadata.json share an id of the old scheme."""
+    from loravc.cli import run
+
+    repo = tmp_path / "repo"
+    shutil.copytree(versions_repo["repo"], repo, symlinks=True)  # its workspace holds the rank-two results
+    meta_file = repo / "models" / "adapter" / "metadata.json"
+    for created in ("2026-11-26T08:57:15+00:00", "2026-11-26T08:57:16+00:00"):
+        meta = json.loads(meta_file.read_text()) | {"version_id": "v_20261126_085715", "created": created}
+        os.chmod(meta_file, 0o644)
+        meta_file.write_text(json.dumps(meta, indent=2) + "\n")
+        dvc(repo, "commit", "-f", "-q", "train")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", f"same id, created {created}")
+    first, second = git(repo, "rev-parse", "HEAD~1").strip()[:7], git(repo, "rev-parse", "HEAD").strip()[:7]
+    found = Versions(repo).all
+    assert sorted(v.short for v in found if v.version_id == "v_20261126_085715") == sorted([first, second])
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(["-C", str(repo), "show", "v_20261126_085715"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "matches 2 versions" in err and f"revision {second} (main) has" in err and f"revision {first} has" in err
+    exp = next(v for v in found if v.names("experiment") == ["rank-two"])
+    assert Versions(repo).resolve(exp.version_id[: len("v_YYYYMMDD_HHMMSS")]).rev == exp.rev  # timestamp alone

@@ -1,0 +1,99 @@
+"""Typed dataclasses from YAML or JSON mappings, and YAML read the way DVC reads it (ruamel, YAML 1.2).
+
+`build` checks every key and type recursively and names the first problem by its dotted key
+(`train.lora.r must be int, got 'four'`); params.yaml (loravc.params) and metadata.json
+(loravc.metadata) are both read through it.
+"""
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from loravc.errors import UserError
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file as DVC does (ruamel, YAML 1.2: `2e-4` is a float, not a string)."""
+    return parse_yaml(path.read_text(encoding="utf-8"))
+
+
+def parse_yaml(text: str | bytes) -> Any:
+    """Parse YAML text as DVC does (ruamel, YAML 1.2)."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(text.decode("utf-8") if isinstance(text, bytes) else text)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (with a prefix: {"prefix.a.b": 1}); lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def build(cls: type, data: Any, prefix: str, *, extra: str | None = None) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and types recursively.
+
+    Unknown keys are an error, or with `extra` (the name of a dict field of `cls`) are kept there.
+    """
+    if not isinstance(data, dict):
+        raise UserError(f"{prefix or 'the file'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.name != extra]
+    names = {f.name for f in fields}
+    unknown = sorted(set(data) - names)
+    if unknown and extra is None:
+        where = _join(prefix, unknown[0])
+        raise UserError(f"unknown key {where!r}; known keys here: {', '.join(sorted(names))}")
+    no_default = dataclasses.MISSING
+    missing = [
+        f.name for f in fields if f.name not in data and f.default is no_default and f.default_factory is no_default
+    ]
+    if missing:
+        raise UserError(f"{_join(prefix, missing[0])} is missing")
+    values = {name: _convert(data[name], hints[name], _join(prefix, name), extra) for name in names if name in data}
+    if extra is not None:
+        values[extra] = {key: data[key] for key in unknown}
+    try:
+        return cls(**values)
+    except UserError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{prefix}: {err}") from None
+
+
+def _convert(value: Any, hint: Any, key: str, extra: str | None = None) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _convert(value, hint, key, extra)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key, extra=extra)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{key} must be a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (hint in (int, float) and isinstance(value, bool)) or not isinstance(value, hint):
+        raise UserError(f"{key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

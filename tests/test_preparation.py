@@ -1,0 +1,64 @@
+"""prepare: splits from a file or a directory, and truncation made visible (counted, dropped, refused)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from loravc.errors import UserError
+from loravc.params import Params, PrepareParams, TrainParams
+from loravc.preparation import prepare, report
+
+
+def params(max_length: int) -> Params:
+    return Params(
+        prepare=PrepareParams(test_records=2, validation_records=2, train_records=None),
+        train=TrainParams(max_length=max_length),
+    )
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_records_over_max_length_are_counted_and_those_left_with_nothing_to_learn_dropped(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    short = [{"prompt": f"Q{i}:", "completion": f" answer {i}."} for i in range(10)]
+    long_prompt = {"prompt": "The assert statement " * 12, "completion": " ok."}  # the completion starts past 32
+    long_answer = {"prompt": "Q:", "completion": " the assert statement" * 12}  # truncated, still trains
+    source = write(tmp_path / "d.jsonl", [*short, long_prompt, long_answer])
+    prepared = prepare(source, params(32), tok)
+    s = prepared.summary
+    rows = [r for split in prepared.splits.values() for r in split]
+    assert long_prompt not in rows and long_answer in rows and len(rows) == 11
+    assert sum(s[f"{n}_dropped_no_target"] for n in prepared.splits) == 1
+    assert sum(s[f"{n}_over_max_length"] for n in prepared.splits) == 2
+    assert prepared.info == {
+        "source": str(source),
+        "shape": "prompt-completion",
+        "loss_on": "completion",
+        "fixed_test": None,
+        "files": prepared.info["files"],
+    } and list(prepared.info["files"]) == [str(source)]
+    line = report(prepared, 32)
+    assert "12 prompt-completion records" in line and "2 records over train.max_length (32), 1 dropped" in line
+    only_long = write(tmp_path / "long.jsonl", [{**long_prompt, "completion": f" ok {i}."} for i in range(8)])
+    with pytest.raises(UserError, match=r"no train record keeps a trained token within train\.max_length \(32\)"):
+        prepare(only_long, params(32), tok)
+
+
+def test_a_fixed_test_file_is_the_test_split(tmp_path: Path, tiny_model_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    source = tmp_path / "mine"
+    source.mkdir()
+    write(source / "train.jsonl", [{"text": f"Record number {i} of the data."} for i in range(12)])
+    write(source / "test.jsonl", [{"text": "Record number 3 of the data."}, {"text": "A held-out sentence."}])
+    prepared = prepare(source, params(64), tok)
+    assert prepared.splits["test"] == [{"text": "Record number 3 of the data."}, {"text": "A held-out sentence."}]
+    assert {"text": "Record number 3 of the data."} not in prepared.splits["train"] + prepared.splits["validation"]
+    assert prepared.info["fixed_test"] == str(source / "test.jsonl") and prepared.summary["train_records"] == 9
+    assert "(test: fixed, " in report(prepared, 64)
