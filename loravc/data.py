@@ -93,13 +93,20 @@ def _read(path: Path) -> tuple[list[Record], str]:
         try:
             record = json.loads(line)
             shape = record_shape(record)
+            record = {key: record[key] for key in KEYS[shape]}
+            _key(record).encode("utf-8")  # JSON parses a lone surrogate escape ("\ud800"); UTF-8 cannot hold it
+        except UnicodeEncodeError as err:
+            raise UserError(
+                f'{path}:{number}: "\\u{ord(err.object[err.start]):04x}" is a lone surrogate escape, not a character: '
+                "write the character itself (or both halves of its pair)"
+            ) from None
         except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
             raise UserError(f"{path}:{number}: {err}") from None
         shapes.add(shape)
         if len(shapes) > 1:
             earlier = ", ".join(sorted(shapes - {shape}))
             raise UserError(f"{path}:{number}: is a {shape} record, but earlier lines are {earlier}: one shape a file")
-        records.append({key: record[key] for key in KEYS[shape]})
+        records.append(record)
     if not records:
         raise UserError(f"{path}: no records")
     return records, shapes.pop()

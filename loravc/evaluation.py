@@ -122,7 +122,7 @@ def samples_markdown(version: str, found: list[Sample], base: list[str], tuned: 
     parts = [f"# Greedy samples: base vs {version}\n"]
     for sample, before, after in zip(found, base, tuned, strict=True):
         shown = "" if sample.templated else sample.prompt  # a raw prompt is continued, a chat prompt answered
-        lines = [f"## {sample.title}\n"]
+        lines = [f"## {sample.title.splitlines()[0] if sample.title.strip() else '(empty prompt)'}\n"]
         if sample.templated:
             lines.append(f"```\n{sample.prompt}\n```\n")
         if sample.reference is not None:

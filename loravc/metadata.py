@@ -79,7 +79,7 @@ class TrainMetrics:
 @dataclass
 class CodeRecord:
     commit: str | None = None  # git HEAD of the code that trained the version
-    dirty: bool | None = None  # whether tracked files had local edits
+    dirty: bool | None = None  # whether the train stage's *.py deps differ from HEAD (names: extra["dirty_files"])
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -174,15 +174,69 @@ def utc_now() -> datetime:
 
 
 def git_revision(cwd: Path | None = None) -> CodeRecord:
-    """HEAD of the code that trained the version, and whether tracked files had local edits."""
+    """HEAD of the code that trained the version, and whether the train stage's code differs from it.
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-
+    `dirty` is about code only: whether any *.py file dvc.yaml (at the repository root) lists under
+    `stages.train.deps` differs from HEAD (edited, staged, deleted, or not committed at all);
+    `extra["dirty_files"]` names those files. params.yaml, dvc.lock and dvclive's files, which every
+    `dvc repro` and `dvc exp run` changes, do not count. Outside a git repository (or before its first
+    commit) everything is None; `dirty` is None when dvc.yaml names no train stage to check.
+    """
     try:
-        return CodeRecord(git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no")))
+        root = Path(_git(cwd, "rev-parse", "--show-toplevel"))
+        commit = _git(root, "rev-parse", "HEAD")
     except (OSError, subprocess.CalledProcessError):
         return CodeRecord()
+    files = train_code_files(root)
+    if files is None:
+        return CodeRecord(commit, None)
+    try:
+        changed = _changed_files(root, files)
+    except (OSError, subprocess.CalledProcessError):
+        return CodeRecord(commit, None)
+    return CodeRecord(commit, bool(changed), extra={"dirty_files": changed})
+
+
+def train_code_files(root: Path) -> list[str] | None:
+    """The *.py files the train stage of root/dvc.yaml depends on, relative to root; None without one."""
+    import posixpath
+
+    from loravc.schema import read_yaml
+
+    try:
+        stage = read_yaml(root / "dvc.yaml")["stages"]["train"]
+        deps, wdir = stage.get("deps") or [], stage.get("wdir") or "."
+    except Exception:  # no dvc.yaml, not YAML, no train stage: nothing says which files are code
+        return None
+    if not isinstance(deps, list):
+        return None
+    paths = (posixpath.normpath(posixpath.join(wdir, d)) for d in deps if isinstance(d, str) and d.endswith(".py"))
+    return sorted({p for p in paths if "${" not in p})
+
+
+def _changed_files(root: Path, files: list[str]) -> list[str]:
+    """Those of `files` (relative to root) whose working copy differs from HEAD, untracked ones included."""
+    if not files:
+        return []
+    out = _git(
+        root,
+        "--literal-pathspecs",
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--no-renames",
+        "--",
+        *files,
+        strip=False,
+    )
+    return sorted({entry[3:] for entry in out.split("\0") if entry})
+
+
+def _git(cwd: Path | None, *args: str, strip: bool = True) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    return out.strip() if strip else out
 
 
 def library_versions() -> dict[str, str | None]:
@@ -221,5 +275,5 @@ def read_metadata(version_dir: Path) -> VersionMetadata:
 def describe_problem(err: Exception) -> str:
     """What is wrong with a metadata file, from the error `VersionMetadata.from_json` raised."""
     if isinstance(err, json.JSONDecodeError):
-        return f"{err.msg} at line {err.lineno}"
+        return f"{err.msg.removesuffix(' at')} at line {err.lineno}, column {err.colno}"
     return str(err)

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from loravc import checkpoints, data, labels
+from loravc import checkpoints, data, labels, preflight
 from loravc.base_model import read_identity, save_tokenizer
 from loravc.devices import bf16_supported, keep_freed_memory, resolve_device
 from loravc.errors import UserError
@@ -30,12 +30,14 @@ from loravc.tracking import live_callback, open_live
 def lora_config(params: LoraParams) -> Any:
     from peft import LoraConfig
 
+    targets = list(params.target_modules)
+    all_linear = [t.lower() for t in targets] == [preflight.ALL_LINEAR]  # PEFT knows the shorthand as a string only
     return LoraConfig(
         r=params.r,
         lora_alpha=params.alpha,
         lora_dropout=params.dropout,
         bias=params.bias,
-        target_modules=list(params.target_modules),
+        target_modules=preflight.ALL_LINEAR if all_linear else targets,
         task_type="CAUSAL_LM",
     )
 
@@ -142,6 +144,8 @@ def train(
 
     tp = params.train
     device = resolve_device(tp.device, "train.device")
+    # A wrong type, zero steps or an unknown target module: a UserError now, not after loading and tokenizing
+    preflight.check_train_params(params, base_dir, prepared_dir, resolve_profile(tp.profile, device), tp.processes)
     if device == "cpu":
         keep_freed_memory()  # no page faults for each step's activations
     identity = read_identity(base_dir)
@@ -163,6 +167,7 @@ def train(
         resume = checkpoints.select_resume(run_dir, expected, discard=main)
         if resume and main:
             checkpoints.restore_live(resume, live_dir)
+        seconds_before = resume.train_seconds if resume else 0.0  # the training time up to the checkpoint
         set_seed(tp.seed)
         tokenizer.chat_template = plan.chat_template or plain_template  # the marked one for training only
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, base_dtype(tp.profile, device)))
@@ -179,7 +184,7 @@ def train(
         # A second Live would clear the directory: only the main process opens one.
         live = open_live(live_dir, resume=resume is not None) if main else None
         trainer.add_callback(live_callback(live))
-        trainer.add_callback(checkpoints.callback(expected, live_dir))
+        trainer.add_callback(checkpoints.callback(expected, live_dir, seconds_before))
         if resume and hasattr(trainer, "_total_train_tokens"):
             trainer._total_train_tokens = resume.num_tokens  # SFTTrainer counts from 0 on a resume
         result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
@@ -201,7 +206,7 @@ def train(
         "train_loss": round(_run_train_loss(result.training_loss, state.log_history, resume), 6),
         "validation_loss": round(validation_loss, 6),
         "train_tokens": int(_last_logged(state.log_history, "num_tokens") or 0),
-        "train_seconds": round(result.metrics["train_runtime"], 2),
+        "train_seconds": round(seconds_before + result.metrics["train_runtime"], 2),  # the whole run's
         "steps": state.global_step,
         "epochs": round(state.epoch or 0.0, 4),
     }

@@ -46,3 +46,82 @@ def test_embedded_gguf_is_verified_by_sha256(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(base_model, "EMBEDDED_SHA256", "0" * 64)
     with pytest.raises(UserError, match="damaged"):
         base_model.embedded_gguf()
+
+
+@pytest.mark.parametrize(
+    "source", ["./no/such/dir", "../no/such/dir", "/no/such/dir", "~/no/such/dir", "no/such/dir/", "data/nowhere"]
+)
+def test_a_source_that_looks_like_a_path_but_is_no_directory_says_so(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()  # "data/nowhere": its parent exists, so it is a path, not a hub id
+    with pytest.raises(UserError) as err:
+        materialize(BaseParams(source=source), tmp_path / "base")
+    assert str(err.value) == (
+        f"base.source: {source} is not a directory (a local model directory, 'smollm2' or a hub id)"
+    )
+    assert not (tmp_path / "base").exists()
+
+
+def test_a_file_is_not_a_model_directory(tmp_path: Path) -> None:
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    with pytest.raises(UserError, match=r"^base\.source: .*model\.gguf is not a directory \(a local model"):
+        materialize(BaseParams(source=str(tmp_path / "model.gguf")), tmp_path / "base")
+
+
+def test_hub_ids_are_not_taken_for_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for hub_id in ("HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2"):
+        assert base_model.local_directory(hub_id) is None
+    (tmp_path / "org" / "model").mkdir(parents=True)  # a directory of that name, here, is what loads
+    assert base_model.local_directory("org/model") == Path("org/model")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert base_model.local_directory("~/org/model") == tmp_path / "org" / "model"
+
+
+def test_a_local_directorys_content_hash_names_exactly_its_files(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "config.json").write_text('{"a": 1}')
+    (model / "sub" / "weights.bin").write_bytes(b"\x00\x01")
+    first = base_model.sha256_directory(model)
+    assert len(first) == 64 and first == base_model.sha256_directory(model)
+    (model / ".git").mkdir()  # hidden: never loaded, changes without the model changing
+    (model / ".git" / "index").write_bytes(b"x")
+    (model / ".hidden.json").write_text("{}")
+    assert base_model.sha256_directory(model) == first
+
+    def variant(change: str) -> str:
+        import shutil
+
+        other = tmp_path / change
+        shutil.copytree(model, other)
+        if change == "a byte":
+            (other / "sub" / "weights.bin").write_bytes(b"\x00\x02")
+        elif change == "a name":
+            (other / "sub" / "weights.bin").rename(other / "sub" / "weights2.bin")
+        elif change == "a file added":
+            (other / "README.md").write_text("")
+        elif change == "bytes moved between files":
+            (other / "config.json").write_text('{"a": 1}\x00')
+            (other / "sub" / "weights.bin").write_bytes(b"\x01")
+        return base_model.sha256_directory(other)
+
+    assert variant("the same files elsewhere") == first
+    for change in ("a byte", "a name", "a file added", "bytes moved between files"):
+        assert variant(change) != first, change
+
+
+def test_a_local_base_records_its_content_hash_in_base_json(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "my-base"
+    shutil.copytree(tiny_model_dir, copy)
+    identity = materialize(BaseParams(source=str(copy)), tmp_path / "base")
+    assert identity["source_sha256"] == base_model.sha256_directory(tiny_model_dir)  # the files, not the path
+    assert read_identity(tmp_path / "base")["source_sha256"] == identity["source_sha256"]
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("{", '{"note": 1,', 1))
+    changed = materialize(BaseParams(source=str(copy)), tmp_path / "base2")
+    assert changed["source_sha256"] != identity["source_sha256"]

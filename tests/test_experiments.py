@@ -135,6 +135,8 @@ def test_killed_run_resumes_and_ends_exactly_as_an_uninterrupted_run(repo: Path,
     assert f"train: resuming from {where} (epoch 1, step {STEPS_PER_EPOCH} of {total})" in out
     meta, committed = metadata(repo), killed["committed"]
     assert meta["training"]["resumed_from_step"] == STEPS_PER_EPOCH and meta["metrics"]["steps"] == total
+    marker = killed["checkpoints"] / f"checkpoint-{STEPS_PER_EPOCH}" / "loravc-checkpoint.json"
+    assert 0 < json.loads(marker.read_text())["train_seconds"] < meta["metrics"]["train_seconds"]  # the whole run's
     # Weights, optimizer, scheduler and RNG state all come back: the same adapter bytes, the same
     # whole-run loss and the same curves (nothing the killed run logged after its checkpoint) as the
     # committed run, which trained without interruption.

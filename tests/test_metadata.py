@@ -128,7 +128,7 @@ def test_reading_a_version_directory_names_the_file_and_the_fix(tmp_path: Path) 
     with pytest.raises(UserError, match=rf"{path} is damaged \(.*\): restore it with `dvc checkout`"):
         read_metadata(tmp_path)
     path.write_text('{"version_id": "v_2026', encoding="utf-8")
-    with pytest.raises(UserError, match=r"is damaged \(Unterminated string .* at line 1\)"):
+    with pytest.raises(UserError, match=r"is damaged \(Unterminated string starting at line 1, column 16\)"):
         read_metadata(tmp_path)
     path.unlink()
     with pytest.raises(UserError, match=r"metadata\.json is missing"):
@@ -204,3 +204,111 @@ def test_old_and_new_version_ids_both_validate(vid: str) -> None:
 def test_malformed_version_ids_are_refused(vid: str) -> None:
     with pytest.raises(UserError, match="is not of the form v_YYYYMMDD_HHMMSS"):
         VersionMetadata.from_dict(with_changes(version_id=vid))
+
+
+# --- code.commit / code.dirty: the train stage's code against HEAD --------------------------------
+
+TRAIN_DVC_YAML = """\
+stages:
+  prepare:
+    cmd: python prepare.py
+    deps: [prepare.py]
+  train:
+    cmd: python -m stages.train
+    deps:
+      - stages/train.py
+      - lib/model.py
+      - ${data.train}
+      - models/base
+    params: [train]
+"""
+
+
+@pytest.fixture
+def code_repo(tmp_path: Path) -> Path:
+    """A git repository whose dvc.yaml names stages/train.py and lib/model.py as the train stage's code; one commit."""
+    from loravc.project import git
+
+    repo = tmp_path / "code"
+    files = {
+        "dvc.yaml": TRAIN_DVC_YAML,
+        "dvc.lock": "schema: '2.0'\n",
+        "params.yaml": "train:\n  lora:\n    r: 4\n",
+        "stages/train.py": "print('train')\n",
+        "lib/model.py": "R = 4\n",
+        "prepare.py": "print('prepare')\n",
+        "dvclive/train/metrics.json": '{"train_loss": 3.0}\n',
+    }
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text, encoding="utf-8")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "code")
+    return repo
+
+
+def test_code_is_clean_at_head_and_names_no_files(code_repo: Path) -> None:
+    from loravc.metadata import git_revision
+    from loravc.project import git
+
+    code = git_revision(code_repo)
+    assert code.commit == git(code_repo, "rev-parse", "HEAD") and len(code.commit) == 40
+    assert code.dirty is False and code.extra == {"dirty_files": []}
+
+
+def test_what_every_dvc_run_changes_does_not_make_the_code_dirty(code_repo: Path) -> None:
+    from loravc.metadata import git_revision
+
+    (code_repo / "params.yaml").write_text("train:\n  lora:\n    r: 8\n", encoding="utf-8")  # dvc exp run -S
+    (code_repo / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
+    (code_repo / "dvclive/train/metrics.json").unlink()  # a stage's outputs, removed before it runs
+    (code_repo / "dvclive/evaluate").mkdir(parents=True)
+    (code_repo / "dvclive/evaluate/metrics.json").write_text("{}\n", encoding="utf-8")
+    (code_repo / "prepare.py").write_text("print('another stage')\n", encoding="utf-8")  # not train's code
+    code = git_revision(code_repo)
+    assert code.dirty is False and code.extra["dirty_files"] == []
+
+
+def test_an_edited_staged_deleted_or_new_train_code_file_is_dirty_and_named(code_repo: Path) -> None:
+    from loravc.metadata import git_revision
+    from loravc.project import git
+
+    (code_repo / "lib/model.py").write_text("R = 8\n", encoding="utf-8")
+    code = git_revision(code_repo)
+    assert code.dirty is True and code.extra["dirty_files"] == ["lib/model.py"]
+    git(code_repo, "add", "lib/model.py")  # staged but not committed: still not HEAD's code
+    (code_repo / "stages/train.py").unlink()
+    assert git_revision(code_repo).extra["dirty_files"] == ["lib/model.py", "stages/train.py"]
+    git(code_repo, "checkout", "HEAD", "--", "lib/model.py", "stages/train.py")
+    assert git_revision(code_repo).dirty is False
+    dvc_yaml = (code_repo / "dvc.yaml").read_text(encoding="utf-8")
+    (code_repo / "dvc.yaml").write_text(dvc_yaml.replace("- lib/model.py", "- lib/model.py\n      - lib/new.py"))
+    (code_repo / "lib/new.py").write_text("NEW = 1\n", encoding="utf-8")  # listed, never committed
+    assert git_revision(code_repo).extra["dirty_files"] == ["lib/new.py"]
+
+
+def test_git_revision_from_a_subdirectory_reads_the_root_dvc_yaml(code_repo: Path) -> None:
+    from loravc.metadata import git_revision
+
+    (code_repo / "lib/model.py").write_text("R = 8\n", encoding="utf-8")
+    assert git_revision(code_repo / "stages").extra["dirty_files"] == ["lib/model.py"]
+
+
+def test_outside_a_git_repository_commit_and_dirty_are_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loravc.metadata import CodeRecord, git_revision
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # a tmp_path inside some repo stays outside it
+    (tmp_path / "dvc.yaml").write_text(TRAIN_DVC_YAML, encoding="utf-8")
+    assert git_revision(tmp_path) == CodeRecord(commit=None, dirty=None)
+
+
+def test_dirty_files_round_trip_through_metadata_json(code_repo: Path) -> None:
+    from loravc.metadata import git_revision
+
+    (code_repo / "lib/model.py").write_text("R = 8\n", encoding="utf-8")
+    meta = VersionMetadata.from_dict(CURRENT)
+    meta.code = git_revision(code_repo)
+    written = json.loads(meta.to_json())["code"]
+    assert written["dirty"] is True and written["dirty_files"] == ["lib/model.py"]
+    assert VersionMetadata.from_json(meta.to_json()).code.extra == {"dirty_files": ["lib/model.py"]}

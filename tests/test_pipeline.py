@@ -61,8 +61,8 @@ def test_bad_params_fail_clearly_and_the_version_survives(built_repo: Path) -> N
     assert "train.lora.r must be a positive integer" in failed.stderr + failed.stdout
     assert "Traceback" not in failed.stderr + failed.stdout
 
-    git(repo, "checkout", "-q", "--", "params.yaml")
-    dvc(repo, "checkout")
+    git(repo, "checkout", "-q", "HEAD", "--", "params.yaml", "dvc.lock", "dvclive", "reports")  # docs/experiments.md
+    dvc(repo, "checkout", "--force")
     assert sha256_tree(repo / "models" / "adapter") == before
 
 

@@ -1,5 +1,6 @@
 import importlib.metadata
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -110,3 +111,62 @@ def test_bfloat16_lora_weights_are_saved_as_such_and_load_on_a_float32_base(
     model, _ = load_base_and_adapter(base, tmp_path / "adapter", "cpu")
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # evaluation runs in fp32
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_lora_config_passes_all_linear_as_peft_s_shorthand() -> None:
+    assert lora_config(LoraParams(target_modules=["all-linear"])).target_modules == "all-linear"
+
+
+@pytest.mark.parametrize(
+    ("train_params", "message"),
+    [
+        ({"trainer": {"learning_rate": "fast"}}, r"train\.trainer\.learning_rate must be a number, got 'fast'"),
+        ({"trainer": {"num_train_epochs": 0}}, r"train\.trainer\.num_train_epochs is 0 and train\.trainer\.max_steps"),
+        ({"lora": LoraParams(target_modules=["nonexistent_proj"])}, r"nonexistent_proj is not a module of the base"),
+    ],
+    ids=["type", "zero steps", "target module"],
+)
+def test_bad_train_params_stop_before_any_model_loads_or_checkpoint_is_discarded(
+    tmp_path: Path, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, train_params: dict, message: str
+) -> None:
+    import transformers
+
+    base, prepared_dir = prepared
+    for auto in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        monkeypatch.setattr(
+            auto, "from_pretrained", lambda *a, **k: pytest.fail("loaded before the params were checked")
+        )
+    other_run = tmp_path / "checkpoints" / "checkpoint-2"  # not this run's: would be discarded on the way to training
+    other_run.mkdir(parents=True)
+    params = Params(train=TrainParams(device="cpu", **train_params))
+    with pytest.raises(UserError, match=message):
+        train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live", tmp_path / "checkpoints")
+    assert other_run.is_dir() and not (tmp_path / "adapter").exists() and not (tmp_path / "live").exists()
+
+
+def test_a_resumed_run_counts_the_training_time_before_the_resume(
+    tmp_path: Path, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loravc import checkpoints
+
+    base, prepared_dir = prepared
+    trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 16}  # one step an epoch, a checkpoint each
+    params = Params(train=TrainParams(device="cpu", max_length=32, trainer=trainer))
+    run_dir, out, live = tmp_path / "checkpoints", tmp_path / "adapter", tmp_path / "live"
+    with monkeypatch.context() as keep:
+        keep.setattr(checkpoints, "clear", lambda directory: 0)  # leave both epochs' checkpoints behind
+        whole = train(params, base, prepared_dir, out, live, run_dir)
+    first, last = checkpoints.list_checkpoints(run_dir)
+    assert 0 < first.train_seconds <= last.train_seconds <= whole.metrics.train_seconds + 0.01
+    # As if killed in epoch 2 after an epoch 1 that took 1000 s: the resumed run adds its own time to those
+    shutil.rmtree(last.path)
+    marker = first.path / checkpoints.FINGERPRINT_FILE
+    marker.write_text(json.dumps(json.loads(marker.read_text()) | {checkpoints.TRAIN_SECONDS: 1000.0}))
+
+    with monkeypatch.context() as keep:
+        keep.setattr(checkpoints, "clear", lambda directory: 0)
+        resumed = train(params, base, prepared_dir, out, live, run_dir)
+    assert resumed.training.resumed_from_step == first.step and resumed.metrics.steps == 2
+    assert 1000.0 < resumed.metrics.train_seconds < 1000.0 + whole.metrics.train_seconds + 30
+    # and the checkpoint the resumed run saves carries it on, for a second resume
+    assert 1000.0 < checkpoints.list_checkpoints(run_dir)[-1].train_seconds <= resumed.metrics.train_seconds + 0.01

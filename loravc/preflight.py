@@ -1,0 +1,249 @@
+"""The train params checked before any model loads: train.trainer's types, the step count, the LoRA targets.
+
+Each of these would otherwise surface only after the base is loaded and the data tokenized (a string
+learning rate crashes in torch's optimizer, an unknown target module in PEFT) or not at all (zero
+epochs "train" a version identical to the base). `check_train_params` runs first in loravc.training.train
+and raises a UserError naming the params key.
+"""
+
+import dataclasses
+import difflib
+import enum
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from loravc import data
+from loravc.errors import UserError
+from loravc.params import PROFILES, TRAINER_DEFAULTS, Params
+from loravc.schema import parse_yaml
+
+ALL_LINEAR = "all-linear"  # PEFT's shorthand for every linear layer but the output head
+# sft_config accepts either name of the activation checkpointing switch (transformers 5 renamed it)
+ALIASES = {"gradient_checkpointing": "activation_checkpointing", "activation_checkpointing": "gradient_checkpointing"}
+
+
+def check_train_params(params: Params, base_dir: Path, prepared_dir: Path, profile: str, world_size: int) -> int:
+    """UserError for a train.trainer value of the wrong type, a run of 0 training steps, or a train.lora
+    target module the base lacks; reads no weights. `profile` is the PROFILES entry in use, `world_size`
+    the number of training processes. Returns the optimizer steps the Trainer will run (with packing, an
+    upper bound: packed rows are at most the records)."""
+    trainer = params.train.trainer
+    check_trainer_types(trainer)
+    records = train_records(prepared_dir)
+    steps = check_steps(trainer_settings(trainer, profile), records, world_size, prepared_dir / "train.jsonl")
+    check_target_modules(params.train.lora.target_modules, base_dir)
+    return steps
+
+
+def sft_config_types() -> dict[str, Any]:
+    """Each trl.SFTConfig argument and its annotated type."""
+    from trl import SFTConfig
+
+    fields = [f for f in dataclasses.fields(SFTConfig) if f.init]
+    try:
+        hints = typing.get_type_hints(SFTConfig)
+    except (NameError, TypeError):  # an annotation that does not resolve: those that do are checked
+        hints = {}
+    return {f.name: hints.get(f.name, f.type) for f in fields}
+
+
+def check_trainer_types(trainer: dict[str, Any]) -> None:
+    """Every train.trainer key is a trl.SFTConfig argument and its value has that argument's type (a YAML
+    int for a float is fine; a bool is no number; a string for an enum must name one of its values)."""
+    types_ = sft_config_types()
+    for key, value in trainer.items():
+        hint = types_.get(key, types_.get(ALIASES.get(key, ""), dataclasses.MISSING))
+        if hint is dataclasses.MISSING:
+            close = difflib.get_close_matches(key, types_, n=1)
+            mean = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(f"train.trainer.{key} is not a trl.SFTConfig setting{mean}: see trl.SFTConfig for the keys")
+        if not _accepts(hint, value):
+            raise UserError(f"train.trainer.{key} must be {_describe(hint)}, got {value!r}{_fix(hint, value)}")
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        enums = [a for a in args if _is_enum(a)]
+        if enums and isinstance(value, str):  # SchedulerType | str: the string must name a member
+            return any(value in _values(e) for e in enums)
+        return any(_accepts(a, value) for a in args)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        number = int if hint is int else int | float
+        return isinstance(value, number) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if _is_enum(hint):
+        return isinstance(value, str) and value in _values(hint)
+    if (origin or hint) is list:
+        return isinstance(value, list) and (not args or all(_accepts(args[0], v) for v in value))
+    if (origin or hint) is dict:
+        return isinstance(value, dict)
+    return True  # Any, or a type YAML cannot spell (ParallelismConfig): SFTConfig decides
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        enums = any(_is_enum(a) for a in args)
+        parts = [_describe(a) for a in args if not (enums and a is str)]  # the enum says which strings
+        return _or(list(dict.fromkeys(parts)))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(_yaml(a) for a in args)
+    if _is_enum(hint):
+        return "one of " + ", ".join(_values(hint))
+    if (origin or hint) is list:
+        return "a list of strings" if args == (str,) else "a list"
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint) or ("a mapping" if (origin or hint) is dict else getattr(hint, "__name__", str(hint)))
+
+
+def _fix(hint: Any, value: Any) -> str:
+    """What to do, where the value is right but written as the wrong YAML type."""
+    if isinstance(value, str):
+        try:
+            parsed = parse_yaml(value)
+        except Exception:  # not YAML on its own: no hint
+            return ""
+        return ": remove the quotes" if not isinstance(parsed, str) and _accepts(hint, parsed) else ""
+    scalar = isinstance(value, int | float)  # a bool too
+    return ": put it in quotes" if scalar and _accepts(hint, str(value)) else ""
+
+
+def _is_enum(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, enum.Enum)
+
+
+def _values(enum_type: type[enum.Enum]) -> list[str]:
+    return [str(member.value) for member in enum_type]
+
+
+def _yaml(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _or(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
+
+
+def trainer_settings(trainer: dict[str, Any], profile: str) -> dict[str, Any]:
+    """The SFTConfig arguments sft_config will pass: TRL's defaults, TRAINER_DEFAULTS, the profile, train.trainer."""
+    from trl import SFTConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig) if f.default is not dataclasses.MISSING}
+    return defaults | TRAINER_DEFAULTS | PROFILES[profile].trainer | trainer
+
+
+def train_records(prepared_dir: Path) -> int:
+    """The records of the prepared train split: its non-blank lines (train() reads and validates them)."""
+    path = prepared_dir / "train.jsonl"
+    if not path.is_file():
+        return len(data.read_split(prepared_dir, "train"))  # raises: not found, run `dvc repro prepare`
+    return sum(1 for line in path.read_bytes().splitlines() if line.strip())
+
+
+def planned_steps(
+    records: int, batch_size: int, accumulation: int, world_size: int, epochs: float, max_steps: int, drop_last: bool
+) -> int:
+    """The optimizer steps transformers' Trainer runs (Trainer.set_initial_training_values): max_steps when
+    positive, else epochs x updates per epoch; 0 when the records fill no batch."""
+    per_batch = batch_size * world_size  # each process takes its own batch of every step
+    batches = records // per_batch if drop_last else math.ceil(records / per_batch)
+    if batches == 0:
+        return 0
+    if max_steps > 0:
+        return max_steps
+    return math.ceil(epochs * math.ceil(batches / accumulation))
+
+
+def check_steps(settings: dict[str, Any], records: int, world_size: int, train_file: Path) -> int:
+    """The run's planned optimizer steps; a UserError naming the keys where they are 0 or a count is negative."""
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if settings[key] < 1:
+            raise UserError(f"train.trainer.{key} is {settings[key]}: set it to 1 or more")
+    epochs, max_steps = settings["num_train_epochs"], settings["max_steps"]
+    by_epochs = "-1 to train for train.trainer.num_train_epochs"
+    if max_steps == 0:
+        raise UserError(f"train.trainer.max_steps is 0: no training step would run; set a step count, or {by_epochs}")
+    if max_steps < -1:
+        raise UserError(f"train.trainer.max_steps is {max_steps}: set a positive step count, or {by_epochs}")
+    if epochs < 0:
+        raise UserError(f"train.trainer.num_train_epochs is {epochs}: set a positive number (0.5 is half an epoch)")
+    if epochs == 0 and max_steps < 0:
+        raise UserError(
+            f"train.trainer.num_train_epochs is {epochs} and train.trainer.max_steps is {max_steps} (train for the "
+            "epochs): no training step would run; set num_train_epochs above 0, or max_steps to a step count"
+        )
+    if records == 0:
+        raise UserError(
+            f"{train_file} holds no record: no training step would run; check data.train and prepare.train_records, "
+            "then run `dvc repro prepare`"
+        )
+    batch, drop_last = settings["per_device_train_batch_size"], settings["dataloader_drop_last"]
+    accumulation = settings["gradient_accumulation_steps"]
+    steps = planned_steps(records, batch, accumulation, world_size, epochs, max_steps, drop_last)
+    if steps == 0:
+        raise UserError(
+            f"train.trainer.dataloader_drop_last is true and the {records} training records fill no batch of "
+            f"train.trainer.per_device_train_batch_size {batch} x {world_size} process(es): no training step would "
+            "run; lower per_device_train_batch_size, or set dataloader_drop_last: false"
+        )
+    return steps
+
+
+def check_target_modules(targets: list[str], base_dir: Path) -> None:
+    """Every train.lora.target_modules entry names modules of the base that LoRA can adapt (PEFT's matching:
+    the whole module name, or its end after a dot), or is all-linear alone."""
+    if ALL_LINEAR in (t.lower() for t in targets):
+        if len(targets) > 1:
+            raise UserError(f"train.lora.target_modules: {ALL_LINEAR} adapts every linear layer: list it alone")
+        return
+    found = base_modules(base_dir)
+    if found is None:
+        return  # transformers cannot build it from its config: loading it will say why
+    architecture, modules, adaptable = found
+    has = f"({architecture} has: {', '.join(sorted({name.rsplit('.', 1)[-1] for name in adaptable}))})"
+    unknown = []
+    for target in targets:
+        hits = [name for name in modules if name == target or name.endswith(f".{target}")]
+        if not hits:
+            unknown.append(target)
+        elif other := sorted({modules[name] for name in hits if name not in adaptable}):
+            kind = " / ".join(other)
+            raise UserError(
+                f"train.lora.target_modules: {target} is a {kind} in the base, which LoRA cannot adapt {has}"
+            )
+    if unknown:
+        what = "is not a module" if len(unknown) == 1 else "are not modules"
+        raise UserError(f"train.lora.target_modules: {', '.join(unknown)} {what} of the base {has}")
+
+
+def base_modules(base_dir: Path) -> tuple[str, dict[str, str], set[str]] | None:
+    """The base's model class, its modules (full name -> class name) and the names of those LoRA can adapt,
+    from a skeleton built from config.json on the meta device (no weights read, no memory); None if
+    transformers cannot build it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    # What PEFT's LoRA layers wrap (peft.tuners.lora.model: any other module is "not supported")
+    nn = torch.nn
+    lora_layers = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention, Conv1D)
+    try:
+        config = AutoConfig.from_pretrained(base_dir)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError, ImportError):
+        return None
+    named = [(name, module) for name, module in model.named_modules() if name]
+    adaptable = {name for name, module in named if isinstance(module, lora_layers)}
+    return type(model).__name__, {name: type(module).__name__ for name, module in named}, adaptable
