@@ -197,6 +197,13 @@ class DvcCache:
             raise
         return target
 
+    def check(self, rev: str, out: Out, directory: Path) -> None:
+        """Every file of an assembled `out` hashes to what its manifest records (the weights before a load)."""
+        for relpath, md5 in self.recorded_md5(out).items():
+            found = file_md5(directory / relpath)
+            if found != md5:
+                raise UserError(damaged(f"{out.path}/{relpath} at {rev[:7]}", self.cache_path(md5), found, md5))
+
 
 def scratch_dir(target: Path) -> Path:
     """An empty sibling of `target` to fill and then rename (never a half-written target), umask honoured."""

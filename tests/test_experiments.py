@@ -194,6 +194,12 @@ def test_queued_sweep_runs_each_rank_and_the_best_is_promoted(repo: Path) -> Non
     wait_for_queue(repo, until=refs + 2)
     sweep = {n: e for n, e in experiments(repo).items() if n not in before}
     assert sorted(e["params"]["lora"]["r"] for e in sweep.values()) == [2, 16]
+    # two workers that may finish in the same second still give two version ids, each with its random part
+    from loravc.versions import Versions
+
+    with Versions(repo) as versions:
+        ids = [v.version_id for v in versions.all if set(v.names("experiment")) & set(sweep)]
+    assert len(ids) == len(set(ids)) == 2 and all(re.fullmatch(r"v_\d{8}_\d{6}_[0-9a-f]{6}", i) for i in ids)
 
     for name, exp in sorted(sweep.items(), key=lambda item: -validation_loss(item[1])):  # the best one last
         dvc(repo, "exp", "apply", name)

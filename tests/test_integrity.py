@@ -123,3 +123,14 @@ def test_verify_all_passes_an_intact_cache_quickly(versions_repo: dict, capsys) 
     assert code == 0 and (report["checked"], report["ok"]) == (3, 3)
     assert {v["rev"] for v in report["versions"]} == {versions_repo[k] for k in ("r8", "r4", "exp")}
     assert all(v["files"] >= 5 and not v["damaged"] and not v["missing"] for v in report["versions"])
+
+
+def test_loading_a_version_checks_every_file_it_loads(
+    damaged: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("LORAVC_STORE", str(tmp_path / "store"))  # assembled afresh from the damaged cache
+    repo, exp = str(damaged["repo"]), damaged["exp"]
+    code, _, err = cli(capsys, "-C", repo, "generate", "rank-two", "The assert", "--max-new-tokens", "2")
+    assert code == 2
+    assert err.startswith(f"error: models/adapter/adapter_model.safetensors at {exp.short} is damaged: ")
+    assert str(damaged["weights"]) in err and "dvc pull" in err
