@@ -20,7 +20,6 @@ Output ends with, per link type (measured figures: docs/performance.md):
     a dvc checkout with nothing to do takes <s> s, so the base switch's own work is <ratio>x of cp -r; ...
 """
 
-import hashlib
 import shutil
 import statistics
 import tempfile
@@ -40,6 +39,7 @@ from bench.common import (
     tree_bytes,
     write_json,
 )
+from loravc.base_model import sha256_directory
 from loravc.errors import UserError, run_main
 from loravc.project import dvc_cmd, git, run
 
@@ -52,13 +52,8 @@ def _timed(cmd: list[str], cwd: Path) -> float:
 
 
 def models_digest(repo: Path) -> str:
-    """sha256 over the relative path and bytes of every file in models/base and models/adapter (links followed)."""
-    digest = hashlib.sha256()
-    for part in ("base", "adapter"):
-        for path in sorted(p for p in (repo / "models" / part).rglob("*") if p.is_file()):
-            digest.update(f"{path.relative_to(repo)}\0".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+    """What models/base and models/adapter hold: loravc.base_model.sha256_directory of each (files streamed)."""
+    return "+".join(sha256_directory(repo / "models" / part) for part in ("base", "adapter"))
 
 
 def build(base: Path, repo: Path) -> dict[str, str]:

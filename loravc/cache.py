@@ -33,11 +33,8 @@ class NotInCache(UserError):
 
 def file_md5(path: Path) -> str:
     """The md5 DVC records for a file (DVC 3: of its bytes)."""
-    digest = hashlib.md5()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def damaged(what: str, cached: Path, found: str, recorded: str) -> str:
@@ -61,9 +58,13 @@ class DvcCache:
 
     @cached_property
     def dvc(self) -> Any:
+        from dvc.exceptions import DvcException
         from dvc.repo import Repo
 
-        return Repo(str(self.root))
+        try:
+            return Repo(str(self.root))
+        except DvcException as err:  # a damaged .dvc/config, say
+            raise UserError(f"cannot open the DVC repository at {self.root}: {err}") from None
 
     def close(self) -> None:
         if "dvc" in self.__dict__:
@@ -170,9 +171,13 @@ class DvcCache:
         return tree
 
     def materialize(self, rev: str, out: Out, dest: Path | None = None) -> Path:
-        """`out` as pinned at `rev` as a local directory (hard links into the cache, reused), or a copy at `dest`."""
+        """`out` as pinned at `rev` as a local directory (hard links into the cache, reused), or a copy at `dest`.
+
+        Every file is checked against the hash its manifest records before the directory is returned.
+        """
         target = dest or self.store / out.md5.removesuffix(".dir")
         if dest is None and target.is_dir():
+            self.check(rev, out, target)  # reused: its files are hard links that a write may have changed
             return target
         if dest is not None and dest.exists():
             raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
@@ -189,11 +194,15 @@ class DvcCache:
                     except OSError:
                         pass  # another file system: copy
                 shutil.copyfile(source, file)
+            self.check(rev, out, scratch)  # every file hashes to what the manifest records
             scratch.rename(target)
         except OSError:
             shutil.rmtree(scratch, ignore_errors=True)
             if dest is None and target.is_dir():  # another process assembled it first
                 return target
+            raise
+        except UserError:
+            shutil.rmtree(scratch, ignore_errors=True)
             raise
         return target
 

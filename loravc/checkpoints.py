@@ -38,9 +38,13 @@ MODEL_CARD = "README.md"  # TRL rewrites it in the checkpoints directory at each
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
-def fingerprint(train: TrainParams, data_sha256: str, base_identity: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the train params, the data, the base model."""
+def fingerprint(
+    train: TrainParams, data_sha256: str, base_identity: dict[str, Any], loss_on: str = "all"
+) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the train params, the data and the tokens it trains on
+    (loravc.labels: all, completion or assistant), the base model."""
     content = {"train": dataclasses.asdict(train), "data_sha256": data_sha256, "base": base_identity}
+    content["loss_on"] = loss_on
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return {"sha256": digest, **content}
 
@@ -75,7 +79,7 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Checkpoint]:
                 max_steps=state.get("max_steps") if complete else None,
                 num_tokens=_last_num_tokens(state) if complete else 0,
                 fingerprint=marker if complete else None,
-                train_seconds=float(marker.get(TRAIN_SECONDS, 0.0)) if complete else 0.0,
+                train_seconds=_seconds(marker) if complete else 0.0,
             )
         )
     return sorted(found, key=lambda c: c.step)
@@ -114,6 +118,8 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any], limit: int = 4
     for key in sorted(set(old_train) | set(new_train)):
         if old_train.get(key) != new_train.get(key):
             changes.append(f"{key} {old_train.get(key)!r} -> {new_train.get(key)!r}")
+    if old.get("loss_on") != new.get("loss_on"):
+        changes.append(f"trained tokens {old.get('loss_on')!r} -> {new.get('loss_on')!r}")
     if old.get("data_sha256") != new.get("data_sha256"):
         changes.append("data (sha256 of the prepared splits)")
     if old.get("base") != new.get("base"):
@@ -186,6 +192,11 @@ def mean_train_loss(log_history: list[dict[str, Any]]) -> float | None:
             total += entry["loss"] * (entry["step"] - previous)
             steps, previous = steps + entry["step"] - previous, entry["step"]
     return total / steps if steps else None
+
+
+def _seconds(marker: dict[str, Any]) -> float:
+    value = marker.get(TRAIN_SECONDS, 0.0)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

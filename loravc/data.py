@@ -26,9 +26,9 @@ KEYS = {TEXT: ("text",), PROMPT_COMPLETION: ("prompt", "completion"), MESSAGES: 
 KEYS[CHAT_PROMPT_COMPLETION] = KEYS[PROMPT_COMPLETION]
 CHAT_SHAPES = (MESSAGES, CHAT_PROMPT_COMPLETION)  # rendered with the tokenizer's chat template
 ROLES = ("system", "user", "assistant", "tool")
-SPLITS = ("train", "validation", "test")
 FIXED_TEST_FILE = "test.jsonl"  # in a data directory: the held-out test split, never trained on
 INFO_FILE = "info.json"  # in the prepared directory: where the data came from and its shape
+INFO_KEYS = ("source", "shape", "loss_on", "fixed_test", "files")
 
 Record = dict[str, Any]
 
@@ -67,20 +67,21 @@ def _check_messages(messages: Any, key: str, *, last_assistant: bool = True) -> 
             raise ValueError(f"{key}[{i}].role must be one of {', '.join(ROLES)}")
     if last_assistant and messages[-1]["role"] != "assistant":
         raise ValueError(f"the last message of {key!r} must be the assistant's (what the model learns to say)")
+    if key == "messages" and len(messages) < 2:
+        raise ValueError('"messages" needs a message before the assistant\'s reply (what it answers)')
 
 
 def read_jsonl(path: Path) -> list[Record]:
     """Read and validate a JSONL file; any bad line (not UTF-8, not JSON, wrong shape) names file and line."""
-    records, _ = _read(path)
-    return records
+    return _read(path)[0]
 
 
-def _read(path: Path) -> tuple[list[Record], str]:
-    """(records with only their shape's keys, shape) of one JSONL file."""
+def _read(path: Path) -> tuple[list[Record], str, str]:
+    """(records with only their shape's keys, shape, sha256 of the file's bytes) of one JSONL file."""
     if not path.is_file():
         raise UserError(f"{path}: data file not found")
-    records, shapes = [], set()
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    records, shapes, blob = [], set(), path.read_bytes()
+    for number, raw in enumerate(blob.splitlines(), start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -109,7 +110,7 @@ def _read(path: Path) -> tuple[list[Record], str]:
         records.append(record)
     if not records:
         raise UserError(f"{path}: no records")
-    return records, shapes.pop()
+    return records, shapes.pop(), hashlib.sha256(blob).hexdigest()
 
 
 @dataclass
@@ -133,9 +134,9 @@ def read_source(path: Path) -> Source:
     else:
         raise UserError(f"data.train: {path} does not exist: name a JSONL file or a directory of them")
     train: list[Record] = []
-    test, shapes = None, {}
+    test, shapes, digests = None, {}, {}
     for file in files:
-        records, shapes[file] = _read(file)
+        records, shapes[file], digests[str(file)] = _read(file)
         if file.name == FIXED_TEST_FILE and path.is_dir():
             test = records
         else:
@@ -143,11 +144,7 @@ def read_source(path: Path) -> Source:
     if len(set(shapes.values())) > 1:
         found = ", ".join(f"{p.name}: {shape}" for p, shape in shapes.items())
         raise UserError(f"{path}: every file must hold one shape of record, found {found}")
-    return Source(train, test, next(iter(shapes.values())), {str(p): sha256_file(p) for p in files})
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return Source(train, test, next(iter(shapes.values())), digests)
 
 
 def dedupe(records: Iterable[Record]) -> list[Record]:
@@ -229,7 +226,16 @@ def write_info(out_dir: Path, info: dict[str, Any]) -> None:
 
 
 def read_info(prepared_dir: Path) -> dict[str, Any]:
+    """info.json as prepare wrote it; missing, damaged or incomplete is a UserError naming the file."""
     path = prepared_dir / INFO_FILE
-    if not path.is_file():
-        raise UserError(f"{path} not found: run `dvc repro prepare` (or `dvc pull`) first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    fix = "run `dvc repro prepare` (or `dvc checkout data/prepared`)"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: {fix}") from None
+    except ValueError as err:
+        raise UserError(f"{path} is damaged ({err}): {fix}") from None
+    missing = [key for key in INFO_KEYS if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}: {fix}")
+    return info

@@ -42,9 +42,10 @@ class GitRepo:
             pos = 0
             for spec in todo:
                 end = out.index(b"\n", pos)
-                header = out[pos:end].split()
+                line = out[pos:end]
                 pos = end + 1
-                self._blobs[spec] = None  # "<spec> missing" / "ambiguous", or not a blob
+                self._blobs[spec] = None  # "<spec> missing" / "ambiguous" (the spec may hold spaces), or not a blob
+                header = [] if line.endswith((b" missing", b" ambiguous")) else line.split()
                 if len(header) == 3:
                     size = int(header[2])
                     if header[1] == b"blob":

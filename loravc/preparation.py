@@ -4,6 +4,7 @@ Tokens are counted as the loss trains on them (loravc.labels). A record that kee
 within train.max_length is dropped with a count: it would train on nothing.
 """
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def prepare(source_path: Path, params: Params, tokenizer: Any) -> Prepared:
     summary: dict[str, Any] = {"records": len(source.train), "duplicates": len(source.train) - len(unique)}
     splits = {}
     for name, records in split.items():
-        encoded = [labels.encode(r, tokenizer, plan, max_length=10**9) for r in records]
+        encoded = [_encode(source_path, name, i, r, tokenizer, plan) for i, r in enumerate(records, start=1)]
         trained = [sum(mask[1:max_length]) for _, mask in encoded]  # the first token is never a target
         splits[name] = [r for r, n in zip(records, trained, strict=True) if n > 0]
         if not splits[name]:
@@ -56,6 +57,21 @@ def prepare(source_path: Path, params: Params, tokenizer: Any) -> Prepared:
     test_file = str(source_path / data.FIXED_TEST_FILE) if fixed_test is not None else None
     info = {"source": str(source_path), "shape": source.shape, "loss_on": plan.tokens, "fixed_test": test_file}
     return Prepared(splits, info | {"files": source.files}, summary)
+
+
+def _encode(
+    source: Path, split: str, number: int, record: data.Record, tokenizer: Any, plan: labels.LossPlan
+) -> tuple[list[int], list[int]]:
+    """labels.encode, with what a chat template refuses (roles out of order, say) as a UserError."""
+    from jinja2 import TemplateError
+
+    try:
+        return labels.encode(record, tokenizer, plan, max_length=10**9)
+    except (TemplateError, ValueError) as err:
+        raise UserError(
+            f"{source}: {split} record {number} ({json.dumps(record)[:80]}...) does not render with the base "
+            f"model's chat template: {err}"
+        ) from None
 
 
 def report(prepared: Prepared, max_length: int) -> str:

@@ -50,10 +50,7 @@ def build(cls: type, data: Any, prefix: str, *, extra: str | None = None) -> Any
     if unknown and extra is None:
         where = _join(prefix, unknown[0])
         raise UserError(f"unknown key {where!r}; known keys here: {', '.join(sorted(names))}")
-    no_default = dataclasses.MISSING
-    missing = [
-        f.name for f in fields if f.name not in data and f.default is no_default and f.default_factory is no_default
-    ]
+    missing = [f.name for f in fields if f.name not in data and _required(f)]
     if missing:
         raise UserError(f"{_join(prefix, missing[0])} is missing")
     values = {name: _convert(data[name], hints[name], _join(prefix, name), extra) for name in names if name in data}

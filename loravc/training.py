@@ -156,7 +156,7 @@ def train(
     train_records = data.read_split(prepared_dir, "train")
     validation_records = data.read_split(prepared_dir, "validation")
     data_sha256 = data.files_sha256(prepared_dir / f"{name}.jsonl" for name in ("train", "validation"))
-    expected = checkpoints.fingerprint(tp, data_sha256, identity)
+    expected = checkpoints.fingerprint(tp, data_sha256, identity, plan.tokens)
 
     started = utc_now()
     with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:

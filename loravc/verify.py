@@ -15,18 +15,10 @@ from loravc.use import PROBE_TEXT
 from loravc.versions import Version, Versions
 
 EVAL_TOLERANCE = 1e-3  # relative difference allowed between re-computed and recorded test perplexity
-
-
-def dir_md5(path: Path) -> tuple[str, dict[str, str]]:
-    """DVC's hash of a directory (`<md5>.dir`, what dvc.lock records) and each file's md5."""
-    from dvc_data.hashfile.build import build
-    from dvc_data.hashfile.db import HashFileDB
-    from dvc_objects.fs.local import LocalFileSystem
-
-    with tempfile.TemporaryDirectory() as tmp:
-        _, _, tree = build(HashFileDB(LocalFileSystem(), tmp), str(path), LocalFileSystem(), "md5", dry_run=True)
-    files = {"/".join(key): hi.value for key, _, hi in tree}
-    return tree.hash_info.value, files
+_NO_RECORDED_PERPLEXITY = (
+    "{short}: no recorded test perplexity for this adapter (the evaluate stage's metrics at that revision are "
+    "missing or belong to another adapter): run `dvc repro evaluate` and commit"
+)
 
 
 def verify(
@@ -39,7 +31,8 @@ def verify(
 ) -> dict[str, Any]:
     """Check a version: its files hash to what dvc.lock says, it loads, and optionally its perplexity.
 
-    Files are assembled afresh from the DVC cache into a scratch directory, so the cache copy is
+    Files are assembled afresh from the DVC cache into a scratch directory, and DvcCache.materialize
+    checks the manifest against dvc.lock and every file against the manifest, so the cache copy is
     what gets checked. Raises UserError on the first failed check; returns what was checked.
     """
     import torch
@@ -47,6 +40,9 @@ def verify(
     from loravc.devices import resolve_device
     from loravc.evaluation import load_base_and_adapter
 
+    resolved = resolve_device(device, "device")  # a missing device, or nothing to compare with: before any work
+    if evaluate and version.test_perplexity is None:
+        raise UserError(_NO_RECORDED_PERPLEXITY.format(short=version.short))
     report: dict[str, Any] = {"rev": version.rev, "version_id": version.version_id, "files": {}}
     outs = {"adapter": version.pins.adapter, "base": version.pins.base}
     if evaluate:
@@ -57,18 +53,10 @@ def verify(
         for name, out in outs.items():
             if out is None:
                 raise UserError(f"{version.short}: dvc.lock records no {name} directory for this version")
-            dirs[name] = versions.materialize(version, out, dest=Path(tmp) / name)
-            found, files = dir_md5(dirs[name])
-            report["files"][out.path] = {"recorded": out.md5, "found": found, "files": len(files)}
-            if found != out.md5:
-                recorded = versions.cache.recorded_md5(out)
-                bad = sorted(f for f in set(files) | set(recorded) if files.get(f) != recorded.get(f))
-                raise UserError(
-                    f"{out.path} at {version.short} hashes to {found}, dvc.lock says {out.md5} (differs: "
-                    f"{', '.join(bad) or 'the manifest'}): the DVC cache copy is damaged; remove those files from "
-                    "the cache and `dvc pull`"
-                )
-        model, tokenizer = load_base_and_adapter(dirs["base"], dirs["adapter"], resolve_device(device, "device"))
+            dirs[name] = versions.materialize(version, out, dest=Path(tmp) / name)  # raises on a damaged file
+            files = len(versions.cache.recorded_md5(out))
+            report["files"][out.path] = {"recorded": out.md5, "found": out.md5, "files": files}
+        model, tokenizer = load_base_and_adapter(dirs["base"], dirs["adapter"], resolved)
         inputs = tokenizer(PROBE_TEXT, return_tensors="pt").to(next(model.parameters()).device)
         with torch.no_grad():
             logits = model(**inputs).logits
@@ -85,11 +73,6 @@ def _reevaluate(version: Version, model: Any, tokenizer: Any, data_dir: Path, to
     from loravc.evaluation import evaluation_plan, perplexity
 
     recorded = version.test_perplexity
-    if recorded is None:
-        raise UserError(
-            f"{version.short}: no recorded test perplexity for this adapter (the evaluate stage's metrics at that "
-            "revision are missing or belong to another adapter): run `dvc repro evaluate` and commit"
-        )
     params, test = version.pins.params, data.read_split(data_dir, "test")
     loss_on = version.metadata.training.loss_on if version.metadata else None  # the tokens evaluate scored
     result = perplexity(

@@ -103,3 +103,20 @@ def test_mean_train_loss_weighs_each_log_by_its_steps() -> None:
     ]
     assert checkpoints.mean_train_loss(history) == (4.0 * 2 + 1.0 + 2.0 * 3) / 6
     assert checkpoints.mean_train_loss([]) is None
+
+
+def test_the_tokens_trained_on_are_part_of_the_fingerprint(tmp_path: Path) -> None:
+    train, data = TrainParams(), "d" * 64
+    assistant = checkpoints.fingerprint(train, data, BASE, "assistant")
+    every = checkpoints.fingerprint(train, data, BASE, "all")
+    assert assistant["sha256"] != every["sha256"]  # data.loss_on changed, the splits did not: no resume
+    fake_checkpoint(tmp_path, 4, assistant)
+    said: list[str] = []
+    assert checkpoints.select_resume(tmp_path, every, said.append) is None
+    assert "made with different trained tokens 'assistant' -> 'all'" in said[0]
+
+
+def test_a_time_that_is_not_a_number_counts_as_none(tmp_path: Path) -> None:
+    fake_checkpoint(tmp_path, 4, {**fingerprint(), checkpoints.TRAIN_SECONDS: "soon"})
+    fake_checkpoint(tmp_path, 8, {**fingerprint(), checkpoints.TRAIN_SECONDS: 12.5})
+    assert [c.train_seconds for c in checkpoints.list_checkpoints(tmp_path)] == [0.0, 12.5]

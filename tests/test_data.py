@@ -133,3 +133,21 @@ def test_a_source_of_mixed_shapes_or_nothing_is_refused(tmp_path: Path) -> None:
         data.read_source(source)
     with pytest.raises(UserError, match=r"data\.train: .*/nowhere does not exist"):
         data.read_source(tmp_path / "nowhere")
+
+
+def test_a_conversation_needs_something_to_answer() -> None:
+    with pytest.raises(ValueError, match="needs a message before the assistant's reply"):
+        data.record_shape({"messages": [{"role": "assistant", "content": "yo"}]})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", r"is damaged \(Expecting property name"),
+        ('{"source": "x"}', "lacks shape, loss_on, fixed_test, files"),
+    ],
+)
+def test_a_damaged_info_json_names_itself_and_the_fix(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / data.INFO_FILE).write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=message + r".*run `dvc repro prepare`"):
+        data.read_info(tmp_path)

@@ -134,3 +134,18 @@ def test_loading_a_version_checks_every_file_it_loads(
     assert code == 2
     assert err.startswith(f"error: models/adapter/adapter_model.safetensors at {exp.short} is damaged: ")
     assert str(damaged["weights"]) in err and "dvc pull" in err
+
+
+def test_a_reused_directory_is_checked_again(versions_repo: dict, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A file of an assembled (hard-linked, reused) directory changed after it was assembled: named on the next load."""
+    repo = tmp_path / "repo"
+    shutil.copytree(versions_repo["repo"], repo, symlinks=True)
+    monkeypatch.setenv("LORAVC_STORE", str(tmp_path / "store"))
+    with Versions(repo) as versions:
+        version = versions.resolve("main")
+        base, _ = versions.directories(version)  # assembled and checked: intact
+        config = base / "config.json"
+        os.chmod(config, 0o644)
+        config.write_text(config.read_text() + " ")  # through the hard link, as root can
+    code, _, err = cli(capsys, "-C", str(repo), "generate", "main", "The assert", "--max-new-tokens", "2")
+    assert code == 2 and err.startswith(f"error: models/base/config.json at {version.short} is damaged: ")

@@ -65,7 +65,8 @@ def test_a_two_turn_conversation_trains_on_each_assistant_turn_and_its_end_of_tu
         "<|im_start|>assistant\n<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n"
     )
     short_ids, short_mask = labels.encode({"messages": TWO_TURNS}, tok, plan, max_length=12)
-    assert len(short_ids) == len(short_mask) == 12  # truncated like TRL (keep the start)
+    full_ids, full_mask = labels.encode({"messages": TWO_TURNS}, tok, plan, max_length=10_000)
+    assert (short_ids, short_mask) == (full_ids[:12], full_mask[:12])  # truncated like TRL: the start is kept
 
 
 def test_training_sees_the_same_tokens_and_mask(tok, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -107,6 +108,7 @@ def test_training_sees_the_same_tokens_and_mask(tok, tiny_model_dir: Path, tmp_p
             ids, mask = labels.encode(record, tok, plan, max_length=256)
             expected = [i if m else -100 for i, m in zip(ids, mask, strict=True)]
             got = [int(x) for x in batch["labels"][row][: len(ids)]]
+            assert all(int(x) == -100 for x in batch["labels"][row][len(ids) :]), case  # padding only after it
             assert got == expected, case
             if loss_on:  # every token of the prompt too
                 assert -100 not in got[1:]

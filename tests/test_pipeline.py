@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
-from loravc.labels import SMOLLM2_CHATML
+from loravc.evaluation import generate
+from loravc.labels import SMOLLM2_CHATML, chat_prompt
 from loravc.metadata import VERSION_ID_RE
+from loravc.use import load_version
 from tests.conftest import dvc, git, lora_rank_from_weights, sha256_tree, update_params
 
 
@@ -101,11 +103,14 @@ def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Pa
     samples = (repo / "reports" / "samples.md").read_text()
     assert "## What is 7 plus 1?" in samples and "**reference:** 8." in samples
 
-    loravc(["-C", str(repo), "generate", "sums", "What is 2 plus 2?", "--max-new-tokens", "3"])
-    reply = capsys.readouterr().out
-    assert not reply.startswith("What is 2 plus 2?")  # a chat reply, not a continuation of the prompt
-    loravc(["-C", str(repo), "generate", "sums", "What is 2 plus 2?", "--max-new-tokens", "3", "--raw"])
-    assert capsys.readouterr().out.startswith("What is 2 plus 2?")
+    model, tokenizer = load_version("sums", repo=repo)
+    question = "What is 2 plus 2?"
+    as_chat = generate(model, tokenizer, [chat_prompt(question, tokenizer)], 3, templated=True)[0]
+    as_text = generate(model, tokenizer, [question], 3)[0]
+    loravc(["-C", str(repo), "generate", "sums", question, "--max-new-tokens", "3"])
+    assert capsys.readouterr().out == as_chat + "\n"  # the reply to a user message, through the chat template
+    loravc(["-C", str(repo), "generate", "sums", question, "--max-new-tokens", "3", "--raw"])
+    assert capsys.readouterr().out == question + as_text + "\n"  # the text continued as is
 
     loravc(["-C", str(repo), "compare", "main", "sums"])
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}

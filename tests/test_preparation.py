@@ -1,5 +1,6 @@
 """prepare: splits from a file or a directory, and truncation made visible (counted, dropped, refused)."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -42,8 +43,8 @@ def test_records_over_max_length_are_counted_and_those_left_with_nothing_to_lear
         "shape": "prompt-completion",
         "loss_on": "completion",
         "fixed_test": None,
-        "files": prepared.info["files"],
-    } and list(prepared.info["files"]) == [str(source)]
+        "files": {str(source): hashlib.sha256(source.read_bytes()).hexdigest()},
+    }
     line = report(prepared, 32)
     assert "12 prompt-completion records" in line and "2 records over train.max_length (32), 1 dropped" in line
     only_long = write(tmp_path / "long.jsonl", [{**long_prompt, "completion": f" ok {i}."} for i in range(8)])
@@ -62,3 +63,22 @@ def test_a_fixed_test_file_is_the_test_split(tmp_path: Path, tiny_model_dir: Pat
     assert {"text": "Record number 3 of the data."} not in prepared.splits["train"] + prepared.splits["validation"]
     assert prepared.info["fixed_test"] == str(source / "test.jsonl") and prepared.summary["train_records"] == 9
     assert "(test: fixed, " in report(prepared, 64)
+
+
+def test_a_record_the_chat_template_refuses_is_named(tmp_path: Path, tiny_model_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = (  # roles must alternate, as many templates insist
+        "{% for m in messages %}{% if loop.index0 > 0 and m['role'] == messages[loop.index0 - 1]['role'] %}"
+        "{{ raise_exception('roles must alternate') }}{% endif %}<{{ m['role'] }}>{{ m['content'] }}"
+        "{% generation %}{% endgeneration %}{% endfor %}"
+    )
+    chat = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]} for i in range(9)
+    ]
+    twice = {"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}, chat[0]["messages"][1]]}
+    source = write(tmp_path / "d.jsonl", [*chat, twice])
+    with pytest.raises(
+        UserError,
+        match=r"d\.jsonl: \w+ record \d+ .* does not render with the base model's chat template: roles must alternate",
+    ):
+        prepare(source, params(64), tok)

@@ -243,7 +243,9 @@ def test_damaged_metadata_names_the_file_and_the_other_versions_still_work(versi
     assert "models/adapter/metadata.json at" in error and str(damaged) in error and "dvc pull" in error
     with pytest.raises(UserError, match=r"metadata\.json at .* is damaged"):
         fresh.resolve("main~1")
-    with pytest.raises(UserError, match=r"models/adapter at \w{7} hashes to .*differs: metadata.json"):
+    with pytest.raises(
+        UserError, match=r"models/adapter/metadata\.json at \w{7} is damaged: its copy in the DVC cache"
+    ):
         verify(fresh, r8)
 
 
@@ -304,3 +306,11 @@ def test_two_committed_versions_with_the_same_old_style_id(versions_repo: dict, 
     assert "matches 2 versions" in err and f"revision {second} (main) has" in err and f"revision {first} has" in err
     exp = next(v for v in found if v.names("experiment") == ["rank-two"])
     assert Versions(repo).resolve(exp.version_id[: len("v_YYYYMMDD_HHMMSS")]).rev == exp.rev  # timestamp alone
+
+
+def test_a_missing_file_whose_path_has_spaces_reads_as_absent(versions_repo: dict) -> None:
+    from loravc.gitrepo import GitRepo
+
+    repo = GitRepo(versions_repo["repo"])
+    found = repo.read_blobs(["HEAD:my metrics.json", "HEAD:dvc.yaml"])
+    assert found["HEAD:my metrics.json"] is None and found["HEAD:dvc.yaml"].startswith(b"stages:")
