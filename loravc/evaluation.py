@@ -1,21 +1,30 @@
-"""Held-out loss and perplexity of a causal LM over the tokens the loss trains on, and greedy samples,
-with model and inputs on one device."""
+"""Held-out loss and perplexity of a causal LM over the tokens the loss trains on, task answers to the
+test prompts scored against their references, and greedy samples, with model and inputs on one device."""
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loravc import data, labels
+from loravc import data, labels, scoring
+from loravc.errors import UserError
 
 
-def load_base_and_adapter(base_dir: Path, adapter_dir: Path, device: str) -> tuple[Any, Any]:
+def load_tokenizer(adapter_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(adapter_dir)
+
+
+def load_base_and_adapter(base_dir: Path, adapter_dir: Path, device: str, tokenizer: Any = None) -> tuple[Any, Any]:
     """(PeftModel, tokenizer) on `device`; `model.disable_adapter()` gives the base back."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    tokenizer = tokenizer or load_tokenizer(adapter_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, adapter_dir).to(device)
     model.eval()
@@ -86,6 +95,111 @@ def generate(
             )
         outputs.append(tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
     return outputs
+
+
+# End-of-turn tokens of common chat templates: generation stops there as well as at EOS.
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS of the tokenizer and of the model's generation config, and any end-of-turn token in the vocabulary."""
+    found = [tokenizer.eos_token_id, *_ids(getattr(model.generation_config, "eos_token_id", None))]
+    vocab = tokenizer.get_vocab()
+    found += [vocab[token] for token in END_OF_TURN if token in vocab]
+    return sorted({i for i in found if i is not None})
+
+
+def _ids(value: Any) -> list[int]:
+    return list(value) if isinstance(value, list | tuple) else [] if value is None else [value]
+
+
+def generate_batched(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, *, batch_size: int, templated: bool = False
+) -> list[str]:
+    """Greedy answers to `prompts`, `batch_size` at a time: left padding (so every prompt ends where
+    generation starts) and the KV cache; each answer stops at EOS or end of turn, special tokens dropped.
+
+    Rows of a padded batch can differ from one-at-a-time decoding in the last bits of their logits, so a
+    near tie may resolve differently; the scores are meant over many records, not one.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    stop = stop_token_ids(model, tokenizer)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    answers: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=not templated).to(device)
+            with torch.no_grad():
+                ids = model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    eos_token_id=stop,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new = ids[:, inputs["input_ids"].shape[1] :]
+            answers += [tokenizer.decode(row, skip_special_tokens=True) for row in new]
+    finally:
+        tokenizer.padding_side = side
+    return answers
+
+
+@dataclass(frozen=True)
+class Question:
+    """A test record as a task: what the model is given, and the answer it should give."""
+
+    id: str  # sha256 of the record: pairs the same record across versions
+    prompt: str
+    reference: str
+
+
+def questions(test: list[data.Record], tokenizer: Any) -> list[Question]:
+    """Every prompt-completion or chat test record as a question (text records have no answer to score)."""
+    found = []
+    for record in test:
+        if "text" in record:
+            continue
+        prompt, reference = labels.sample_prompt(record, tokenizer)
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        found.append(Question(digest[:16], prompt, reference))
+    if found and not any(q.reference.strip() for q in found):
+        raise UserError(
+            "evaluate.metrics: no test record has a reference answer (every completion or last assistant turn "
+            "is empty): fill them in, or set evaluate.metrics: [] to skip task scores"
+        )
+    return found
+
+
+def task_scores(
+    found: list[Question], answers: dict[str, list[str]], metrics: list[str], *, samples: int, seed: int
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """(summary, per-record rows) of the base and tuned answers: each metric's mean for both, and the
+    tuned-minus-base gain with its paired bootstrap interval (`<metric>_gain_low`/`_high`, 95%)."""
+    rows = [
+        {"id": q.id, "prompt": q.prompt, "reference": q.reference}
+        | {
+            which: {"answer": answers[which][i]} | scoring.score(answers[which][i], q.reference, metrics)
+            for which in ("base", "tuned")
+        }
+        for i, q in enumerate(found)
+    ]
+    summary: dict[str, float] = {"task_records": len(rows)}
+    for name in metrics:
+        base, tuned = ([row[which][name] for row in rows] for which in ("base", "tuned"))
+        gain = scoring.paired_bootstrap(base, tuned, samples=samples, seed=seed)
+        summary |= {f"base_{name}": round(scoring.mean(base), 4), f"tuned_{name}": round(scoring.mean(tuned), 4)}
+        summary |= {f"{name}_gain": gain.delta, f"{name}_gain_low": gain.low, f"{name}_gain_high": gain.high}
+    return summary, rows
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+    path.write_text(text, encoding="utf-8")
 
 
 @dataclass(frozen=True)

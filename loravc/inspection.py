@@ -66,9 +66,13 @@ def compare(versions: Versions, a: Version, b: Version) -> dict[str, Any]:
     def diff(x: dict[str, Any], y: dict[str, Any]) -> dict[str, list[Any]]:
         return {k: [x.get(k), y.get(k)] for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)}
 
+    from loravc.scoring import compare_answers
+
+    answers = versions.predictions(a), versions.predictions(b)
     return {
         "a": describe(versions, a),
         "b": describe(versions, b),
         "params": diff(a.pins.params, b.pins.params),
         "metrics": diff(a.metrics, b.metrics),
+        "task": compare_answers(*answers) if all(rows is not None for rows in answers) else None,
     }

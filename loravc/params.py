@@ -193,11 +193,17 @@ _OWNED_KEYS = {
 
 @dataclass
 class EvaluateParams:
-    """Held-out perplexity of base vs fine-tuned, and greedy samples of both."""
+    """Held-out perplexity and task scores of base vs fine-tuned, and greedy samples of both."""
 
     device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps")
-    batch_size: int = knob(8, "test records per forward pass")
-    max_new_tokens: int = knob(40, "tokens generated per sample")
+    batch_size: int = knob(8, "test records per forward pass (and per batch of generated answers)")
+    max_new_tokens: int = knob(40, "tokens generated per answer and per sample")
+    metrics: list[str] = knob(
+        ["exact_match", "f1", "chrf"],
+        "scores of each answer to a prompt-completion or chat test record: exact_match, f1, chrf ([]: none)",
+    )
+    bootstrap_samples: int = knob(1000, "resamples of the test records for each gain's 95% interval")
+    seed: int = knob(42, "seed of the bootstrap: the same answers give the same interval")
     samples: int = knob(3, "test records whose prompts both models continue, in reports/samples.md")
     prompts: list[str] = knob([], "fixed prompts to sample as well (a user message for a chat-trained version)")
 
@@ -206,6 +212,10 @@ class EvaluateParams:
         _require(self.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
         _require(self.max_new_tokens >= 1, "evaluate.max_new_tokens", "must be at least 1")
         _require(self.samples >= 0, "evaluate.samples", "must be 0 or more")
+        _require(self.bootstrap_samples >= 100, "evaluate.bootstrap_samples", "must be at least 100")
+        from loravc.scoring import check_metrics
+
+        check_metrics(self.metrics)
 
 
 @dataclass

@@ -30,6 +30,7 @@ class Pins:
     evaluated: str | None  # the adapter hash the evaluate stage ran on
     eval_metrics: str | None  # the evaluate stage's metrics file
     metrics_files: tuple[str, ...]
+    predictions: str | None  # the evaluate stage's --predictions file (git-tracked), if it writes one
     params: dict[str, Any]  # flattened params recorded in dvc.lock (what the stages actually used)
 
 
@@ -74,6 +75,7 @@ def parse_pins(dvc_yaml: Any, dvc_lock: Any) -> Pins | None:
         evaluated=evaluated.md5 if evaluated else None,
         eval_metrics=eval_metrics,
         metrics_files=tuple(metrics),
+        predictions=_arg(evaluate.get("cmd"), "--predictions"),
         params=dict(sorted(params.items())),
     )
 

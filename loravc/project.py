@@ -25,6 +25,7 @@ PROJECT_FILES = (
     "stages",
     "loravc",
     "data/raw",
+    "data/pydoc_qa",
 )
 """What a fresh clone holds that the pipeline needs (no models, no DVC cache), relative to ROOT."""
 

@@ -156,8 +156,31 @@ def compare(result: dict[str, Any], ref_a: str, ref_b: str) -> str:
         *([] if result["params"] else [["  (none)", "", ""]]),
         ["metrics that differ", "", "", "B - A"],
         *[[f"  {k}", metric(x), metric(y), change(x, y)] for k, (x, y) in result["metrics"].items()],
+        *task_rows(result.get("task")),
     ]
     return table([row + [""] * (4 - len(row)) for row in rows])
+
+
+def task_rows(task: dict[str, Any] | None) -> list[list[str]]:
+    """The fine-tuned answers of A and B on the test records both answered, paired: B - A and its 95% interval."""
+    if task is None:
+        return [["task scores", "(a version has no reports/predictions.jsonl)", "", ""]]
+    if not task["metrics"]:
+        return [["task scores", f"(no scored test record in common: {task['records']})", "", ""]]
+    head = f"task scores, {task['records']} shared test records"
+    rows = [[head, "", "", "B - A [95% interval]"]]
+    for name, m in task["metrics"].items():
+        rows.append(
+            [
+                f"  {name}",
+                f"{m['a']:.1f}",
+                f"{m['b']:.1f}",
+                f"{m['b_minus_a']:+.1f} [{m['low']:+.1f}, {m['high']:+.1f}]",
+            ]
+        )
+    if task["only_a"] or task["only_b"]:
+        rows.append([f"  (not shared: {task['only_a']} only in A, {task['only_b']} only in B)", "", ""])
+    return rows
 
 
 DATA_ROWS = [
@@ -198,6 +221,12 @@ def verify(report: dict[str, Any]) -> str:
         lines.append(
             f"  ok  test perplexity {e['measured']} vs recorded {e['recorded']} "
             f"(difference {e['relative_difference']:.2e} <= {e['tolerance']:.0e} relative)"
+        )
+    if "task" in report:
+        t = report["task"]
+        scores = ", ".join(f"{n} {m['measured']:.1f} vs recorded {m['recorded']:.1f}" for n, m in t["metrics"].items())
+        lines.append(
+            f"  ok  task answers to {t['records']} test prompts: {scores} ({t['identical_answers']} identical)"
         )
     return "\n".join(lines)
 

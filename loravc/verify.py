@@ -65,7 +65,51 @@ def verify(
         report["loads"] = {"device": str(next(model.parameters()).device), "probe_tokens": int(logits.shape[1])}
         if evaluate:
             report["eval"] = _reevaluate(version, model, tokenizer, dirs["data"], tolerance)
+            rows = versions.predictions(version)
+            if rows:
+                report["task"] = _rescore(version, model, tokenizer, rows)
     return report
+
+
+TASK_TOLERANCE = 1.0  # points (of 100) a re-computed task score may differ from the recorded one
+
+
+def _rescore(version: Version, model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Answer the recorded test prompts again (as evaluate did: greedy, batched) and score them.
+
+    Greedy answers are deterministic on one machine; on another CPU or a GPU a near tie between two tokens
+    can resolve differently, so the check allows each metric's mean TASK_TOLERANCE points and reports how
+    many answers came out identical.
+    """
+    from loravc.data import CHAT_SHAPES
+    from loravc.evaluation import generate_batched
+    from loravc.scoring import METRICS, mean, score
+
+    params = version.pins.params
+    names = [n for n in METRICS if n in rows[0]["tuned"]]
+    answers = generate_batched(
+        model,
+        tokenizer,
+        [row["prompt"] for row in rows],
+        int(params.get("evaluate.max_new_tokens", EvaluateParams.max_new_tokens)),
+        batch_size=int(params.get("evaluate.batch_size", EvaluateParams.batch_size)),
+        templated=version.data().get("shape") in CHAT_SHAPES,  # chat prompts were rendered with the template
+    )
+    check: dict[str, Any] = {"records": len(rows), "identical_answers": 0, "metrics": {}}
+    check["identical_answers"] = sum(a == row["tuned"]["answer"] for a, row in zip(answers, rows, strict=True))
+    for name in names:
+        recorded = round(mean([row["tuned"][name] for row in rows]), 4)
+        measured = round(
+            mean([score(a, row["reference"], [name])[name] for a, row in zip(answers, rows, strict=True)]), 4
+        )
+        check["metrics"][name] = {"recorded": recorded, "measured": measured}
+        if abs(measured - recorded) > TASK_TOLERANCE:
+            raise UserError(
+                f"{version.short}: tuned {name} {measured} on the recorded test prompts differs from the recorded "
+                f"{recorded} by more than {TASK_TOLERANCE} points ({check['identical_answers']} of {len(rows)} "
+                "answers identical)"
+            )
+    return check
 
 
 def _reevaluate(version: Version, model: Any, tokenizer: Any, data_dir: Path, tolerance: float) -> dict[str, Any]:

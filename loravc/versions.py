@@ -204,6 +204,20 @@ class Versions:
             "retrain with `dvc repro`"
         )
 
+    def predictions(self, version: Version) -> list[dict[str, Any]] | None:
+        """The evaluate stage's per-record answers and scores, if it ran on exactly this adapter and wrote them."""
+        path = version.pins.predictions
+        if path is None or version.pins.evaluated != version.pins.adapter.md5:
+            return None
+        blob = self.repo.read_blob(version.rev, path)
+        if blob is None:
+            return None
+        try:
+            rows = [json.loads(line) for line in blob.decode("utf-8").splitlines() if line.strip()]
+        except ValueError as err:
+            raise UserError(f"{path} at {version.short} is damaged ({err}): rerun `dvc repro evaluate` there") from None
+        return rows
+
     # --- resolving a reference -------------------------------------------------------------------
     def resolve(self, ref: str) -> Version:
         """The version a reference names: version id, registry ref, branch, tag, experiment, revision."""

@@ -1,10 +1,13 @@
-"""Stage `evaluate`: test-split perplexity of the base vs base+adapter, and greedy samples.
+"""Stage `evaluate`: test-split perplexity and task scores of the base vs base+adapter, and greedy samples.
 
 Perplexity covers the tokens the loss trains on (loravc.labels): the completion, or every assistant
-turn. Samples continue the first `evaluate.samples` test records' prompts (chat data through the
-chat template) and any fixed `evaluate.prompts`, next to the reference answer. Both models share
-one set of base weights on one device (the adapter is switched off for the base figures). Writes
-dvclive metrics and reports/samples.md, then prints a one-screen summary of the version. The two
+turn. For prompt-completion and chat data both models also answer every test prompt (greedy, batched,
+stopping at end of turn), scored against the reference by `evaluate.metrics` (loravc.scoring), with
+the tuned-minus-base gain's paired bootstrap interval; every answer goes to reports/predictions.jsonl.
+Samples continue the first `evaluate.samples` test records' prompts (chat data through the chat
+template) and any fixed `evaluate.prompts`, next to the reference answer. Both models share one set
+of base weights on one device (the adapter is switched off for the base figures). Writes dvclive
+metrics and reports/samples.md, then prints a one-screen summary of the version. The two
 perplexities also go to a bar plot.
 """
 
@@ -23,6 +26,7 @@ def main() -> None:
             "data": "prepared splits directory (stage `prepare`)",
             "live": "dvclive directory for the metrics",
             "samples": "markdown file for the greedy samples",
+            "predictions": "JSONL file for every test record's answers and scores",
         },
     )
 
@@ -31,10 +35,15 @@ def main() -> None:
     from loravc.evaluation import (
         evaluation_plan,
         generate,
+        generate_batched,
         load_base_and_adapter,
+        load_tokenizer,
         perplexity,
+        questions,
         samples,
         samples_markdown,
+        task_scores,
+        write_predictions,
     )
     from loravc.metadata import read_metadata
     from loravc.params import load_params
@@ -44,25 +53,34 @@ def main() -> None:
     ep = params.evaluate
     meta = read_metadata(args.adapter)
     test = data.read_split(args.data, "test")
-    model, tokenizer = load_base_and_adapter(args.base, args.adapter, resolve_device(ep.device, "evaluate.device"))
+    tokenizer = load_tokenizer(args.adapter)
+    asked = questions(test, tokenizer) if ep.metrics else []  # checked before the model loads
+    device = resolve_device(ep.device, "evaluate.device")
+    model, tokenizer = load_base_and_adapter(args.base, args.adapter, device, tokenizer)
     plan = evaluation_plan(test, tokenizer, meta.training.loss_on)  # the tokens the loss trained on
     chat = data.record_shape(test[0]) in data.CHAT_SHAPES
     found = samples(test, ep.prompts, ep.samples, tokenizer, chat)
     prompts = [s.prompt for s in found]
 
-    def evaluate() -> tuple[dict[str, float], list[str]]:
+    def evaluate() -> tuple[dict[str, float], list[str], list[str]]:
         scores = perplexity(
             model, tokenizer, test, max_length=params.train.max_length, batch_size=ep.batch_size, plan=plan
         )
-        return scores, generate(model, tokenizer, prompts, ep.max_new_tokens, templated=chat)
+        answers = generate_batched(
+            model, tokenizer, [q.prompt for q in asked], ep.max_new_tokens, batch_size=ep.batch_size, templated=chat
+        )
+        return scores, generate(model, tokenizer, prompts, ep.max_new_tokens, templated=chat), answers
 
-    ppl, outputs = {}, {}
-    ppl["tuned"], outputs["tuned"] = evaluate()
+    ppl, outputs, answers = {}, {}, {}
+    ppl["tuned"], outputs["tuned"], answers["tuned"] = evaluate()
     with model.disable_adapter():
-        ppl["base"], outputs["base"] = evaluate()
+        ppl["base"], outputs["base"], answers["base"] = evaluate()
 
     summary = {f"{which}_{key}": value for which, result in ppl.items() for key, value in result.items()}
     summary["perplexity_ratio"] = round(ppl["tuned"]["perplexity"] / ppl["base"]["perplexity"], 4)
+    task, rows = task_scores(asked, answers, ep.metrics, samples=ep.bootstrap_samples, seed=ep.seed)
+    summary |= task if asked else {}
+    write_predictions(args.predictions, rows)
     bars = [{"perplexity": ppl[which]["perplexity"], "model": name} for which, name in PLOT_NAMES.items()]
     write_summary(args.live, summary, plots={"perplexity": bars})
     args.samples.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +98,16 @@ def main() -> None:
         f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "
         f"over {ppl['tuned']['tokens']} tokens ({plan.tokens})"
     )
+    for name in ep.metrics if asked else []:
+        print(
+            f"{'task' if name == ep.metrics[0] else '':<10}{name} base {task[f'base_{name}']:.1f} -> fine-tuned "
+            f"{task[f'tuned_{name}']:.1f}, gain {task[f'{name}_gain']:+.1f} "
+            f"(95% interval {task[f'{name}_gain_low']:+.1f} to {task[f'{name}_gain_high']:+.1f})"
+        )
+    if asked:
+        print(f"{'':<10}over {len(asked)} test records: {args.predictions}")
+    elif ep.metrics:
+        print("task      none: text records have no reference answer (prompt-completion or chat data do)")
     print(f"samples   {args.samples}")
 
 

@@ -77,6 +77,15 @@ def tiny_params(base_source: Path) -> dict[str, Any]:
     return params
 
 
+# `dvc status` of a repository whose pipeline is up to date: stage `source` runs on every repro (dvc.yaml)
+UP_TO_DATE = "source:\n\talways changed"
+
+
+def ran_stages(output: str) -> set[str]:
+    """The stages a `dvc repro` ran, but `source`, which runs on every repro (dvc.yaml)."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")} - {"source"}
+
+
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(dvc_cmd(*args), repo, check=check)
 

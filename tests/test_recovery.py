@@ -9,7 +9,7 @@ were never cached, which plain `dvc checkout` refuses to overwrite, hence `--for
 import re
 from pathlib import Path
 
-from tests.conftest import ROOT, dvc, git, run, sha256_tree, update_params
+from tests.conftest import ROOT, UP_TO_DATE, dvc, git, run, sha256_tree, update_params
 
 RECOVERY = "git checkout HEAD -- params.yaml dvc.lock dvclive reports && dvc checkout --force"
 
@@ -26,7 +26,7 @@ def recover(repo: Path) -> None:
 
 def assert_back(repo: Path, before: dict[str, str]) -> None:
     assert last_version(repo) == before
-    assert dvc(repo, "status").stdout.strip() == "Data and pipelines are up to date."
+    assert dvc(repo, "status").stdout.strip() == UP_TO_DATE
     assert git(repo, "status", "--porcelain") == ""
 
 
@@ -56,9 +56,10 @@ def test_what_a_run_killed_midway_leaves_is_undone(built_repo: Path) -> None:
     """train fails; then the partial outputs a killed run leaves (part of its curves, its running metrics)."""
     repo = built_repo
     before = last_version(repo)
-    update_params(repo / "params.yaml", {"train": {"lora": {"r": -1}}})
-    failed = dvc(repo, "repro", check=False)
-    assert failed.returncode != 0 and "train.lora.r must be a positive integer" in failed.stderr
+    update_params(repo / "params.yaml", {"train": {"lora": {"target_modules": ["no_such_proj"]}}})
+    failed = dvc(repo, "repro", check=False)  # found by train's preflight, after DVC removed train's outputs
+    assert failed.returncode != 0 and "no_such_proj" in failed.stderr, failed.stderr
+    assert "failed to reproduce 'train'" in failed.stderr
     assert not (repo / "dvclive" / "train" / "metrics.json").exists()
     curves = repo / "dvclive" / "train" / "plots" / "metrics"
     curves.mkdir(parents=True)

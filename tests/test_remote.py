@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dvc, git, lora_rank_from_weights, run, sha256_tree, update_params
+from tests.conftest import dvc, git, lora_rank_from_weights, ran_stages, run, sha256_tree, update_params
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -33,10 +33,6 @@ class Published:
     storage: Path  # local directory remote (the default remote in .dvc/config)
     unlocked_rev: str  # the project before its first run: no dvc.lock
     adapter: dict[str, str]  # sha256 of every file of models/adapter
-
-
-def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
 def clone(published: Published, dest: Path, rev: str | None = None) -> Path:

