@@ -1,4 +1,4 @@
-"""Overheads: a no-op `dvc repro` (which runs only stage `source`), `dvc exp show` over 20 experiments, and every command's `--help`.
+"""Overheads: a no-op `dvc repro` (it runs stage `source` only), `dvc exp show` over 20 experiments, every `--help`.
 
 `dvc repro` and `dvc exp show` run in a scratch copy of the project whose pipeline is up to date:
 the stage outputs are copied from this checkout when it has them (the real 538 MB base, adapter,

@@ -196,10 +196,12 @@ def task_scores(
     return summary, rows
 
 
-def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_predictions(path: Path, metrics: list[str], rows: list[dict[str, Any]]) -> None:
+    """reports/predictions.json: `{"metrics": [...], "records": [...]}`, one record per line (readable diffs).
+    Text data has no answers to score: its file lists no records."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
-    path.write_text(text, encoding="utf-8")
+    records = ",\n".join(json.dumps(row, ensure_ascii=False, sort_keys=True) for row in rows)
+    path.write_text(f'{{"metrics": {json.dumps(metrics if rows else [])},\n"records": [\n{records}\n]}}\n', "utf-8")
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def compare(result: dict[str, Any], ref_a: str, ref_b: str) -> str:
 def task_rows(task: dict[str, Any] | None) -> list[list[str]]:
     """The fine-tuned answers of A and B on the test records both answered, paired: B - A and its 95% interval."""
     if task is None:
-        return [["task scores", "(a version has no reports/predictions.jsonl)", "", ""]]
+        return [["task scores", "(a version has no reports/predictions.json)", "", ""]]
     if not task["metrics"]:
         return [["task scores", f"(no scored test record in common: {task['records']})", "", ""]]
     head = f"task scores, {task['records']} shared test records"

@@ -92,7 +92,7 @@ def paired_bootstrap(
 def compare_answers(a: list[dict], b: list[dict], *, samples: int = 1000, seed: int = 0) -> dict[str, object]:
     """Two versions' tuned answers to the test records both answered (paired by record id): each metric's
     mean for A and B on those records and B - A with its paired bootstrap interval. Rows are
-    reports/predictions.jsonl lines."""
+    the records of reports/predictions.json."""
     by_id = {row["id"]: row for row in b}
     common = [(row, by_id[row["id"]]) for row in a if row["id"] in by_id]
     names = [n for n in METRICS if common and all(n in x["tuned"] and n in y["tuned"] for x, y in common)]

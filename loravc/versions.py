@@ -213,8 +213,10 @@ class Versions:
         if blob is None:
             return None
         try:
-            rows = [json.loads(line) for line in blob.decode("utf-8").splitlines() if line.strip()]
-        except ValueError as err:
+            rows = json.loads(blob)["records"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r for r in rows):
+                raise ValueError("records must be a list of objects with an id")
+        except (ValueError, KeyError, TypeError) as err:
             raise UserError(f"{path} at {version.short} is damaged ({err}): rerun `dvc repro evaluate` there") from None
         return rows
 

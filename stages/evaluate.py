@@ -3,7 +3,7 @@
 Perplexity covers the tokens the loss trains on (loravc.labels): the completion, or every assistant
 turn. For prompt-completion and chat data both models also answer every test prompt (greedy, batched,
 stopping at end of turn), scored against the reference by `evaluate.metrics` (loravc.scoring), with
-the tuned-minus-base gain's paired bootstrap interval; every answer goes to reports/predictions.jsonl.
+the tuned-minus-base gain's paired bootstrap interval; every answer goes to reports/predictions.json.
 Samples continue the first `evaluate.samples` test records' prompts (chat data through the chat
 template) and any fixed `evaluate.prompts`, next to the reference answer. Both models share one set
 of base weights on one device (the adapter is switched off for the base figures). Writes dvclive
@@ -26,7 +26,7 @@ def main() -> None:
             "data": "prepared splits directory (stage `prepare`)",
             "live": "dvclive directory for the metrics",
             "samples": "markdown file for the greedy samples",
-            "predictions": "JSONL file for every test record's answers and scores",
+            "predictions": "JSON file of every test record's answers and scores",
         },
     )
 
@@ -80,7 +80,7 @@ def main() -> None:
     summary["perplexity_ratio"] = round(ppl["tuned"]["perplexity"] / ppl["base"]["perplexity"], 4)
     task, rows = task_scores(asked, answers, ep.metrics, samples=ep.bootstrap_samples, seed=ep.seed)
     summary |= task if asked else {}
-    write_predictions(args.predictions, rows)
+    write_predictions(args.predictions, ep.metrics, rows)
     bars = [{"perplexity": ppl[which]["perplexity"], "model": name} for which, name in PLOT_NAMES.items()]
     write_summary(args.live, summary, plots={"perplexity": bars})
     args.samples.parent.mkdir(parents=True, exist_ok=True)

@@ -148,7 +148,12 @@ def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo
     common = ["-S", "data.train=data/sums", "-S", "train.max_length=256", "-S", "evaluate.max_new_tokens=3"]
     dvc(repo, "exp", "run", "-n", "first", *common)
     metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
-    rows = [json.loads(line) for line in (repo / "reports" / "predictions.jsonl").read_text().splitlines()]
+    predictions = json.loads((repo / "reports" / "predictions.json").read_text())
+    rows = predictions["records"]
+    assert (
+        predictions["metrics"] == ["exact_match", "f1", "chrf"]
+        and len((repo / "reports" / "predictions.json").read_text().splitlines()) == 7
+    )
     assert [row["reference"] for row in rows] == [r["messages"][-1]["content"] for r in test]
     assert metrics["task_records"] == 4
     for name in METRICS:
@@ -166,10 +171,7 @@ def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo
     task = json.loads(capsys.readouterr().out)["task"]
     with Versions(repo) as versions:
         revs = [versions.resolve(name).rev for name in ("first", "second")]
-    first, second = (
-        [json.loads(line) for line in git(repo, "show", f"{rev}:reports/predictions.jsonl").splitlines()]
-        for rev in revs
-    )
+    first, second = (json.loads(git(repo, "show", f"{rev}:reports/predictions.json"))["records"] for rev in revs)
     assert task == json.loads(json.dumps(compare_answers(first, second))) and task["records"] == 4
     chrf = task["metrics"]["chrf"]
     assert chrf["b_minus_a"] == pytest.approx(
