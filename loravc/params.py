@@ -204,6 +204,11 @@ class EvaluateParams:
     )
     bootstrap_samples: int = knob(1000, "resamples of the test records for each gain's 95% interval")
     seed: int = knob(42, "seed of the bootstrap: the same answers give the same interval")
+    harness: list[str] = knob(
+        [], "lm-evaluation-harness tasks run on base and tuned (needs the [eval] extra; YAML tasks in data/harness/)"
+    )
+    harness_limit: int | None = knob(None, "records per harness task at most (null: all)")
+    harness_max_length: int = knob(512, "tokens per harness request (longer texts are scored in windows)")
     samples: int = knob(3, "test records whose prompts both models continue, in reports/samples.md")
     prompts: list[str] = knob([], "fixed prompts to sample as well (a user message for a chat-trained version)")
 
@@ -213,6 +218,10 @@ class EvaluateParams:
         _require(self.max_new_tokens >= 1, "evaluate.max_new_tokens", "must be at least 1")
         _require(self.samples >= 0, "evaluate.samples", "must be 0 or more")
         _require(self.bootstrap_samples >= 100, "evaluate.bootstrap_samples", "must be at least 100")
+        _require(
+            self.harness_limit is None or self.harness_limit >= 1, "evaluate.harness_limit", "must be null or >= 1"
+        )
+        _require(self.harness_max_length >= 16, "evaluate.harness_max_length", "must be at least 16")
         from loravc.scoring import check_metrics
 
         check_metrics(self.metrics)

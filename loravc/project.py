@@ -26,6 +26,7 @@ PROJECT_FILES = (
     "loravc",
     "data/raw",
     "data/pydoc_qa",
+    "data/harness",
 )
 """What a fresh clone holds that the pipeline needs (no models, no DVC cache), relative to ROOT."""
 

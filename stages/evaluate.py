@@ -4,6 +4,7 @@ Perplexity covers the tokens the loss trains on (loravc.labels): the completion,
 turn. For prompt-completion and chat data both models also answer every test prompt (greedy, batched,
 stopping at end of turn), scored against the reference by `evaluate.metrics` (loravc.scoring), with
 the tuned-minus-base gain's paired bootstrap interval; every answer goes to reports/predictions.json.
+`evaluate.harness` lm-evaluation-harness tasks (loravc.harness) are run on both as well.
 Samples continue the first `evaluate.samples` test records' prompts (chat data through the chat
 template) and any fixed `evaluate.prompts`, next to the reference answer. Both models share one set
 of base weights on one device (the adapter is switched off for the base figures). Writes dvclive
@@ -27,10 +28,11 @@ def main() -> None:
             "live": "dvclive directory for the metrics",
             "samples": "markdown file for the greedy samples",
             "predictions": "JSON file of every test record's answers and scores",
+            "tasks": "directory of local lm-evaluation-harness task YAMLs (for evaluate.harness)",
         },
     )
 
-    from loravc import data
+    from loravc import data, harness
     from loravc.devices import resolve_device
     from loravc.evaluation import (
         evaluation_plan,
@@ -55,6 +57,7 @@ def main() -> None:
     test = data.read_split(args.data, "test")
     tokenizer = load_tokenizer(args.adapter)
     asked = questions(test, tokenizer) if ep.metrics else []  # checked before the model loads
+    tasks = harness.load_tasks(ep.harness, args.tasks)  # every task and its dataset, before the model loads
     device = resolve_device(ep.device, "evaluate.device")
     model, tokenizer = load_base_and_adapter(args.base, args.adapter, device, tokenizer)
     plan = evaluation_plan(test, tokenizer, meta.training.loss_on)  # the tokens the loss trained on
@@ -62,24 +65,32 @@ def main() -> None:
     found = samples(test, ep.prompts, ep.samples, tokenizer, chat)
     prompts = [s.prompt for s in found]
 
-    def evaluate() -> tuple[dict[str, float], list[str], list[str]]:
+    harness_args = {"batch_size": ep.batch_size, "limit": ep.harness_limit, "seed": ep.seed}
+    harness_args["max_length"] = ep.harness_max_length
+
+    def evaluate() -> tuple[dict[str, float], list[str], list[str], dict[str, float]]:
         scores = perplexity(
             model, tokenizer, test, max_length=params.train.max_length, batch_size=ep.batch_size, plan=plan
         )
         answers = generate_batched(
             model, tokenizer, [q.prompt for q in asked], ep.max_new_tokens, batch_size=ep.batch_size, templated=chat
         )
-        return scores, generate(model, tokenizer, prompts, ep.max_new_tokens, templated=chat), answers
+        sampled = generate(model, tokenizer, prompts, ep.max_new_tokens, templated=chat)
+        scored: dict[str, float] = {}
+        if tasks:  # the LoRA layers sit inside the base model's modules: on unless disable_adapter() is active
+            scored = harness.run(model.get_base_model(), tokenizer, ep.harness, tasks, **harness_args)
+        return scores, sampled, answers, scored
 
-    ppl, outputs, answers = {}, {}, {}
-    ppl["tuned"], outputs["tuned"], answers["tuned"] = evaluate()
+    ppl, outputs, answers, harnessed = {}, {}, {}, {}
+    ppl["tuned"], outputs["tuned"], answers["tuned"], harnessed["tuned"] = evaluate()
     with model.disable_adapter():
-        ppl["base"], outputs["base"], answers["base"] = evaluate()
+        ppl["base"], outputs["base"], answers["base"], harnessed["base"] = evaluate()
 
     summary = {f"{which}_{key}": value for which, result in ppl.items() for key, value in result.items()}
     summary["perplexity_ratio"] = round(ppl["tuned"]["perplexity"] / ppl["base"]["perplexity"], 4)
     task, rows = task_scores(asked, answers, ep.metrics, samples=ep.bootstrap_samples, seed=ep.seed)
     summary |= task if asked else {}
+    summary |= {f"{which}_harness_{key}": value for which, scores in harnessed.items() for key, value in scores.items()}
     write_predictions(args.predictions, ep.metrics, rows)
     bars = [{"perplexity": ppl[which]["perplexity"], "model": name} for which, name in PLOT_NAMES.items()]
     write_summary(args.live, summary, plots={"perplexity": bars})
@@ -108,6 +119,10 @@ def main() -> None:
         print(f"{'':<10}over {len(asked)} test records: {args.predictions}")
     elif ep.metrics:
         print("task      none: text records have no reference answer (prompt-completion or chat data do)")
+    shown = [key for key in harnessed["tuned"] if not key.endswith("_stderr")]
+    for key in shown:
+        label = "harness" if key == shown[0] else ""
+        print(f"{label:<10}{key} base {harnessed['base'][key]:.4f} -> fine-tuned {harnessed['tuned'][key]:.4f}")
     print(f"samples   {args.samples}")
 
 

@@ -132,9 +132,10 @@ def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Pa
     assert "changed deps" in status and "data/sums" in status
 
 
-def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo: Path, capsys) -> None:
+def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo: Path, capsys, monkeypatch) -> None:
     """Chat data: evaluate answers every test prompt with base and tuned, scores them, records each answer;
     `dvc exp show` lists the scores, `loravc compare` pairs two versions' answers record by record."""
+    from loravc import harness
     from loravc.cli import main as loravc
     from loravc.scoring import METRICS, compare_answers, score
     from loravc.versions import Versions
@@ -146,7 +147,28 @@ def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo
     test = [chat(f"{a} plus {b}?", f"{a + b}") for a, b in ((7, 1), (9, 2), (8, 8), (6, 5))]
     write_jsonl(repo / "data" / "sums" / "test.jsonl", test)
     common = ["-S", "data.train=data/sums", "-S", "train.max_length=256", "-S", "evaluate.max_new_tokens=3"]
-    dvc(repo, "exp", "run", "-n", "first", *common)
+    # a local lm-eval task of the user's, next to the shipped one: the likelihood of each test answer
+    write_jsonl(
+        repo / "data" / "harness" / "sums.jsonl",
+        [{"q": f"{a} plus {b}?", "a": f"{a + b}"} for a, b in ((7, 1), (9, 2))],
+    )
+    (repo / "data" / "harness" / "sums.yaml").write_text(
+        "task: sums\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: data/harness/sums.jsonl\n"
+        'test_split: test\noutput_type: loglikelihood\ndoc_to_text: "{{q}}"\ndoc_to_target: " {{a}}"\n'
+        "metric_list:\n  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n"
+    )
+    dvc(
+        repo,
+        "exp",
+        "run",
+        "-n",
+        "first",
+        *common,
+        "-S",
+        "evaluate.harness=[python_module_docs,sums]",
+        "-S",
+        "evaluate.harness_limit=3",
+    )
     metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
     predictions = json.loads((repo / "reports" / "predictions.json").read_text())
     rows = predictions["records"]
@@ -162,11 +184,24 @@ def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo
             assert recorded == [score(row[which]["answer"], row["reference"], [name])[name] for row in rows]
             assert metrics[f"{which}_{name}"] == pytest.approx(sum(recorded) / 4, abs=1e-3)
         assert metrics[f"{name}_gain_low"] <= metrics[f"{name}_gain"] <= metrics[f"{name}_gain_high"]
+    # the lm-eval tasks, scored on the version with its adapter on (tuned) and off (base)
+    model, tokenizer = load_version("first", repo=repo)
+    monkeypatch.chdir(repo)  # the tasks' data paths are relative to the repository root, as in the stage
+    names = ["python_module_docs", "sums"]
+    manager = harness.load_tasks(names, repo / "data" / "harness")
+    tuned = harness.run(model.get_base_model(), tokenizer, names, manager, batch_size=8, limit=3, seed=42)
+    with model.disable_adapter():
+        base = harness.run(model.get_base_model(), tokenizer, names, manager, batch_size=8, limit=3, seed=42)
+    assert tuned["sums_perplexity"] != pytest.approx(base["sums_perplexity"])  # two different models scored
+    for which, scores in (("tuned", tuned), ("base", base)):
+        for key in ("python_module_docs_word_perplexity", "sums_perplexity"):
+            assert metrics[f"{which}_harness_{key}"] == pytest.approx(scores[key], rel=1e-5)
 
     dvc(repo, "exp", "run", "-n", "second", *common, "-S", "train.seed=7")
     shown = dvc(repo, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
     assert {"tuned_exact_match", "base_chrf", "chrf_gain", "chrf_gain_low", "chrf_gain_high"} <= set(shown)
 
+    capsys.readouterr()  # what lm-eval printed above
     loravc(["-C", str(repo), "compare", "first", "second", "--json"])
     task = json.loads(capsys.readouterr().out)["task"]
     with Versions(repo) as versions:
