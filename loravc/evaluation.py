@@ -246,3 +246,41 @@ def samples_markdown(version: str, found: list[Sample], base: list[str], tuned: 
         lines += [f"**base:** {shown}{before}\n", f"**fine-tuned:** {shown}{after}\n"]
         parts.append("\n".join(lines))
     return "\n".join(parts)
+
+
+def summary_text(
+    meta: Any,
+    paths: dict[str, Path],
+    ppl: dict[str, dict[str, float]],
+    scored_tokens: str,
+    metrics: list[str],
+    task: dict[str, float],
+    harnessed: dict[str, dict[str, float]],
+) -> str:
+    """The evaluate stage's one-screen summary of a version: LoRA, training, perplexity, task and harness
+    scores. `paths`: the stage's adapter, predictions and samples paths; `task`: empty for text data."""
+    lora, trained = meta.lora, meta.metrics
+    lines = [
+        f"version   {meta.version_id}  ({paths['adapter']}, base {meta.base_model['id']})",
+        f"lora      r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}",
+        f"train     {trained.steps} steps, train loss {trained.train_loss:.4f}, "
+        f"validation loss {trained.validation_loss:.4f}",
+        f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "
+        f"over {ppl['tuned']['tokens']} tokens ({scored_tokens})",
+    ]
+    for name in metrics if task else []:
+        lines.append(
+            f"{'task' if name == metrics[0] else '':<10}{name} base {task[f'base_{name}']:.1f} -> fine-tuned "
+            f"{task[f'tuned_{name}']:.1f}, gain {task[f'{name}_gain']:+.1f} "
+            f"(95% interval {task[f'{name}_gain_low']:+.1f} to {task[f'{name}_gain_high']:+.1f})"
+        )
+    if task:
+        lines.append(f"{'':<10}over {int(task['task_records'])} test records: {paths['predictions']}")
+    elif metrics:
+        lines.append("task      none: text records have no reference answer (prompt-completion or chat data do)")
+    shown = [key for key in harnessed.get("tuned", {}) if not key.endswith("_stderr")]
+    for key in shown:
+        label = "harness" if key == shown[0] else ""
+        lines.append(f"{label:<10}{key} base {harnessed['base'][key]:.4f} -> fine-tuned {harnessed['tuned'][key]:.4f}")
+    lines.append(f"samples   {paths['samples']}")
+    return "\n".join(lines)

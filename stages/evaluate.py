@@ -44,6 +44,7 @@ def main() -> None:
         questions,
         samples,
         samples_markdown,
+        summary_text,
         task_scores,
         write_predictions,
     )
@@ -98,32 +99,8 @@ def main() -> None:
     report = samples_markdown(meta.version_id, found, outputs["base"], outputs["tuned"])
     args.samples.write_text(report, encoding="utf-8")
 
-    lora, trained = meta.lora, meta.metrics
-    print(f"\nversion   {meta.version_id}  ({args.adapter}, base {meta.base_model['id']})")
-    print(f"lora      r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}")
-    print(
-        f"train     {trained.steps} steps, train loss {trained.train_loss:.4f}, "
-        f"validation loss {trained.validation_loss:.4f}"
-    )
-    print(
-        f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "
-        f"over {ppl['tuned']['tokens']} tokens ({plan.tokens})"
-    )
-    for name in ep.metrics if asked else []:
-        print(
-            f"{'task' if name == ep.metrics[0] else '':<10}{name} base {task[f'base_{name}']:.1f} -> fine-tuned "
-            f"{task[f'tuned_{name}']:.1f}, gain {task[f'{name}_gain']:+.1f} "
-            f"(95% interval {task[f'{name}_gain_low']:+.1f} to {task[f'{name}_gain_high']:+.1f})"
-        )
-    if asked:
-        print(f"{'':<10}over {len(asked)} test records: {args.predictions}")
-    elif ep.metrics:
-        print("task      none: text records have no reference answer (prompt-completion or chat data do)")
-    shown = [key for key in harnessed["tuned"] if not key.endswith("_stderr")]
-    for key in shown:
-        label = "harness" if key == shown[0] else ""
-        print(f"{label:<10}{key} base {harnessed['base'][key]:.4f} -> fine-tuned {harnessed['tuned'][key]:.4f}")
-    print(f"samples   {args.samples}")
+    paths = {"adapter": args.adapter, "predictions": args.predictions, "samples": args.samples}
+    print("\n" + summary_text(meta, paths, ppl, plan.tokens, ep.metrics, task if asked else {}, harnessed))
 
 
 if __name__ == "__main__":

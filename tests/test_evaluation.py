@@ -145,3 +145,35 @@ def test_a_test_split_without_any_reference_is_refused(model_and_tokenizer: tupl
     _, tok = model_and_tokenizer
     with pytest.raises(UserError, match=r"evaluate\.metrics: no test record has a reference answer"):
         questions([{"prompt": "Q?", "completion": " "}, {"prompt": "R?", "completion": ""}], tok)
+
+
+def test_summary_text_shows_every_score_of_a_version() -> None:
+    from types import SimpleNamespace
+
+    from loravc.evaluation import summary_text
+
+    meta = SimpleNamespace(
+        version_id="v_20261129_000000_abcdef",
+        base_model={"id": "tiny"},
+        lora=SimpleNamespace(r=4, alpha=16, target_modules=["q_proj", "v_proj"]),
+        metrics=SimpleNamespace(steps=20, train_loss=1.23456, validation_loss=2.34567),
+    )
+    paths = {"adapter": Path("models/adapter"), "predictions": Path("p.json"), "samples": Path("s.md")}
+    ppl = {"base": {"perplexity": 87.891, "tokens": 607}, "tuned": {"perplexity": 3.4771, "tokens": 607}}
+    task = {"task_records": 87.0, "base_chrf": 15.02, "tuned_chrf": 45.12, "chrf_gain": 30.1}
+    task |= {"chrf_gain_low": 24.08, "chrf_gain_high": 36.09}
+    harnessed = {"base": {"docs_bits_per_byte": 0.9654, "docs_bits_per_byte_stderr": 0.01}}
+    harnessed["tuned"] = {"docs_bits_per_byte": 0.9559, "docs_bits_per_byte_stderr": 0.01}
+    assert summary_text(meta, paths, ppl, "assistant", ["chrf"], task, harnessed).splitlines() == [
+        "version   v_20261129_000000_abcdef  (models/adapter, base tiny)",
+        "lora      r=4 alpha=16 on q_proj, v_proj",
+        "train     20 steps, train loss 1.2346, validation loss 2.3457",
+        "test      perplexity base 87.89 -> fine-tuned 3.48 over 607 tokens (assistant)",
+        "task      chrf base 15.0 -> fine-tuned 45.1, gain +30.1 (95% interval +24.1 to +36.1)",
+        "          over 87 test records: p.json",
+        "harness   docs_bits_per_byte base 0.9654 -> fine-tuned 0.9559",
+        "samples   s.md",
+    ]
+    text = summary_text(meta, paths, ppl, "all", ["chrf"], {}, {"base": {}, "tuned": {}}).splitlines()
+    assert text[4] == "task      none: text records have no reference answer (prompt-completion or chat data do)"
+    assert len(text) == 6  # no harness lines without harness tasks
