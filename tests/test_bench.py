@@ -164,12 +164,17 @@ def test_overheads_times_repro_exp_show_and_every_help(tmp_path: Path, monkeypat
 
 def test_default_run_reports_each_stage(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kept = tmp_path / "kept"
-    result = run_bench("default_run", ["--base", str(tiny_model_dir), "--keep", str(kept)], tmp_path, monkeypatch)
+    changes = ["--set", "train.seed=7", "--set", "evaluate.metrics=[chrf]"]  # as `dvc exp run -S` would
+    result = run_bench(
+        "default_run", ["--base", str(tiny_model_dir), "--keep", str(kept), *changes], tmp_path, monkeypatch
+    )
     # what was timed is a complete `dvc repro` of the smoke pipeline: every stage ran and is up to date
     assert run(dvc_cmd("status"), kept).stdout.strip() == UP_TO_DATE
     assert set(read_yaml(kept / "dvc.lock")["stages"]) == set(read_yaml(kept / "dvc.yaml")["stages"])
     assert (kept / "models" / "adapter" / "adapter_model.safetensors").is_file()
-    assert read_yaml(kept / "params.yaml")["base"]["source"] == str(tiny_model_dir)
+    params = read_yaml(kept / "params.yaml")
+    assert params["base"]["source"] == str(tiny_model_dir) and params["train"]["seed"] == 7
+    assert params["evaluate"]["metrics"] == ["chrf"] and params["train"]["max_length"] == 64  # smoke ones kept
     stages = result["stages"]
     assert set(stages) <= {"source", "base", "prepare", "train", "evaluate"} and "train" in stages
     # the parts fit in the whole: stages run one after another within the command's wall time, and the peaks
@@ -194,3 +199,12 @@ def test_generation_times_batched_and_one_at_a_time_answers(
     assert result["speedup"] == pytest.approx(batched["tokens_per_second"] / one["tokens_per_second"])
     assert result["identical"] == 5  # the tiny model's greedy answers do not depend on batching
     assert f"{result['identical']} of 5 answers identical" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("item", ["train.seed", "=3", "train..seed=3"])
+def test_default_run_names_a_bad_set_before_any_work(item: str) -> None:
+    from bench.default_run import params_changes
+
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        params_changes([item])
+    assert params_changes(["a.b=1.0e-3", "a.c=[x, y]", "d=null"]) == {"a": {"b": 0.001, "c": ["x", "y"]}, "d": None}
