@@ -144,7 +144,10 @@ def params_changes(items: list[str]) -> dict[str, Any]:
         *parents, last = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[last] = parse_yaml(value)
+        try:
+            node[last] = parse_yaml(value)
+        except Exception as err:  # ruamel's several error kinds
+            raise UserError(f"--set {item!r}: the value is not YAML ({str(err).splitlines()[0]})") from None
     return changes
 
 

@@ -91,8 +91,7 @@ def _stages() -> list[Path]:
 def measure(workdir: Path, source: Path | None, experiments: int, repeat: int, warm: bool = True) -> dict[str, Any]:
     repo = project_repo(workdir / "repo")
     copied = place_outputs(repo, source)
-    # what stage `source` writes on every repro, so that `base` (and all after it) is up to date
-    run([sys.executable, "-m", "stages.source", "--out", "models/source.json"], repo)
+    run(dvc_cmd("repro", "-s", "source"), repo)  # what it writes on every repro: `base` and after up to date
     run(dvc_cmd("commit", "-f", "-q"), repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "pipeline outputs")

@@ -106,16 +106,16 @@ def source_fingerprint(params: BaseParams, memo: Path | None = None) -> dict[str
     local = local_directory(params.source)
     if local is None:
         return {"source": params.source, "revision": params.revision}
-    known = _read_memo(memo)
+    known, used = _read_memo(memo), {}
     files: dict[str, dict[str, Any]] = {}
     for name, path in _visible_files(local).items():
         stat = path.stat()
         key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
-        known[key] = known.get(key) or sha256_file(path)
-        files[name] = {"size": stat.st_size, "sha256": known[key]}
-    if memo is not None:
+        used[key] = known.get(key) or sha256_file(path)
+        files[name] = {"size": stat.st_size, "sha256": used[key]}
+    if memo is not None:  # this run's files only: entries of edited or removed files do not pile up
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps(known), encoding="utf-8")
+        memo.write_text(json.dumps(used), encoding="utf-8")
     return {"source": params.source, "revision": params.revision, "files": files}
 
 

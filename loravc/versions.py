@@ -56,9 +56,14 @@ class Version:
         return self.metadata.version_id if self.metadata else None
 
     @property
+    def evaluated(self) -> bool:
+        """Whether the evaluate stage at this revision ran on exactly this adapter (its figures are this one's)."""
+        return self.pins.evaluated == self.pins.adapter.md5
+
+    @property
     def test_perplexity(self) -> float | None:
         """The evaluate stage's fine-tuned perplexity, if it ran on exactly this adapter."""
-        if self.pins.eval_metrics is None or self.pins.evaluated != self.pins.adapter.md5:
+        if self.pins.eval_metrics is None or not self.evaluated:
             return None
         return self.metrics.get(f"{self.pins.eval_metrics}:tuned_perplexity")
 
@@ -207,7 +212,7 @@ class Versions:
     def predictions(self, version: Version) -> list[dict[str, Any]] | None:
         """The evaluate stage's per-record answers and scores, if it ran on exactly this adapter and wrote them."""
         path = version.pins.predictions
-        if path is None or version.pins.evaluated != version.pins.adapter.md5:
+        if path is None or not version.evaluated:
             return None
         blob = self.repo.read_blob(version.rev, path)
         if blob is None:

@@ -149,6 +149,7 @@ def test_fingerprint_of_a_local_base_changes_with_any_file_and_rereads_only_chan
         f.write("\n")
     edited = base_model.source_fingerprint(params, memo)
     assert reads == ["config.json"] and edited["files"]["config.json"] != first["files"]["config.json"]
+    assert len(json.loads(memo.read_text())) == len(first["files"])  # the old config.json entry is dropped
     (local / "notes.txt").write_text("new file")
     assert "notes.txt" in base_model.source_fingerprint(params, memo)["files"]
 

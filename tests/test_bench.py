@@ -207,4 +207,6 @@ def test_default_run_names_a_bad_set_before_any_work(item: str) -> None:
 
     with pytest.raises(UserError, match="expected KEY=VALUE"):
         params_changes([item])
+    with pytest.raises(UserError, match="the value is not YAML"):
+        params_changes(["train.seed=[1"])
     assert params_changes(["a.b=1.0e-3", "a.c=[x, y]", "d=null"]) == {"a": {"b": 0.001, "c": ["x", "y"]}, "d": None}
