@@ -235,7 +235,18 @@ def read_info(prepared_dir: Path) -> dict[str, Any]:
         raise UserError(f"{path} not found: {fix}") from None
     except ValueError as err:
         raise UserError(f"{path} is damaged ({err}): {fix}") from None
-    missing = [key for key in INFO_KEYS if not isinstance(info, dict) or key not in info]
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is damaged (not a JSON object): {fix}")
+    missing = [key for key in INFO_KEYS if key not in info]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}: {fix}")
+    wrong = {  # what train and evaluate rely on: a wrong value would pick the wrong trained tokens
+        "shape": info["shape"] not in KEYS,
+        "loss_on": info["loss_on"] not in ("all", "completion", "assistant"),
+        "files": not isinstance(info["files"], dict),
+        "fixed_test": info["fixed_test"] is not None and not isinstance(info["fixed_test"], str),
+    }
+    bad = [key for key, is_wrong in wrong.items() if is_wrong]
+    if bad:
+        raise UserError(f"{path} has an invalid {', '.join(bad)}: {fix}")
     return info

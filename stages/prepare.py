@@ -24,14 +24,16 @@ def main() -> None:
         },
     )
 
-    from transformers import AutoTokenizer
-
     from loravc import data
     from loravc.params import load_params
+
+    params = load_params(args.params)  # a bad param is reported before transformers is imported
+
+    from transformers import AutoTokenizer
+
     from loravc.preparation import prepare, report
     from loravc.tracking import write_summary
 
-    params = load_params(args.params)
     prepared = prepare(args.data, params, AutoTokenizer.from_pretrained(args.tokenizer))
     data.write_splits(prepared.splits, args.out)
     data.write_info(args.out, prepared.info)

@@ -145,6 +145,15 @@ def test_a_conversation_needs_something_to_answer() -> None:
     [
         ("{not json", r"is damaged \(Expecting property name"),
         ('{"source": "x"}', "lacks shape, loss_on, fixed_test, files"),
+        ("[1, 2]", r"is damaged \(not a JSON object\)"),
+        (
+            '{"source": "x", "shape": null, "loss_on": "everything", "fixed_test": null, "files": {}}',
+            "has an invalid shape, loss_on",
+        ),
+        (
+            '{"source": "x", "shape": "text", "loss_on": "all", "fixed_test": 3, "files": []}',
+            "invalid files, fixed_test",
+        ),
     ],
 )
 def test_a_damaged_info_json_names_itself_and_the_fix(tmp_path: Path, text: str, message: str) -> None:
