@@ -10,6 +10,7 @@ examples:
   loravc compare lora-adapter#prod main
   loravc generate main "The assert statement"
   loravc register main --version v1.2.0 && loravc promote lora-adapter --version v1.2.0 --stage prod
+  loravc tune --trials 8
 """
 
 import argparse
@@ -146,6 +147,13 @@ def cmd_verify(args: argparse.Namespace) -> None:
     _json(report) if args.json else print(render.verify(report))
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from loravc.tune import Options, tune
+
+    options = Options(trials=args.trials, timeout=args.timeout, push=args.push, copy_paths=tuple(args.copy_paths))
+    tune(args.repo.resolve(), options, say=lambda line: print(line, flush=True))
+
+
 def cmd_register(args: argparse.Namespace) -> None:
     from loravc.registry import register
 
@@ -236,6 +244,16 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     device(sub)
+
+    sub = verb(
+        "tune", "hyperparameter search (Optuna, params.yaml `tune`): every trial a DVC experiment", cmd_tune
+    )  # fmt: skip
+    sub.add_argument("--trials", type=_positive, help="finished trials the study is to hold (default: tune.trials)")
+    sub.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    sub.add_argument("--push", metavar="REMOTE", help="dvc exp push each finished trial to this git remote")
+    sub.add_argument(
+        "--copy-paths", action="append", default=[], metavar="PATH", help="untracked path each trial needs (repeatable)"
+    )
 
     sub = verb("register", "give a version a semantic version in the registry (git tag name@vX.Y.Z)", cmd_register)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)

@@ -65,6 +65,8 @@ def build(cls: type, data: Any, prefix: str, *, extra: str | None = None) -> Any
 
 
 def _convert(value: Any, hint: Any, key: str, extra: str | None = None) -> Any:
+    if hint is Any:
+        return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -80,6 +82,8 @@ def _convert(value: Any, hint: Any, key: str, extra: str | None = None) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"{key} must be a mapping, got {value!r}")
+        if args and dataclasses.is_dataclass(args[1]):  # dict[str, SomeDataclass]: each value built and checked
+            return {name: build(args[1], item, _join(key, str(name))) for name, item in value.items()}
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

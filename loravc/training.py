@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from loravc import checkpoints, data, labels, preflight
+from loravc import checkpoints, data, labels, preflight, pruning
 from loravc.base_model import read_identity, save_tokenizer
 from loravc.devices import bf16_supported, keep_freed_memory, resolve_device
 from loravc.errors import UserError
@@ -187,7 +187,13 @@ def train(
         trainer.add_callback(checkpoints.callback(expected, live_dir, seconds_before))
         if resume and hasattr(trainer, "_total_train_tokens"):
             trainer._total_train_tokens = resume.num_tokens  # SFTTrainer counts from 0 on a resume
+        trial = pruning.trial_spec()  # a `loravc tune` trial: report each evaluation, stop if pruned
+        report = pruning.callback(trial) if trial and tp.processes == 1 else None
+        if report:
+            trainer.add_callback(report)
         result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+        if report and report.pruned:
+            raise pruning.TrialPruned(report.pruned)
         validation_loss = _last_logged(trainer.state.log_history, "eval_loss")
         if validation_loss is None:  # eval_strategy "no": evaluate once at the end
             validation_loss = trainer.evaluate()["eval_loss"]

@@ -80,7 +80,8 @@ def test_params_yaml_ships_the_dataclass_defaults() -> None:
                 names.add(f"{prefix}{f.name}")
         return names
 
-    documented = {key for key in flatten(raw) if not key.startswith("train.trainer.")} | {"train.trainer"}
+    mappings = ("train.trainer.", "tune.space.")  # free-form blocks: their keys are not fields
+    documented = {key for key in flatten(raw) if not key.startswith(mappings)} | {"train.trainer", "tune.space"}
     assert documented == fields_of(Params, "")
     for key, value in raw["train"]["trainer"].items():  # the block users edit repeats the trainer defaults
         assert TRAINER_DEFAULTS[key] == value, key

@@ -1,0 +1,261 @@
+"""`loravc tune`: the checks before any trial, pruning, and real studies whose trials are DVC experiments."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from transformers import TrainerControl, TrainerState
+
+from loravc import pruning
+from loravc.errors import UserError
+from loravc.project import tool_env
+from loravc.schema import parse_yaml
+from loravc.tune import Options, Study, check, experiments
+from tests.conftest import ROOT, git, make_repo, run, update_params
+
+LR = "train.trainer.learning_rate"
+SPACE = {"train.lora.r": {"choices": [2, 4]}, LR: {"low": 1.0e-3, "high": 1.0e-2, "log": True}}
+
+
+def params_with(tmp_path: Path, tune: dict[str, Any]) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    update_params(path, {"tune": {key: value for key, value in tune.items() if key != "space"}})
+    if "space" in tune:  # replace the shipped space, not merge into it
+        update_params(path, {"tune": {"space": None}})
+        update_params(path, {"tune": {"space": tune["space"]}})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        ({"space": {"train.lora.rank": {"choices": [4]}}},
+         r"train\.lora\.rank: train\.lora\.rank is not a params\.yaml key \(did you mean train\.lora\.r\?"),
+        ({"space": {LR: {"low": 1.0e-3, "high": 1.0e-4}}},
+         r"tune\.space\.train\.trainer\.learning_rate is an empty range: low 0\.001 is not below high 0\.0001$"),
+        ({"space": {"train.lora.r": {"choices": []}}}, r"tune\.space\.train\.lora\.r has an empty list of choices$"),
+        ({"space": {LR: {"low": 0.0, "high": 1.0e-3, "log": True}}}, r"is on a log scale, so low must be above 0"),
+        ({"space": {"train.lora.r": {"low": 0, "high": 8}}},
+         r"^tune\.space\.train\.lora\.r: 0 is not a valid value: train\.lora\.r must be a positive integer$"),
+        ({"space": {"train.lora.r": {"low": 2, "high": 8.5}}}, r"train\.lora\.r is an integer, so high must be one"),
+        ({"space": {"train.lora": {"choices": [4]}}}, r"train\.lora is a section of params\.yaml; name one of its"),
+        ({"space": {"data.loss_on": {"low": 0, "high": 1}}}, r"data\.loss_on is not a number \('auto'\)"),
+        ({"space": {"train.trainer.learnin_rate": {"low": 1.0e-4, "high": 1.0e-3}}},
+         r"learnin_rate is not a trl\.SFTConfig setting \(did you mean learning_rate\?\)"),
+        ({"space": {"tune.seed": {"choices": [1, 2]}}}, r"the tune section is not a knob of the pipeline"),
+        ({"objective": "accuracy"}, r"^tune\.objective: the pipeline writes no metric 'accuracy'"),
+        ({"objective": "tuned_exact_match"},
+         r"^tune\.objective: tuned_exact_match is a test metric \(dvclive/evaluate/metrics\.json\): tuning on"),
+        ({"objective": "train_loss"}, r"^tune\.objective: train_loss is measured on the training data"),
+        ({"sampler": "grid"}, r"learning_rate: the grid sampler needs choices, or a range with a step$"),
+        ({"sampler": "bayes"}, r"tune\.sampler must be one of tpe, random, grid$"),
+        ({"study": "my study"}, r"tune\.study must be a letter, then letters, digits, _ or -$"),
+    ],
+)  # fmt: skip
+def test_a_bad_tune_section_is_one_error_naming_the_key(tmp_path: Path, tune: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        check(params_with(tmp_path, tune))
+
+
+def test_knobs_become_overrides_dvc_accepts(tmp_path: Path) -> None:
+    space = {
+        "train.lora.r": {"choices": [4, 8]},
+        LR: {"low": 1.0e-4, "high": 1.0e-3, "log": True},
+        "train.trainer.weight_decay": {"low": 0.0, "high": 0.1},  # not in params.yaml: `-S +key=value`
+        "train.lora.target_modules": {"choices": [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"]]},
+        "train.trainer.num_train_epochs": {"low": 1, "high": 3, "step": 1},
+    }
+    _, dims = check(params_with(tmp_path, {"space": space}))
+    by_key = {d.key: d for d in dims}
+    assert [by_key[k].kind for k in space] == ["choice", "float", "float", "choice", "int"]
+    assert by_key["train.lora.r"].override(8) == "train.lora.r=8"
+    assert by_key[LR].override(0.00041) == "train.trainer.learning_rate=0.00041"
+    assert by_key["train.trainer.weight_decay"].override(0.05) == "+train.trainer.weight_decay=0.05"
+    assert (
+        by_key["train.lora.target_modules"].override(["q_proj", "v_proj"])
+        == "train.lora.target_modules=[q_proj,v_proj]"
+    )
+    assert by_key["train.trainer.num_train_epochs"].grid() == [1, 2, 3]
+
+
+def test_the_median_pruner_stops_a_trial_worse_than_the_finished_ones(tmp_path: Path) -> None:
+    storage = str(tmp_path / "s.journal")
+    study = optuna.create_study(
+        study_name="p", storage=pruning.open_storage(storage), pruner=pruning.make_pruner("median")
+    )
+    for loss in (1.0, 1.1):  # two finished trials that reported their validation loss after each epoch
+        done = study.ask()
+        done.report(loss, 1)
+        done.report(loss - 0.5, 2)
+        study.tell(done, loss - 0.5)
+    trial = study.ask()
+    spec = pruning.TrialSpec(storage, "p", trial._trial_id, trial.number, "median")
+    report, control = pruning.callback(spec), TrainerControl()
+    state = TrainerState()
+    state.global_step = 4
+    report.on_evaluate(None, state, control, metrics={"eval_loss": 2.0})  # worse, but the first evaluation
+    assert report.pruned is None and not control.should_training_stop
+    state.global_step = 8
+    report.on_evaluate(None, state, control, metrics={"eval_loss": 1.9})  # worse than the median 0.55
+    assert control.should_training_stop
+    assert report.pruned == (
+        "tune study 'p' pruned trial 2 at evaluation 2 (step 8, validation loss 1.9000): no version is saved for it"
+    )
+    stored = study._storage.get_trial(trial._trial_id)
+    assert stored.user_attrs["pruned"] == {"evaluation": 2, "step": 8} and stored.intermediate_values == {
+        1: 2.0,
+        2: 1.9,
+    }
+
+    better = study.ask()
+    spec = pruning.TrialSpec(storage, "p", better._trial_id, better.number, "median")
+    report, control = pruning.callback(spec), TrainerControl()
+    for _ in (1, 2):
+        report.on_evaluate(None, state, control, metrics={"eval_loss": 0.4})
+    assert report.pruned is None and not control.should_training_stop
+
+
+def fake_repo(tmp_path: Path, tune: dict[str, Any]) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    params_with(repo, tune)
+    return repo
+
+
+def test_a_trial_that_fails_stops_the_study_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = fake_repo(tmp_path, {"study": "p", "space": {"train.lora.r": {"choices": [2, 4]}}})
+    tune, dims = check(repo / "params.yaml")
+    study = Study(repo, tune, dims, lambda line: None)
+
+    def crashed(name: str, overrides: list[str], spec: Any, options: Any, log: Path) -> int:
+        log.write_text("ERROR: failed to reproduce 'train': out of memory\n")
+        return 255
+
+    monkeypatch.setattr(study, "_dvc_exp_run", crashed)
+    with pytest.raises(UserError, match=r"(?s)^trial 0 failed \(dvc exp run exited 255; log .*out of memory\nfix the"):
+        study.trial(Options(trials=2))
+    assert study.study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+# --- real studies on the tiny pipeline --------------------------------------------------------------
+def tune_repo(dest: Path, tiny_model_dir: Path, tune: dict[str, Any]) -> Path:
+    """The tiny pipeline with two epochs (two evaluations a trial) and a tune section, committed."""
+    repo = make_repo(dest, tiny_model_dir)
+    update_params(repo / "params.yaml", {"train": {"trainer": {"max_steps": -1, "num_train_epochs": 2}}})
+    update_params(repo / "params.yaml", {"tune": {"space": None}})
+    update_params(repo / "params.yaml", {"tune": {**tune, "space": SPACE}})
+    git(repo, "commit", "-qam", "a study")
+    return repo
+
+
+def loravc_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "loravc", *args]
+
+
+def trials_of(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=pruning.open_storage(storage)).get_trials(deepcopy=False)
+
+
+def assert_trials_are_experiments(repo: Path, trials: list[optuna.trial.FrozenTrial], study: str) -> None:
+    """Each finished trial is the experiment <study>-<number>, run with the sampled params, scored as told."""
+    found = experiments(repo)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(found) == sorted(f"{study}-{t.number}" for t in complete)
+    for trial in complete:
+        commit = found[f"{study}-{trial.number}"]
+        params = parse_yaml(git(repo, "show", f"{commit}:params.yaml"))
+        assert params["train"]["lora"]["r"] == trial.params["train.lora.r"]
+        assert params["train"]["trainer"]["learning_rate"] == pytest.approx(trial.params[LR], rel=1e-12)
+        metrics = parse_yaml(git(repo, "show", f"{commit}:dvclive/train/metrics.json"))
+        assert metrics["validation_loss"] == trial.value and trial.user_attrs["commit"] == commit
+
+
+def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path, tiny_model_dir: Path) -> None:
+    repo = tune_repo(
+        tmp_path / "repo", tiny_model_dir, {"study": "t", "sampler": "random", "trials": 3, "pruner": "none"}
+    )
+    storage = str(repo / ".dvc" / "tmp" / "tune" / "t.journal")
+    first = subprocess.Popen(loravc_cmd("tune"), cwd=repo, env=tool_env(), start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # trial 0 finished and trial 1 started: kill it all, as a crash would
+        if Path(storage).exists() and any(t.number == 1 for t in trials_of(storage, "t")):
+            break
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = trials_of(storage, "t")
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"] and list(experiments(repo)) == ["t-0"]
+    kept = experiments(repo)["t-0"]
+
+    resumed = run(loravc_cmd("tune"), repo).stdout
+    assert "trial 1: cut off before DVC saved it; its params are queued again" in resumed
+    after = trials_of(storage, "t")
+    assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert after[2].params == before[1].params and after[2].user_attrs["retry_of"] == 1  # the cut-off point again
+    assert experiments(repo)["t-0"] == kept  # a finished trial is read back, never rerun
+    assert_trials_are_experiments(repo, after, "t")
+    best = min((t for t in after if t.value is not None), key=lambda t: t.value)
+    assert f"best: trial {best.number} (experiment t-{best.number}): validation_loss {best.value:.4f}" in resumed
+    assert f"  dvc exp apply t-{best.number} && git add -A && git commit" in resumed
+    listed = run(loravc_cmd("list"), repo).stdout
+    assert all(f" t-{n} " in listed for n in (0, 2, 3)) and " t-1 " not in listed
+    assert git(repo, "status", "--porcelain") == ""  # trials ran in temporary copies: the workspace is as it was
+
+
+def test_two_processes_share_one_sqlite_study(tmp_path: Path, tiny_model_dir: Path) -> None:
+    repo = tune_repo(
+        tmp_path / "repo", tiny_model_dir, {"study": "s", "storage": "sqlite:///shared.db", "pruner": "none"}
+    )
+    workers = [
+        subprocess.Popen(loravc_cmd("tune", "--trials", "2"), cwd=repo, env=tool_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = trials_of(f"sqlite:///{repo / 'shared.db'}", "s")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]  # two asked for, two run: none twice
+    assert {t.user_attrs["owner"]["pid"] for t in trials} == {w.pid for w in workers}  # one trial each
+    assert trials[0].params != trials[1].params
+    assert_trials_are_experiments(repo, trials, "s")
+
+
+def test_bad_tune_params_stop_before_any_trial(tmp_path: Path, tiny_model_dir: Path) -> None:
+    repo = make_repo(tmp_path / "repo", tiny_model_dir)
+    update_params(repo / "params.yaml", {"tune": {"objective": "tuned_perplexity"}})
+    result = run(loravc_cmd("tune"), repo, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: tune.objective: tuned_perplexity is a test metric")
+    assert len(result.stderr.splitlines()) == 1
+    assert not (repo / ".dvc" / "tmp" / "tune").exists() and experiments(repo) == {}
+
+
+def test_a_pruned_trial_stops_training_and_is_no_version(tmp_path: Path, tiny_model_dir: Path) -> None:
+    repo = tune_repo(tmp_path / "repo", tiny_model_dir, {"study": "p", "trials": 3, "pruner": "median"})
+    storage = str(repo / ".dvc" / "tmp" / "tune" / "p.journal")
+    Path(storage).parent.mkdir(parents=True)
+    study = optuna.create_study(study_name="p", storage=pruning.open_storage(storage))
+    space = {"train.lora.r": optuna.distributions.CategoricalDistribution([2, 4]),
+             LR: optuna.distributions.FloatDistribution(1.0e-3, 1.0e-2, log=True)}  # fmt: skip
+    for r in (2, 4):  # two finished trials far better at both evaluations than the tiny model can be
+        study.add_trial(optuna.trial.create_trial(
+            params={"train.lora.r": r, LR: 2.0e-3}, distributions=space, value=0.1,
+            intermediate_values={1: 0.2, 2: 0.1}, user_attrs={"experiment": f"elsewhere-{r}"},
+        ))  # fmt: skip
+    out = run(loravc_cmd("tune"), repo).stdout
+    assert "trial 2: pruned at evaluation 2 (step 8): not a version" in out
+    assert "study p: 3 finished trials (asked for 3)" in out and ": 2 complete, 1 pruned, 0 fail" in out
+    pruned = trials_of(storage, "p")[2]
+    assert pruned.state.name == "PRUNED" and sorted(pruned.intermediate_values) == [1, 2]
+    log = (repo / ".dvc" / "tmp" / "tune" / "p" / "p-2.log").read_text()
+    assert "error: tune study 'p' pruned trial 2 at evaluation 2 (step 8, validation loss" in log
+    assert experiments(repo) == {}  # the stage failed on purpose: DVC saved nothing
