@@ -56,11 +56,14 @@ def make_pruner(name: str) -> Any:
 def open_storage(storage: str, *, heartbeat: bool = False) -> Any:
     """Optuna storage for a journal file path or a database URL (sqlite:///, postgresql://, mysql://).
     With `heartbeat`, a database storage records a heartbeat for each running trial, so that a trial
-    whose process died (on any machine) is failed by the next process that works on the study."""
+    whose process died (on any machine) is failed, and run again, by the next process that asks for a trial."""
     import optuna
 
     if "://" in storage:
-        options = {"heartbeat_interval": 60, "grace_period": 180} if heartbeat else {}
+        options: dict[str, Any] = {}
+        if heartbeat:  # a trial silent for 3 minutes is failed and its params queued again, once
+            retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+            options = {"heartbeat_interval": 60, "grace_period": 180, "failed_trial_callback": retry}
         for attempt in range(5):
             try:
                 return optuna.storages.RDBStorage(storage, **options)
