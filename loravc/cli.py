@@ -151,7 +151,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from loravc.tune import Options, tune
 
     options = Options(trials=args.trials, timeout=args.timeout, push=args.push, copy_paths=tuple(args.copy_paths))
-    tune(args.repo.resolve(), options, say=lambda line: print(line, flush=True))
+    tune(args.repo, options, say=lambda line: print(line, flush=True))
 
 
 def cmd_register(args: argparse.Namespace) -> None:

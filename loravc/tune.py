@@ -102,11 +102,14 @@ def check(params_path: Path) -> tuple[TuneParams, list[Dimension]]:
     raw = read_yaml(params_path)
     raw.pop("tune", None)
     flat = flatten(raw)
-    dims = [_dimension(key, knob, raw, flat) for key, knob in tune.space.items()]
-    check_objective(tune.objective)
-    if tune.sampler == "grid":
-        for dim in dims:
-            dim.grid()
+    try:
+        dims = [_dimension(key, knob, raw, flat) for key, knob in tune.space.items()]
+        check_objective(tune.objective)
+        if tune.sampler == "grid":
+            for dim in dims:
+                dim.grid()
+    except UserError as err:
+        raise UserError(f"{params_path}: {err}") from None
     return tune, dims
 
 

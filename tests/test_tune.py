@@ -43,17 +43,17 @@ def params_with(tmp_path: Path, tune: dict[str, Any]) -> Path:
         ({"space": {"train.lora.r": {"choices": []}}}, r"tune\.space\.train\.lora\.r has an empty list of choices$"),
         ({"space": {LR: {"low": 0.0, "high": 1.0e-3, "log": True}}}, r"is on a log scale, so low must be above 0"),
         ({"space": {"train.lora.r": {"low": 0, "high": 8}}},
-         r"^tune\.space\.train\.lora\.r: 0 is not a valid value: train\.lora\.r must be a positive integer$"),
+         r"tune\.space\.train\.lora\.r: 0 is not a valid value: train\.lora\.r must be a positive integer$"),
         ({"space": {"train.lora.r": {"low": 2, "high": 8.5}}}, r"train\.lora\.r is an integer, so high must be one"),
         ({"space": {"train.lora": {"choices": [4]}}}, r"train\.lora is a section of params\.yaml; name one of its"),
         ({"space": {"data.loss_on": {"low": 0, "high": 1}}}, r"data\.loss_on is not a number \('auto'\)"),
         ({"space": {"train.trainer.learnin_rate": {"low": 1.0e-4, "high": 1.0e-3}}},
          r"learnin_rate is not a trl\.SFTConfig setting \(did you mean learning_rate\?\)"),
         ({"space": {"tune.seed": {"choices": [1, 2]}}}, r"the tune section is not a knob of the pipeline"),
-        ({"objective": "accuracy"}, r"^tune\.objective: the pipeline writes no metric 'accuracy'"),
+        ({"objective": "accuracy"}, r"params\.yaml: tune\.objective: the pipeline writes no metric 'accuracy'"),
         ({"objective": "tuned_exact_match"},
-         r"^tune\.objective: tuned_exact_match is a test metric \(dvclive/evaluate/metrics\.json\): tuning on"),
-        ({"objective": "train_loss"}, r"^tune\.objective: train_loss is measured on the training data"),
+         r"tune\.objective: tuned_exact_match is a test metric \(dvclive/evaluate/metrics\.json\): tuning on"),
+        ({"objective": "train_loss"}, r"tune\.objective: train_loss is measured on the training data"),
         ({"sampler": "grid"}, r"learning_rate: the grid sampler needs choices, or a range with a step$"),
         ({"sampler": "bayes"}, r"tune\.sampler must be one of tpe, random, grid$"),
         ({"study": "my study"}, r"tune\.study must be a letter, then letters, digits, _ or -$"),
@@ -234,7 +234,7 @@ def test_bad_tune_params_stop_before_any_trial(tmp_path: Path, tiny_model_dir: P
     update_params(repo / "params.yaml", {"tune": {"objective": "tuned_perplexity"}})
     result = run(loravc_cmd("tune"), repo, check=False)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("error: tune.objective: tuned_perplexity is a test metric")
+    assert result.stderr.startswith("error: params.yaml: tune.objective: tuned_perplexity is a test metric")
     assert len(result.stderr.splitlines()) == 1
     assert not (repo / ".dvc" / "tmp" / "tune").exists() and experiments(repo) == {}
 
