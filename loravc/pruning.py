@@ -10,7 +10,6 @@ extra) is imported only when ENV is set.
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,24 +52,12 @@ def make_pruner(name: str) -> Any:
     return optuna.pruners.MedianPruner(**MEDIAN) if name == "median" else optuna.pruners.NopPruner()
 
 
-def open_storage(storage: str, *, heartbeat: bool = False) -> Any:
-    """Optuna storage for a journal file path or a database URL (sqlite:///, postgresql://, mysql://).
-    With `heartbeat`, a database storage records a heartbeat for each running trial, so that a trial
-    whose process died (on any machine) is failed, and run again, by the next process that asks for a trial."""
+def open_storage(storage: str) -> Any:
+    """Optuna storage for a journal file path or a database URL (sqlite:///, postgresql://, mysql://)."""
     import optuna
 
     if "://" in storage:
-        options: dict[str, Any] = {}
-        if heartbeat:  # a trial silent for 3 minutes is failed and its params queued again, once
-            retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
-            options = {"heartbeat_interval": 60, "grace_period": 180, "failed_trial_callback": retry}
-        for attempt in range(5):
-            try:
-                return optuna.storages.RDBStorage(storage, **options)
-            except Exception as err:  # two processes creating a new database's tables at once: one loses
-                if "IntegrityError" not in type(err).__name__ or attempt == 4:
-                    raise
-                time.sleep(1 + attempt)
+        return optuna.storages.RDBStorage(storage)
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(storage))

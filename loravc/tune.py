@@ -18,10 +18,10 @@ with the same params. The train stage of a trial reports each evaluation to the 
 import difflib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -42,7 +42,7 @@ from loravc.schema import build, flatten, read_yaml
 TRAIN_METRICS = "dvclive/train/metrics.json"
 TEST_METRICS = "dvclive/evaluate/metrics.json"
 # What the train stage writes to TRAIN_METRICS, and on which data; only validation metrics can be objectives.
-VALIDATION_METRICS = {"validation_loss": "minimize"}
+VALIDATION_METRICS = ("validation_loss",)
 TRAIN_ONLY = {"train_loss", "train_tokens", "train_seconds", "steps", "epochs"}
 TEST_HINT = "tuning on the test split would overstate every result; the validation metric is validation_loss"
 
@@ -60,10 +60,10 @@ class Dimension:
         k = self.knob
         if self.kind == "choice":
             return trial.suggest_categorical(self.key, k.choices)
+        assert k.low is not None and k.high is not None  # Knob.check: a range has both
         if self.kind == "int":
-            step = int(k.step) if k.step else 1
-            return trial.suggest_int(self.key, int(k.low), int(k.high), step=step, log=k.log)  # type: ignore[arg-type]
-        return trial.suggest_float(self.key, k.low, k.high, step=k.step, log=k.log)  # type: ignore[arg-type]
+            return trial.suggest_int(self.key, int(k.low), int(k.high), step=int(k.step or 1), log=k.log)
+        return trial.suggest_float(self.key, k.low, k.high, step=k.step, log=k.log)
 
     def grid(self) -> list[Any]:
         """Every value of the knob, for the grid sampler."""
@@ -173,10 +173,10 @@ def _check_value(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
         raise UserError(f"{where}: {value!r} is not a valid value: {err}") from None
 
 
-def check_objective(metric: str) -> str:
-    """The direction a validation metric is best in; a UserError for a train, test or unknown metric."""
+def check_objective(metric: str) -> None:
+    """A UserError unless `metric` is a validation metric the pipeline writes (not a train or test one)."""
     if metric in VALIDATION_METRICS:
-        return VALIDATION_METRICS[metric]
+        return
     if metric in TRAIN_ONLY:
         raise UserError(f"tune.objective: {metric} is measured on the training data, not a validation split; "
                         "the validation metric is validation_loss")  # fmt: skip
@@ -237,6 +237,29 @@ def require_optuna() -> Any:
     return optuna
 
 
+def open_study_storage(storage: str) -> Any:
+    """The storage `loravc tune` works on. A database records a heartbeat for each running trial: one
+    silent for 3 minutes (its process or machine died) is failed and its params run again, once, by the
+    next process that asks for a trial. Two processes creating a new database's tables at once: the
+    loser retries."""
+    import optuna
+
+    if "://" not in storage:
+        return pruning.open_storage(storage)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    attempt = 0
+    while True:
+        try:
+            return optuna.storages.RDBStorage(
+                storage, heartbeat_interval=60, grace_period=180, heartbeat_stale_trial_callback=retry
+            )
+        except Exception as err:
+            attempt += 1
+            if "IntegrityError" not in type(err).__name__ or attempt == 5:
+                raise
+            time.sleep(attempt)
+
+
 def make_sampler(tune: TuneParams, dims: list[Dimension], seed: int) -> Any:
     import optuna
 
@@ -279,8 +302,9 @@ class Study:
             Path(self.storage_spec).parent.mkdir(parents=True, exist_ok=True)
         self.logs = repo / ".dvc" / "tmp" / "tune" / tune.study
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.storage = pruning.open_storage(self.storage_spec, heartbeat=True)
+        self.shown_storage = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", self.storage_spec)  # no password
         try:
+            self.storage = open_study_storage(self.storage_spec)
             self.study = optuna.create_study(
                 study_name=tune.study,
                 storage=self.storage,
@@ -288,14 +312,20 @@ class Study:
                 pruner=pruning.make_pruner(tune.pruner),
                 load_if_exists=True,
             )
-        except (ImportError, ModuleNotFoundError) as err:
-            raise UserError(f"tune.storage: {err}: install the database driver") from None
+        except ImportError as err:
+            raise UserError(
+                f"tune.storage: {self.shown_storage} needs a database driver that is not installed ({err}): "
+                "pip install psycopg2-binary for PostgreSQL, pymysql for MySQL (mysql+pymysql://...)"
+            ) from None
+        except Exception as err:  # SQLAlchemy's OperationalError: no such host, a refused password, ...
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(f"tune.storage: cannot open {self.shown_storage}: {first}") from None
         self.states = optuna.trial.TrialState
         saved = self.study.user_attrs.get("space")
         space = {d.key: d.knob.__dict__ for d in dims}
         if saved is not None and saved != space:
             raise UserError(
-                f"tune.space differs from the space study {tune.study!r} was started with ({self.storage_spec}): "
+                f"tune.space differs from the space study {tune.study!r} was started with ({self.shown_storage}): "
                 "restore it, or name a new study in tune.study"
             )
         self.study.set_user_attr("space", space)
@@ -316,7 +346,7 @@ class Study:
             rest = name[len(prefix) :]
             if name.startswith(prefix) and rest.isdigit() and int(rest) not in numbers:
                 raise UserError(
-                    f"experiment {name} exists but study {self.tune.study!r} ({self.storage_spec}) has no trial "
+                    f"experiment {name} exists but study {self.tune.study!r} ({self.shown_storage}) has no trial "
                     f"{rest}: name a new study in tune.study, or remove the old trials (dvc exp remove {name} ...)"
                 )
 
@@ -485,7 +515,7 @@ def summary(study: Study) -> list[str]:
     tune, states = study.tune, study.states
     trials = study.study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in (states.COMPLETE, states.PRUNED, states.FAIL)}
-    lines = [f"study {tune.study} ({study.storage_spec}): " + ", ".join(f"{n} {k}" for k, n in counts.items())]
+    lines = [f"study {tune.study} ({study.shown_storage}): " + ", ".join(f"{n} {k}" for k, n in counts.items())]
     best = study.best()
     if best is None:
         return [*lines, "no finished trial yet"]
@@ -510,10 +540,7 @@ def tune(repo: Path, options: Options, say: Callable[[str], None] = print) -> St
     tune_params, dims = check(repo / "params.yaml")
     check_data_committed(repo, load_params(repo / "params.yaml").data.train, list(options.copy_paths))
     study = Study(repo, tune_params, dims, say)
-    try:
-        study.run(options)
-    finally:
-        sys.stdout.flush()
+    study.run(options)
     for line in summary(study):
         say(line)
     return study

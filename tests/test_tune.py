@@ -259,3 +259,11 @@ def test_a_pruned_trial_stops_training_and_is_no_version(tmp_path: Path, tiny_mo
     log = (repo / ".dvc" / "tmp" / "tune" / "p" / "p-2.log").read_text()
     assert "error: tune study 'p' pruned trial 2 at evaluation 2 (step 8, validation loss" in log
     assert experiments(repo) == {}  # the stage failed on purpose: DVC saved nothing
+
+
+def test_a_database_that_cannot_be_opened_is_one_error_without_its_password(tmp_path: Path) -> None:
+    repo = fake_repo(tmp_path, {"storage": "postgresql://tuner:s3cret@127.0.0.1:9/optuna"})
+    tune, dims = check(repo / "params.yaml")
+    with pytest.raises(UserError, match=r"^tune\.storage: postgresql://tuner:\*\*\*@127\.0\.0\.1:9/optuna ") as err:
+        Study(repo, tune, dims)
+    assert "s3cret" not in str(err.value)
