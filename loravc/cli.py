@@ -151,7 +151,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from loravc.tune import Options, tune
 
     options = Options(trials=args.trials, timeout=args.timeout, push=args.push, copy_paths=tuple(args.copy_paths))
-    tune(args.repo, options, say=lambda line: print(line, flush=True))
+    try:
+        tune(args.repo, options, say=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the running trial was stopped and queued again
+        print("loravc tune: interrupted; rerun it to continue the study", file=sys.stderr)
+        sys.exit(130)
 
 
 def cmd_register(args: argparse.Namespace) -> None:

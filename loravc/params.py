@@ -287,6 +287,7 @@ class TuneParams:
         _require(self.pruner in TUNE_PRUNERS, "tune.pruner", f"must be one of {', '.join(TUNE_PRUNERS)}")
         _require(self.direction in ("minimize", "maximize"), "tune.direction", "must be minimize or maximize")
         _require(self.trials >= 1, "tune.trials", "must be at least 1")
+        _require(self.seed >= 0, "tune.seed", "must be 0 or more")
         _require(bool(self.space), "tune.space", "names no knob: add at least one params.yaml key")
         for key, dimension in self.space.items():
             dimension.check(f"tune.space.{key}")

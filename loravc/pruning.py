@@ -85,7 +85,8 @@ def callback(spec: TrialSpec) -> Any:
             self.evaluations += 1
             loss = float(metrics["eval_loss"])
             trial.report(loss, self.evaluations)
-            if trial.should_prune():
+            finished = state.max_steps and state.global_step >= state.max_steps  # pruning now would waste a whole run
+            if not finished and trial.should_prune():
                 trial.set_user_attr("pruned", {"evaluation": self.evaluations, "step": state.global_step})
                 self.pruned = (
                     f"tune study {spec.study!r} pruned trial {spec.number} at evaluation {self.evaluations} "

@@ -15,26 +15,34 @@ with the same params. The train stage of a trial reports each evaluation to the 
 (loravc.pruning), which may prune it: DVC then saves nothing for it.
 """
 
+import dataclasses
 import difflib
+import hashlib
+import itertools
 import json
+import math
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import threading
 import time
+import types
+import typing
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from loravc import pruning
 from loravc.errors import UserError
 from loravc.gitrepo import GitRepo
-from loravc.params import TRAINER_DEFAULTS, Knob, Params, TuneParams, load_params
+from loravc.params import Knob, Params, TuneParams, load_params
 from loravc.project import dvc_cmd, tool_env
 from loravc.refs import EXP_REF_RE
 from loravc.schema import build, flatten, read_yaml
@@ -42,9 +50,13 @@ from loravc.schema import build, flatten, read_yaml
 TRAIN_METRICS = "dvclive/train/metrics.json"
 TEST_METRICS = "dvclive/evaluate/metrics.json"
 # What the train stage writes to TRAIN_METRICS, and on which data; only validation metrics can be objectives.
-VALIDATION_METRICS = ("validation_loss",)
+VALIDATION_METRICS = {"validation_loss": "minimize"}  # and the direction each is better in
 TRAIN_ONLY = {"train_loss", "train_tokens", "train_seconds", "steps", "epochs"}
 TEST_HINT = "tuning on the test split would overstate every result; the validation metric is validation_loss"
+
+
+PRIMITIVE = (bool, int, float, str, type(None))  # what Optuna stores as a categorical choice
+STARTUP_TRIALS = 4  # TPE's random trials before it models the results (Optuna's default 10 exceeds small studies)
 
 
 @dataclass(frozen=True)
@@ -56,20 +68,36 @@ class Dimension:
     knob: Knob
     in_params: bool  # False: a train.trainer key params.yaml does not list (`-S +key=value`)
 
+    @property
+    def labels(self) -> list[Any] | None:
+        """The choices as Optuna stores them: as they are, or as JSON text when one is a list or a mapping."""
+        choices = self.knob.choices
+        if choices is None or all(isinstance(c, PRIMITIVE) for c in choices):
+            return choices
+        return [json.dumps(c) for c in choices]
+
     def suggest(self, trial: Any) -> Any:
+        """This knob's value for `trial`, as Optuna records it (a JSON label for a list or mapping choice)."""
         k = self.knob
         if self.kind == "choice":
-            return trial.suggest_categorical(self.key, k.choices)
+            return trial.suggest_categorical(self.key, self.labels)
         assert k.low is not None and k.high is not None  # Knob.check: a range has both
         if self.kind == "int":
             return trial.suggest_int(self.key, int(k.low), int(k.high), step=int(k.step or 1), log=k.log)
         return trial.suggest_float(self.key, k.low, k.high, step=k.step, log=k.log)
 
+    def value(self, recorded: Any) -> Any:
+        """The params.yaml value of a value Optuna recorded for this knob."""
+        choices, labels = self.knob.choices, self.labels
+        if choices is None or labels is None or labels is choices:
+            return recorded
+        return choices[labels.index(recorded)]
+
     def grid(self) -> list[Any]:
-        """Every value of the knob, for the grid sampler."""
+        """Every value of the knob as Optuna records it, for the grid sampler."""
         k = self.knob
         if k.choices is not None:
-            return list(k.choices)
+            return list(self.labels or [])
         if k.step is None:
             raise UserError(f"tune.space.{self.key}: the grid sampler needs choices, or a range with a step")
         assert k.low is not None and k.high is not None
@@ -77,21 +105,25 @@ class Dimension:
         values = [k.low + i * k.step for i in range(count)]
         return [int(v) for v in values] if self.kind == "int" else [round(v, 12) for v in values]
 
-    def override(self, value: Any) -> str:
+    def override(self, recorded: Any) -> str:
         """The `dvc exp run -S` override setting this knob (Hydra's syntax; `+` for a key params.yaml lacks)."""
-        return f"{'' if self.in_params else '+'}{self.key}={_hydra(value)}"
+        return f"{'' if self.in_params else '+'}{self.key}={_hydra(self.value(recorded))}"
 
 
 def _hydra(value: Any) -> str:
+    """A value in Hydra's override syntax, read back by DVC as the same YAML type (strings always quoted)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, list):
-        return "[" + ",".join(_hydra(v) for v in value) + "]"
     if value is None:
         return "null"
-    return json.dumps(str(value)) if not str(value).replace("_", "").replace("-", "").isalnum() else str(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    return f"'{text}'" if "'" not in text and "\\" not in text else json.dumps(text)
 
 
 # --- checks before any trial -----------------------------------------------------------------------
@@ -104,7 +136,7 @@ def check(params_path: Path) -> tuple[TuneParams, list[Dimension]]:
     flat = flatten(raw)
     try:
         dims = [_dimension(key, knob, raw, flat) for key, knob in tune.space.items()]
-        check_objective(tune.objective)
+        check_objective(tune.objective, tune.direction)
         if tune.sampler == "grid":
             for dim in dims:
                 dim.grid()
@@ -115,44 +147,54 @@ def check(params_path: Path) -> tuple[TuneParams, list[Dimension]]:
 
 def _dimension(key: str, knob: Knob, raw: dict[str, Any], flat: dict[str, Any]) -> Dimension:
     where = f"tune.space.{key}"
-    in_params = key in flat
     if key.startswith("tune.") or key == "tune":
         raise UserError(f"{where}: the tune section is not a knob of the pipeline")
-    if in_params:
-        current = flat[key]
-    elif key.startswith("train.trainer.") and key.count(".") == 2:
-        from loravc.preflight import check_trainer_types
-
-        name = key.rsplit(".", 1)[1]
-        check_trainer_types({name: (knob.choices or [knob.low])[0]})  # an unknown setting: a UserError
-        current = TRAINER_DEFAULTS.get(name, knob.low if knob.choices is None else knob.choices[0])
-    else:
+    trainer_key = key.startswith("train.trainer.") and key.count(".") == 2
+    if key not in flat and not trainer_key:
         if any(k.startswith(key + ".") for k in flat):
             raise UserError(f"{where}: {key} is a section of params.yaml; name one of its keys")
         close = difflib.get_close_matches(key, list(flat), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(f"{where}: {key} is not a params.yaml key{hint}")
-    if isinstance(current, bool) or not isinstance(current, int | float):
+    declared = _declared_type(key)
+    if trainer_key and declared is None:
+        from loravc.preflight import check_trainer_types
+
+        check_trainer_types({key.split(".")[2]: None})  # not a trl.SFTConfig setting: an error naming it
+    if knob.choices is not None:
         kind = "choice"
-        if knob.choices is None:
-            raise UserError(f"{where}: {key} is not a number ({current!r}): give a list of choices")
-    elif knob.choices is not None:
-        kind = "choice"
-    elif isinstance(current, int) and not isinstance(current, bool):
+    elif declared is int:
         kind = "int"
         for name in ("low", "high", "step"):
             value = getattr(knob, name)
             if value is not None and value != int(value):
                 raise UserError(f"{where}: {key} is an integer, so {name} must be one, got {value}")
-    else:
+    elif declared is float:
         kind = "float"
-    dim = Dimension(key, kind, knob, in_params)
+    else:
+        shown = getattr(declared, "__name__", str(declared))
+        raise UserError(f"{where}: {key} is not a number ({shown}): give a list of choices")
     values = knob.choices if knob.choices is not None else [knob.low, knob.high]
     for value in values:
-        if kind == "int":
-            value = int(value)
-        _check_value(raw, key, value, where)
-    return dim
+        _check_value(raw, key, int(value) if kind == "int" else value, where)
+    return Dimension(key, kind, knob, key in flat)
+
+
+def _declared_type(key: str) -> Any:
+    """The type a params.yaml key is declared with: its Params field's, or trl.SFTConfig's for train.trainer.*
+    (Optional[X] is X; a bool is no number)."""
+    if key.startswith("train.trainer."):
+        from loravc.preflight import sft_config_types
+
+        hint = sft_config_types().get(key.split(".")[2])
+    else:
+        hint: Any = Params
+        for part in key.split("."):
+            hint = typing.get_type_hints(hint).get(part) if dataclasses.is_dataclass(hint) else None
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    return hint
 
 
 def _check_value(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
@@ -173,9 +215,12 @@ def _check_value(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
         raise UserError(f"{where}: {value!r} is not a valid value: {err}") from None
 
 
-def check_objective(metric: str) -> None:
-    """A UserError unless `metric` is a validation metric the pipeline writes (not a train or test one)."""
+def check_objective(metric: str, direction: str) -> None:
+    """A UserError unless `metric` is a validation metric the pipeline writes (not a train or test one),
+    optimized in the direction it is better in."""
     if metric in VALIDATION_METRICS:
+        if direction != VALIDATION_METRICS[metric]:
+            raise UserError(f"tune.direction: {metric} is better when lower: set tune.direction: minimize")
         return
     if metric in TRAIN_ONLY:
         raise UserError(f"tune.objective: {metric} is measured on the training data, not a validation split; "
@@ -255,19 +300,21 @@ def open_study_storage(storage: str) -> Any:
             )
         except Exception as err:
             attempt += 1
-            if "IntegrityError" not in type(err).__name__ or attempt == 5:
+            racing = "IntegrityError" in type(err).__name__ or "already exists" in str(err)
+            if not racing or attempt == 5:
                 raise
             time.sleep(attempt)
 
 
-def make_sampler(tune: TuneParams, dims: list[Dimension], seed: int) -> Any:
+def make_sampler(tune: TuneParams, seed: int, point: dict[str, Any] | None = None) -> Any:
+    """The sampler of one trial; for the grid, a sampler fixed to `point` (the next untried one)."""
     import optuna
 
     if tune.sampler == "grid":
-        return optuna.samplers.GridSampler({d.key: d.grid() for d in dims}, seed=seed)
+        return optuna.samplers.PartialFixedSampler(point or {}, optuna.samplers.RandomSampler(seed=seed))
     if tune.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
 
 
 def experiments(repo: Path) -> dict[str, str]:
@@ -298,11 +345,11 @@ class Study:
         optuna = self._optuna = require_optuna()
         self.repo, self.tune, self.dims, self.say = repo, tune, dims, say
         self.storage_spec = storage_of(tune, repo)
-        if "://" not in self.storage_spec:
-            Path(self.storage_spec).parent.mkdir(parents=True, exist_ok=True)
-        self.logs = repo / ".dvc" / "tmp" / "tune" / tune.study
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.database = "://" in self.storage_spec
         self.shown_storage = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", self.storage_spec)  # no password
+        self.logs = repo / ".dvc" / "tmp" / "tune" / tune.study
+        if not self.database:
+            Path(self.storage_spec).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.storage = open_study_storage(self.storage_spec)
             self.study = optuna.create_study(
@@ -330,16 +377,15 @@ class Study:
             )
         self.study.set_user_attr("space", space)
 
-    # trials
     def name(self, number: int) -> str:
         return f"{self.tune.study}-{number}"
 
-    def finished(self) -> list[Any]:
-        return self.study.get_trials(deepcopy=False, states=(self.states.COMPLETE, self.states.PRUNED))
+    def trials(self, *states: Any) -> list[Any]:
+        return self.study.get_trials(deepcopy=False, states=states)
 
     def check_names(self) -> None:
-        """Every experiment named <study>-<n> belongs to a trial of this study (else a new storage would
-        overwrite nothing but fail on the name: say so before any trial)."""
+        """Every experiment named <study>-<n> belongs to a trial of this study (a new storage beside old
+        experiments would otherwise fail on the first name DVC already has)."""
         numbers = {t.number for t in self.study.get_trials(deepcopy=False)}
         prefix = f"{self.tune.study}-"
         for name in experiments(self.repo):
@@ -350,39 +396,88 @@ class Study:
                     f"{rest}: name a new study in tune.study, or remove the old trials (dvc exp remove {name} ...)"
                 )
 
-    def recover(self) -> None:
-        """Trials left running by a process of this machine that has died: read back from the experiment
-        DVC saved for them, else failed and their params queued again. (A database storage's heartbeat
-        fails those of any machine; Optuna does that when this process asks for a trial.)"""
-        for trial in self.study.get_trials(deepcopy=False, states=(self.states.RUNNING,)):
-            owner = trial.user_attrs.get("owner", {})
-            if owner.get("host") != socket.gethostname() or _alive(owner.get("pid", -1)):
+    def recover(self, options: Options) -> None:
+        """Settle trials left running by a `loravc tune` of this machine that has ended: read back from the
+        experiment DVC saved for them, else failed and their params queued again. (With a database, a trial
+        of any machine whose heartbeat stopped is failed and queued again by Optuna: `fail_stale`.)"""
+        self.fail_stale()
+        for trial in self.trials(self.states.RUNNING):
+            owner = trial.user_attrs.get("owner")
+            if owner is None:  # between ask and the owner's record: a moment, unless that process died there
+                started = trial.datetime_start
+                if started is None or (datetime.now() - started).total_seconds() < 60 or self.database:
+                    continue
+            elif owner.get("host") != socket.gethostname() or _alive(owner.get("pid"), owner.get("start")):
                 continue
-            found = experiment(self.repo, self.name(trial.number))
+            elif owner.get("child") and _alive(owner["child"], owner.get("child_start")):
+                self.say(f"trial {trial.number}: its loravc tune ended but its dvc exp run (pid {owner['child']}) "
+                         "still runs; it is settled by the next loravc tune after that ends")  # fmt: skip
+                continue
+            name = self.name(trial.number)
+            found = experiment(self.repo, name)
             value = found[1].get(self.tune.objective) if found else None
             if found and value is not None:
-                self._complete(trial, found, value)
-                self.say(f"trial {trial.number}: its process ended after DVC saved experiment "
-                         f"{self.name(trial.number)}: read back, {self.tune.objective} {value:.4f}")  # fmt: skip
+                self.settle(trial, found, value, options, "read back from the experiment DVC saved")
                 continue
-            self.study.tell(trial.number, state=self.states.FAIL)
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            self.study.tell(trial.number, state=self.states.FAIL, skip_if_finished=True)
+            self.requeue(trial)
             self.say(f"trial {trial.number}: cut off before DVC saved it; its params are queued again")
 
-    def _complete(self, trial: Any, found: tuple[str, dict[str, Any], dict[str, Any]], value: float) -> None:
+    def fail_stale(self) -> None:
+        """With a database: fail (and queue again, once) the trials whose heartbeat stopped, on any machine."""
+        if self.database:
+            self._optuna.storages.fail_stale_trials(self.study)
+
+    def requeue(self, trial: Any) -> None:
+        """Run the point of a trial that was cut off again (the grid finds untried points itself)."""
+        if self.tune.sampler != "grid":
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+    def settle(self, trial: Any, found: tuple[str, dict[str, Any], dict[str, Any]], value: Any, options: Options,
+               how: str) -> None:  # fmt: skip
+        """Tell the study a trial's objective from its experiment (a NaN fails it), and push the experiment."""
         commit, _, test = found
-        for key, attr in (("experiment", self.name(trial.number)), ("commit", commit), ("test", test)):
+        name = self.name(trial.number)
+        for key, attr in (("experiment", name), ("commit", commit), ("test", test)):
             self.storage.set_trial_user_attr(trial._trial_id, key, attr)
-        self.study.tell(trial.number, value)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            self.study.tell(trial.number, state=self.states.FAIL, skip_if_finished=True)
+            self.say(f"trial {trial.number}: {self.tune.objective} is {value}: failed (experiment {name} is kept)")
+            return
+        self.study.tell(trial.number, value, skip_if_finished=True)
+        self.say(f"trial {trial.number}: {self.tune.objective} {value:.4f} ({how}; experiment {name})")
+        if options.push:
+            pushed = subprocess.run(dvc_cmd("exp", "push", options.push, name), cwd=self.repo, env=tool_env(),
+                                    capture_output=True, text=True)  # fmt: skip
+            if pushed.returncode != 0:
+                last = (pushed.stderr or pushed.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise UserError(f"dvc exp push {options.push} {name} failed ({last[0]}); the trial is finished and "
+                                f"kept: push it later with `dvc exp push {options.push} {name}`")  # fmt: skip
+
+    def next_point(self) -> dict[str, Any] | None:
+        """The grid's first point that no trial has tried or is trying (None: every point has been). A trial
+        cut off before DVC saved it did not try its point; one that failed with an experiment (a NaN) did."""
+        states = (self.states.COMPLETE, self.states.PRUNED, self.states.RUNNING, self.states.FAIL)
+        taken = {
+            json.dumps(t.params, sort_keys=True)
+            for t in self.trials(*states)
+            if t.state != self.states.FAIL or "experiment" in t.user_attrs
+        }
+        for values in itertools.product(*(d.grid() for d in self.dims)):
+            point = dict(zip((d.key for d in self.dims), values, strict=True))
+            if json.dumps(point, sort_keys=True) not in taken:
+                return point
+        return None
 
     def run(self, options: Options) -> None:
-        self.recover()
+        self.recover(options)
         self.check_names()
         wanted = options.trials or self.tune.trials
         started = time.monotonic()
         while True:
-            done = len(self.finished())
-            running = len(self.study.get_trials(deepcopy=False, states=(self.states.RUNNING,)))
+            self.fail_stale()
+            done = len(self.trials(self.states.COMPLETE, self.states.PRUNED))
+            running = len(self.trials(self.states.RUNNING))
             if done + running >= wanted:  # trials other processes run count: no more than asked for
                 also = f", {running} still running in other processes" if running else ""
                 self.say(f"study {self.tune.study}: {done} finished trials (asked for {wanted}){also}")
@@ -390,50 +485,54 @@ class Study:
             if options.timeout is not None and time.monotonic() - started > options.timeout:
                 self.say(f"study {self.tune.study}: --timeout {options.timeout:g} s reached; {done} finished trials")
                 return
-            if self.tune.sampler == "grid" and done >= _grid_size(self.dims):
-                self.say(f"study {self.tune.study}: every grid point has been tried ({done} trials)")
+            point = self.next_point() if self.tune.sampler == "grid" else None
+            if self.tune.sampler == "grid" and point is None:
+                self.say(f"study {self.tune.study}: every grid point is tried or being tried ({done} finished)")
                 return
-            self.trial(options)
+            self.trial(options, point)
 
     def _seed(self) -> int:
         """The sampler's seed for the next trial: tune.seed plus the trials so far, so a resumed study does
         not propose its first points again; with a database storage several processes share the study, so
         each mixes in its process id (they would otherwise propose the same points)."""
         seed = self.tune.seed + len(self.study.get_trials(deepcopy=False))
-        return seed + os.getpid() if "://" in self.storage_spec else seed
+        if not self.database:
+            return seed
+        mixed = hashlib.sha256(f"{seed} {os.getpid()}".encode()).digest()  # not seed + pid: neighbours collide
+        return int.from_bytes(mixed[:4], "big")
 
-    def trial(self, options: Options) -> None:
-        if "://" in self.storage_spec:  # a trial whose process stopped sending heartbeats, on any machine
-            self._optuna.storages.fail_stale_trials(self.study)
-        self.study.sampler = make_sampler(self.tune, self.dims, self._seed())
+    def trial(self, options: Options, point: dict[str, Any] | None = None) -> None:
+        self.study.sampler = make_sampler(self.tune, self._seed(), point)
         trial = self.study.ask()
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _started(os.getpid())}
+        trial.set_user_attr("owner", owner)
         values = {d.key: d.suggest(trial) for d in self.dims}
-        trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
         name = self.name(trial.number)
         overrides = [d.override(values[d.key]) for d in self.dims]
-        shown = " ".join(overrides)
-        self.say(f"trial {trial.number}: {shown} -> dvc exp run --temp -n {name}")
+        self.say(f"trial {trial.number}: {' '.join(overrides)} -> dvc exp run --temp -n {name}")
         spec = pruning.TrialSpec(self.storage_spec, self.tune.study, trial._trial_id, trial.number, self.tune.pruner)
+        self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
         start = time.monotonic()
-        with heartbeat(self.storage, trial._trial_id):
-            rc = self._dvc_exp_run(name, overrides, spec, options, log)
-        seconds = time.monotonic() - start
+        try:
+            with heartbeat(self.storage, trial._trial_id):
+                rc = self._dvc_exp_run(name, overrides, spec, options, log, owner, trial)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trial's dvc exp run was stopped too
+            self.study.tell(trial, state=self.states.FAIL, skip_if_finished=True)
+            self.requeue(trial)
+            self.say(f"trial {trial.number}: interrupted; its params are queued again (rerun loravc tune to go on)")
+            raise
+        took = _minutes(time.monotonic() - start)
         found = experiment(self.repo, name) if rc == 0 else None
         value = found[1].get(self.tune.objective) if found else None
         if found and value is not None:
-            self._complete(trial, found, value)
-            self.say(
-                f"trial {trial.number}: {self.tune.objective} {value:.4f} ({_minutes(seconds)}; experiment {name})"
-            )
-            if options.push:
-                subprocess.run(dvc_cmd("exp", "push", options.push, name), cwd=self.repo, env=tool_env(), check=True)
+            self.settle(trial, found, value, options, took)
             return
         pruned = self.storage.get_trial(trial._trial_id).user_attrs.get("pruned")
         if pruned:
             self.study.tell(trial, state=self.states.PRUNED)
             self.say(f"trial {trial.number}: pruned at evaluation {pruned['evaluation']} (step {pruned['step']}): "
-                     f"not a version ({_minutes(seconds)}; log {log.relative_to(self.repo)})")  # fmt: skip
+                     f"not a version ({took}; log {log.relative_to(self.repo)})")  # fmt: skip
             return
         self.study.tell(trial, state=self.states.FAIL)
         tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
@@ -442,7 +541,8 @@ class Study:
             "fix the cause and rerun `loravc tune`: the finished trials are kept"
         )
 
-    def _dvc_exp_run(self, name: str, overrides: list[str], spec: Any, options: Options, log: Path) -> int:
+    def _dvc_exp_run(self, name: str, overrides: list[str], spec: Any, options: Options, log: Path,
+                     owner: dict[str, Any], trial: Any) -> int:  # fmt: skip
         args = ["exp", "run", "--temp", "-n", name]
         for override in overrides:
             args += ["-S", override]
@@ -451,16 +551,16 @@ class Study:
         env = tool_env({pruning.ENV: spec.dumps()})
         with log.open("w", encoding="utf-8") as out:
             child = subprocess.Popen(dvc_cmd(*args), cwd=self.repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+            trial.set_user_attr("owner", {**owner, "child": child.pid, "child_start": _started(child.pid)})
             try:
                 return child.wait()
-            except BaseException:  # Ctrl-C or a kill of loravc tune ends the trial it runs too
+            except BaseException:  # Ctrl-C or SIGTERM (see `tune`): stop the trial's run too
                 child.send_signal(signal.SIGINT)
                 child.wait()
                 raise
 
     def best(self) -> Any | None:
-        complete = self.study.get_trials(deepcopy=False, states=(self.states.COMPLETE,))
-        return self.study.best_trial if complete else None
+        return self.study.best_trial if self.trials(self.states.COMPLETE) else None
 
 
 @contextmanager
@@ -475,7 +575,8 @@ def heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.is_set():
-            storage.record_heartbeat(trial_id)
+            with suppress(Exception):  # a database hiccup: the next beat tries again (3 missed ones fail the trial)
+                storage.record_heartbeat(trial_id)
             stop.wait(interval)
 
     thread = threading.Thread(target=beat, daemon=True)
@@ -487,23 +588,24 @@ def heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
         thread.join()
 
 
-def _grid_size(dims: list[Dimension]) -> int:
-    size = 1
-    for dim in dims:
-        size *= len(dim.grid())
-    return size
+def _started(pid: int) -> str | None:
+    """When process `pid` started (field 22 of /proc/<pid>/stat, in clock ticks since boot): with the pid,
+    it names one process, even after the pid is reused."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` of this machine still runs `loravc tune` (a reused pid runs something else)."""
+def _alive(pid: int | None, started: str | None) -> bool:
+    """Whether the process that had `pid` and start time `started` still runs."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError, OverflowError, ValueError):
         return False
-    try:
-        return b"tune" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
+    return started is None or _started(pid) == started
 
 
 def _minutes(seconds: float) -> str:
@@ -520,7 +622,8 @@ def summary(study: Study) -> list[str]:
     if best is None:
         return [*lines, "no finished trial yet"]
     name = best.user_attrs.get("experiment", study.name(best.number))
-    params = " ".join(f"{k}={_hydra(v)}" for k, v in best.params.items())
+    dims = {d.key: d for d in study.dims}
+    params = " ".join(f"{k}={_hydra(dims[k].value(v) if k in dims else v)}" for k, v in best.params.items())
     lines.append(f"best: trial {best.number} (experiment {name}): {tune.objective} {best.value:.4f}; {params}")
     test = best.user_attrs.get("test", {})
     shown = [k for k in ("tuned_perplexity", "tuned_exact_match", "tuned_f1", "tuned_chrf") if k in test]
@@ -529,10 +632,14 @@ def summary(study: Study) -> list[str]:
                      + ", ".join(f"{k} {test[k]:.4g}" for k in shown))  # fmt: skip
     lines += [
         "promote it:",
-        f"  dvc exp apply {name} && git add -A && git commit -m 'Tuned: {params}'",
+        f"  dvc exp apply {name} && git add -A && git commit -m {shlex.quote('Tuned: ' + params)}",
         f"  or register it as it is: loravc register {name} --version vX.Y.Z",
     ]
     return lines
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def tune(repo: Path, options: Options, say: Callable[[str], None] = print) -> Study:
@@ -540,7 +647,11 @@ def tune(repo: Path, options: Options, say: Callable[[str], None] = print) -> St
     tune_params, dims = check(repo / "params.yaml")
     check_data_committed(repo, load_params(repo / "params.yaml").data.train, list(options.copy_paths))
     study = Study(repo, tune_params, dims, say)
-    study.run(options)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a plain `kill` stops the running trial as Ctrl-C does
+    try:
+        study.run(options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for line in summary(study):
         say(line)
     return study

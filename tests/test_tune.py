@@ -46,7 +46,7 @@ def params_with(tmp_path: Path, tune: dict[str, Any]) -> Path:
          r"tune\.space\.train\.lora\.r: 0 is not a valid value: train\.lora\.r must be a positive integer$"),
         ({"space": {"train.lora.r": {"low": 2, "high": 8.5}}}, r"train\.lora\.r is an integer, so high must be one"),
         ({"space": {"train.lora": {"choices": [4]}}}, r"train\.lora is a section of params\.yaml; name one of its"),
-        ({"space": {"data.loss_on": {"low": 0, "high": 1}}}, r"data\.loss_on is not a number \('auto'\)"),
+        ({"space": {"data.loss_on": {"low": 0, "high": 1}}}, r"data\.loss_on is not a number \(str\): give a list of"),
         ({"space": {"train.trainer.learnin_rate": {"low": 1.0e-4, "high": 1.0e-3}}},
          r"learnin_rate is not a trl\.SFTConfig setting \(did you mean learning_rate\?\)"),
         ({"space": {"tune.seed": {"choices": [1, 2]}}}, r"the tune section is not a knob of the pipeline"),
@@ -56,6 +56,8 @@ def params_with(tmp_path: Path, tune: dict[str, Any]) -> Path:
         ({"objective": "train_loss"}, r"tune\.objective: train_loss is measured on the training data"),
         ({"sampler": "grid"}, r"learning_rate: the grid sampler needs choices, or a range with a step$"),
         ({"sampler": "bayes"}, r"tune\.sampler must be one of tpe, random, grid$"),
+        ({"direction": "maximize"}, r"tune\.direction: validation_loss is better when lower: set tune\.direction"),
+        ({"space": {"train.trainer.bf16": {"low": 0, "high": 1}}}, r"bf16 is not a number \(bool\): give a list"),
         ({"study": "my study"}, r"tune\.study must be a letter, then letters, digits, _ or -$"),
     ],
 )  # fmt: skip
@@ -70,19 +72,23 @@ def test_knobs_become_overrides_dvc_accepts(tmp_path: Path) -> None:
         LR: {"low": 1.0e-4, "high": 1.0e-3, "log": True},
         "train.trainer.weight_decay": {"low": 0.0, "high": 0.1},  # not in params.yaml: `-S +key=value`
         "train.lora.target_modules": {"choices": [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"]]},
-        "train.trainer.num_train_epochs": {"low": 1, "high": 3, "step": 1},
+        "train.trainer.num_train_epochs": {"low": 1, "high": 3, "step": 1},  # a float in trl.SFTConfig
+        "train.trainer.gradient_accumulation_steps": {"low": 1, "high": 4},  # an int there: integers
+        "data.loss_on": {"choices": ["auto", "all"]},
     }
     _, dims = check(params_with(tmp_path, {"space": space}))
     by_key = {d.key: d for d in dims}
-    assert [by_key[k].kind for k in space] == ["choice", "float", "float", "choice", "int"]
+    assert [by_key[k].kind for k in space] == ["choice", "float", "float", "choice", "float", "int", "choice"]
     assert by_key["train.lora.r"].override(8) == "train.lora.r=8"
     assert by_key[LR].override(0.00041) == "train.trainer.learning_rate=0.00041"
     assert by_key["train.trainer.weight_decay"].override(0.05) == "+train.trainer.weight_decay=0.05"
-    assert (
-        by_key["train.lora.target_modules"].override(["q_proj", "v_proj"])
-        == "train.lora.target_modules=[q_proj,v_proj]"
-    )
-    assert by_key["train.trainer.num_train_epochs"].grid() == [1, 2, 3]
+    accumulation = by_key["train.trainer.gradient_accumulation_steps"]
+    assert accumulation.override(2) == "+train.trainer.gradient_accumulation_steps=2"
+    modules = by_key["train.lora.target_modules"]  # list choices are JSON labels to Optuna
+    assert modules.labels == ['["q_proj", "v_proj"]', '["q_proj", "k_proj", "v_proj", "o_proj"]']
+    assert modules.override('["q_proj", "v_proj"]') == "train.lora.target_modules=['q_proj','v_proj']"
+    assert by_key["data.loss_on"].override("all") == "data.loss_on='all'"  # a string stays one (not 'true', 8)
+    assert by_key["train.trainer.num_train_epochs"].grid() == [1.0, 2.0, 3.0]
 
 
 def test_the_median_pruner_stops_a_trial_worse_than_the_finished_ones(tmp_path: Path) -> None:
@@ -135,7 +141,7 @@ def test_a_trial_that_fails_stops_the_study_with_its_log(tmp_path: Path, monkeyp
     tune, dims = check(repo / "params.yaml")
     study = Study(repo, tune, dims, lambda line: None)
 
-    def crashed(name: str, overrides: list[str], spec: Any, options: Any, log: Path) -> int:
+    def crashed(name: str, overrides: list[str], spec: Any, options: Any, log: Path, *owner: Any) -> int:
         log.write_text("ERROR: failed to reproduce 'train': out of memory\n")
         return 255
 
@@ -147,9 +153,9 @@ def test_a_trial_that_fails_stops_the_study_with_its_log(tmp_path: Path, monkeyp
 
 # --- real studies on the tiny pipeline --------------------------------------------------------------
 def tune_repo(dest: Path, tiny_model_dir: Path, tune: dict[str, Any]) -> Path:
-    """The tiny pipeline with two epochs (two evaluations a trial) and a tune section, committed."""
+    """The tiny pipeline with three epochs (three evaluations a trial) and a tune section, committed."""
     repo = make_repo(dest, tiny_model_dir)
-    update_params(repo / "params.yaml", {"train": {"trainer": {"max_steps": -1, "num_train_epochs": 2}}})
+    update_params(repo / "params.yaml", {"train": {"trainer": {"max_steps": -1, "num_train_epochs": 3}}})
     update_params(repo / "params.yaml", {"tune": {"space": None}})
     update_params(repo / "params.yaml", {"tune": {**tune, "space": SPACE}})
     git(repo, "commit", "-qam", "a study")
@@ -187,7 +193,8 @@ def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # trial 0 finished and trial 1 started: kill it all, as a crash would
-        if Path(storage).exists() and any(t.number == 1 for t in trials_of(storage, "t")):
+        trials = trials_of(storage, "t") if Path(storage).exists() else []
+        if any(t.number == 1 and "child" in t.user_attrs.get("owner", {}) for t in trials):  # its dvc exp run began
             break
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
@@ -267,3 +274,64 @@ def test_a_database_that_cannot_be_opened_is_one_error_without_its_password(tmp_
     with pytest.raises(UserError, match=r"^tune\.storage: postgresql://tuner:\*\*\*@127\.0\.0\.1:9/optuna ") as err:
         Study(repo, tune, dims)
     assert "s3cret" not in str(err.value)
+
+
+def faked(study: Study, monkeypatch: pytest.MonkeyPatch, losses: dict[int, float]) -> list[list[str]]:
+    """Trials that "run" instantly: trial n's experiment has validation loss losses[n]. Returns the overrides."""
+    ran: list[list[str]] = []
+
+    def run_trial(name: str, overrides: list[str], *rest: Any) -> int:
+        ran.append(overrides)
+        return 0
+
+    def found(repo: Path, name: str) -> Any:
+        number = int(name.rsplit("-", 1)[1])
+        return (f"{number:040x}", {"validation_loss": losses[number]}, {}) if number in losses else None
+
+    monkeypatch.setattr(study, "_dvc_exp_run", run_trial)
+    monkeypatch.setattr("loravc.tune.experiment", found)
+    return ran
+
+
+def test_the_grid_tries_each_point_once_then_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    space = {"train.lora.r": {"choices": [2, 4]}, "train.lora.dropout": {"low": 0.0, "high": 0.1, "step": 0.05}}
+    repo = fake_repo(tmp_path, {"study": "g", "sampler": "grid", "space": space})
+    said: list[str] = []
+    study = Study(repo, *check(repo / "params.yaml"), said.append)
+    ran = faked(study, monkeypatch, {n: 2.0 - n / 10 for n in range(6)} | {3: float("nan")})
+    study.run(Options(trials=50))
+    assert ran == [[f"train.lora.r={r}", f"train.lora.dropout={d}"] for r in (2, 4) for d in (0.0, 0.05, 0.1)]
+    assert said[-1] == "study g: every grid point is tried or being tried (5 finished)"
+    assert "trial 3: validation_loss is nan: failed (experiment g-3 is kept)" in said
+    states = [t.state.name for t in study.study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    study.run(Options(trials=50))  # nothing left: no trial is rerun (the failed NaN one neither)
+    assert len(ran) == 6 and study.best().number == 5
+
+
+def test_a_trial_whose_process_died_is_read_back_or_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = fake_repo(tmp_path, {"study": "r", "sampler": "random", "space": {"train.lora.r": {"choices": [2, 4, 8]}}})
+    said: list[str] = []
+    study = Study(repo, *check(repo / "params.yaml"), said.append)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for _ in (0, 1):  # two trials a killed loravc tune left running
+        trial = study.study.ask()
+        trial.suggest_categorical("train.lora.r", [2, 4, 8])
+        trial.set_user_attr("owner", {"host": os.uname().nodename, "pid": dead.pid, "start": "1"})
+    alive = study.study.ask()  # one another loravc tune of this machine still runs (this process)
+    alive.suggest_categorical("train.lora.r", [2, 4, 8])
+    alive.set_user_attr("owner", {"host": os.uname().nodename, "pid": os.getpid(), "start": None})
+    ran = faked(study, monkeypatch, {0: 1.5, 3: 1.4})  # DVC saved trial 0's experiment before the kill
+    study.recover(Options())
+    assert said == [
+        "trial 0: validation_loss 1.5000 (read back from the experiment DVC saved; experiment r-0)",
+        "trial 1: cut off before DVC saved it; its params are queued again",
+    ]
+    trials = study.study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "RUNNING", "WAITING"]
+    study.trial(Options())  # the next trial is the cut-off point again
+    assert ran == [[f"train.lora.r={trials[1].params['train.lora.r']}"]]
+    assert study.study.trials[3].user_attrs["retry_of"] == 1 and study.study.trials[3].state.name == "COMPLETE"
