@@ -14,10 +14,10 @@ from transformers import TrainerControl, TrainerState
 
 from loravc import pruning
 from loravc.errors import UserError
-from loravc.project import tool_env
+from loravc.project import dvc_cmd, tool_env
 from loravc.schema import parse_yaml
 from loravc.tune import Options, Study, check, experiments
-from tests.conftest import ROOT, git, make_repo, run, update_params
+from tests.conftest import ROOT, UP_TO_DATE, git, make_repo, run, update_params
 
 LR = "train.trainer.learning_rate"
 SPACE = {"train.lora.r": {"choices": [2, 4]}, LR: {"low": 1.0e-3, "high": 1.0e-2, "log": True}}
@@ -335,3 +335,10 @@ def test_a_trial_whose_process_died_is_read_back_or_queued_again(
     study.trial(Options())  # the next trial is the cut-off point again
     assert ran == [[f"train.lora.r={trials[1].params['train.lora.r']}"]]
     assert study.study.trials[3].user_attrs["retry_of"] == 1 and study.study.trials[3].state.name == "COMPLETE"
+
+
+def test_editing_the_tune_section_retrains_nothing(built_repo: Path) -> None:
+    dropout = {"train.lora.dropout": {"low": 0.0, "high": 0.2}}
+    update_params(built_repo / "params.yaml", {"tune": {"trials": 30, "sampler": "random", "space": dropout}})
+    assert run(dvc_cmd("status"), built_repo).stdout.strip() == UP_TO_DATE
+    check(built_repo / "params.yaml")  # and the edited section is a valid search
