@@ -27,6 +27,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import types
@@ -419,9 +420,36 @@ class Study:
             if found and value is not None:
                 self.settle(trial, found, value, options, "read back from the experiment DVC saved")
                 continue
+            self.repair_workspace(trial)
             self.study.tell(trial.number, state=self.states.FAIL, skip_if_finished=True)
             self.requeue(trial)
             self.say(f"trial {trial.number}: cut off before DVC saved it; its params are queued again")
+
+    def repair_workspace(self, trial: Any) -> None:
+        """Undo what a kill -9 during DVC's set-up of a trial leaves behind: DVC detaches HEAD and writes the
+        trial's overrides into params.yaml (staged) before it stashes them, and restores both after. Each is
+        restored only when it is exactly that state, never a change of the user's."""
+        git, number = GitRepo(self.repo), trial.number
+        branch = trial.user_attrs.get("owner", {}).get("branch")
+        detached = git.git("symbolic-ref", "-q", "HEAD", check=False).strip() == ""
+        if branch and detached and git.commit_of(f"refs/heads/{branch}") == git.head():
+            git.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+            self.say(f"trial {number}: HEAD was left detached by DVC's set-up of the trial: back on {branch}")
+        head, params = git.head(), self.repo / "params.yaml"
+        committed = git.read_blob(head, "params.yaml") if head else None
+        if committed is None or not params.exists() or params.read_bytes() == committed:
+            return
+        from dvc.utils.hydra import apply_overrides
+
+        with tempfile.TemporaryDirectory() as scratch:
+            expected = Path(scratch) / "params.yaml"
+            expected.write_bytes(committed)
+            apply_overrides(expected, [d.override(trial.params[d.key]) for d in self.dims if d.key in trial.params])
+            left_by_dvc = params.read_bytes() == expected.read_bytes()
+        if left_by_dvc:
+            git.git("reset", "-q", "--", "params.yaml")
+            params.write_bytes(committed)
+            self.say(f"trial {number}: params.yaml held the trial's overrides, left by DVC's set-up: restored")
 
     def fail_stale(self) -> None:
         """With a database: fail (and queue again, once) the trials whose heartbeat stopped, on any machine."""
@@ -504,7 +532,8 @@ class Study:
     def trial(self, options: Options, point: dict[str, Any] | None = None) -> None:
         self.study.sampler = make_sampler(self.tune, self._seed(), point)
         trial = self.study.ask()
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _started(os.getpid())}
+        branch = GitRepo(self.repo).git("symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _started(os.getpid()), "branch": branch}
         trial.set_user_attr("owner", owner)
         values = {d.key: d.suggest(trial) for d in self.dims}
         name = self.name(trial.number)

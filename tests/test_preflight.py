@@ -121,7 +121,8 @@ def test_zero_steps_or_a_negative_count_is_refused(trainer: dict, message: str) 
 def test_max_steps_trains_even_with_zero_epochs_and_the_profile_batch_counts() -> None:
     assert check_steps(settings(num_train_epochs=0, max_steps=5), 16, 1, Path("train.jsonl")) == 5
     assert check_steps(settings(num_train_epochs=2), 16, 1, Path("train.jsonl")) == 8  # TRAINER_DEFAULTS' batch 4
-    assert check_steps(trainer_settings({}, "gpu"), 1000, 1, Path("train.jsonl")) == 2  # the gpu profile's 512
+    gpu = trainer_settings({"num_train_epochs": 1}, "gpu")
+    assert check_steps(gpu, 1000, 1, Path("train.jsonl")) == 2  # the gpu profile's 512 a step: 2 steps an epoch
 
 
 def test_an_empty_train_split_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:

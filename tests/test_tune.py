@@ -216,6 +216,7 @@ def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path,
     listed = run(loravc_cmd("list"), repo).stdout
     assert all(f" t-{n} " in listed for n in (0, 2, 3)) and " t-1 " not in listed
     assert git(repo, "status", "--porcelain") == ""  # trials ran in temporary copies: the workspace is as it was
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"  # (a kill during DVC's set-up is undone)
 
 
 def test_two_processes_share_one_sqlite_study(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -342,3 +343,32 @@ def test_editing_the_tune_section_retrains_nothing(built_repo: Path) -> None:
     update_params(built_repo / "params.yaml", {"tune": {"trials": 30, "sampler": "random", "space": dropout}})
     assert run(dvc_cmd("status"), built_repo).stdout.strip() == UP_TO_DATE
     check(built_repo / "params.yaml")  # and the edited section is a valid search
+
+
+def test_a_kill_during_dvcs_set_up_of_a_trial_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dvc.utils.hydra import apply_overrides
+
+    repo = fake_repo(tmp_path, {"study": "k", "sampler": "random", "space": {"train.lora.r": {"choices": [2, 16]}}})
+    git(repo, "checkout", "-q", "-b", "main")
+    git(repo, "add", "params.yaml")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "params")
+    committed = (repo / "params.yaml").read_bytes()
+    said: list[str] = []
+    study = Study(repo, *check(repo / "params.yaml"), said.append)
+    trial = study.study.ask()
+    r = trial.suggest_categorical("train.lora.r", [2, 16])
+    trial.set_user_attr("owner", {"host": os.uname().nodename, "pid": 0, "start": None, "branch": "main"})
+    # what `dvc exp run --temp` has done when a kill -9 stops it mid-set-up: HEAD detached, overrides staged
+    git(repo, "checkout", "-q", "--detach")
+    apply_overrides(repo / "params.yaml", [f"train.lora.r={r}"])
+    git(repo, "add", "params.yaml")
+    faked(study, monkeypatch, {})
+    study.recover(Options())
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert (repo / "params.yaml").read_bytes() == committed
+    assert said == [
+        "trial 0: HEAD was left detached by DVC's set-up of the trial: back on main",
+        "trial 0: params.yaml held the trial's overrides, left by DVC's set-up: restored",
+        "trial 0: cut off before DVC saved it; its params are queued again",
+    ]
