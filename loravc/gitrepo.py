@@ -74,7 +74,7 @@ class GitRepo:
         """Branches, plain tags, experiment refs and (through GTO) registry versions and stages."""
         refs, registry_tags = [], False
         fields = "--format=%(objectname)%09%(*objectname)%09%(refname)"
-        for line in self.git("for-each-ref", fields, "refs/heads", "refs/tags", "refs/exps").splitlines():
+        for line in self.git("for-each-ref", fields, "refs/heads", "refs/tags").splitlines():
             obj, peeled, name = line.split("\t")
             commit = peeled or obj
             if name.startswith("refs/heads/"):
@@ -85,11 +85,19 @@ class GitRepo:
                     registry_tags = True
                 else:
                     refs.append(Ref("tag", tag, commit))
-            elif EXP_REF_RE.fullmatch(name):
-                refs.append(Ref("experiment", name.rsplit("/", 1)[1], commit))
+        refs += [Ref("experiment", name, commit) for name, commit in self.experiments().items()]
         if registry_tags:
             refs += self.registry_refs()
         return refs
+
+    def experiments(self) -> dict[str, str]:
+        """DVC's experiments, read now (not cached): name -> commit."""
+        found = {}
+        for line in self.git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").splitlines():
+            commit, name = line.split(" ", 1)
+            if EXP_REF_RE.fullmatch(name):
+                found[name.rsplit("/", 1)[1]] = commit
+        return found
 
     def registry_refs(self) -> list[Ref]:
         """GTO's view: `name@vX.Y.Z` for registered versions, `name#stage` for the current stages."""

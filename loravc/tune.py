@@ -15,6 +15,7 @@ with the same params. The train stage of a trial reports each evaluation to the 
 (loravc.pruning), which may prune it: DVC then saves nothing for it.
 """
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -45,7 +46,6 @@ from loravc.errors import UserError
 from loravc.gitrepo import GitRepo
 from loravc.params import Knob, Params, TuneParams, load_params
 from loravc.project import dvc_cmd, tool_env
-from loravc.refs import EXP_REF_RE
 from loravc.schema import build, flatten, read_yaml
 
 TRAIN_METRICS = "dvclive/train/metrics.json"
@@ -53,7 +53,6 @@ TEST_METRICS = "dvclive/evaluate/metrics.json"
 # What the train stage writes to TRAIN_METRICS, and on which data; only validation metrics can be objectives.
 VALIDATION_METRICS = {"validation_loss": "minimize"}  # and the direction each is better in
 TRAIN_ONLY = {"train_loss", "train_tokens", "train_seconds", "steps", "epochs"}
-TEST_HINT = "tuning on the test split would overstate every result; the validation metric is validation_loss"
 
 
 PRIMITIVE = (bool, int, float, str, type(None))  # what Optuna stores as a categorical choice
@@ -128,9 +127,10 @@ def _hydra(value: Any) -> str:
 
 
 # --- checks before any trial -----------------------------------------------------------------------
-def check(params_path: Path) -> tuple[TuneParams, list[Dimension]]:
-    """Load params.yaml and check the tune section against the pipeline; UserError names the key."""
-    params = load_params(params_path)
+def check(params_path: Path, params: Params | None = None) -> tuple[TuneParams, list[Dimension]]:
+    """Check params.yaml's tune section (`params`: the file already loaded) against the pipeline; a
+    UserError names the key."""
+    params = params or load_params(params_path)
     tune = params.tune
     raw = read_yaml(params_path)
     raw.pop("tune", None)
@@ -138,6 +138,11 @@ def check(params_path: Path) -> tuple[TuneParams, list[Dimension]]:
     try:
         dims = [_dimension(key, knob, raw, flat) for key, knob in tune.space.items()]
         check_objective(tune.objective, tune.direction)
+        if tune.pruner != "none" and params.train.processes > 1:
+            raise UserError(
+                f"tune.pruner: {tune.pruner} needs each evaluation's validation loss, which train reports from "
+                "one process only: set tune.pruner: none, or train.processes: 1"
+            )
         if tune.sampler == "grid":
             for dim in dims:
                 dim.grid()
@@ -162,6 +167,10 @@ def _dimension(key: str, knob: Knob, raw: dict[str, Any], flat: dict[str, Any]) 
         from loravc.preflight import check_trainer_types
 
         check_trainer_types({key.split(".")[2]: None})  # not a trl.SFTConfig setting: an error naming it
+    for name in ("low", "high", "step"):
+        value = getattr(knob, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{where}: {name} must be a finite number, got {value}")
     if knob.choices is not None:
         kind = "choice"
     elif declared is int:
@@ -200,7 +209,7 @@ def _declared_type(key: str) -> Any:
 
 def _check_value(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
     """`value` at `key` makes a valid params.yaml (as loravc.params checks it), else a UserError."""
-    doc = json.loads(json.dumps(raw))
+    doc = copy.deepcopy(raw)
     node = doc
     *parents, last = key.split(".")
     for part in parents:
@@ -220,15 +229,18 @@ def check_objective(metric: str, direction: str) -> None:
     """A UserError unless `metric` is a validation metric the pipeline writes (not a train or test one),
     optimized in the direction it is better in."""
     if metric in VALIDATION_METRICS:
-        if direction != VALIDATION_METRICS[metric]:
-            raise UserError(f"tune.direction: {metric} is better when lower: set tune.direction: minimize")
+        best = VALIDATION_METRICS[metric]
+        if direction != best:
+            lower = "lower" if best == "minimize" else "higher"
+            raise UserError(f"tune.direction: {metric} is better when {lower}: set tune.direction: {best}")
         return
     if metric in TRAIN_ONLY:
         raise UserError(f"tune.objective: {metric} is measured on the training data, not a validation split; "
                         "the validation metric is validation_loss")  # fmt: skip
     test = ("base_", "tuned_", "perplexity", "_gain", "task_records")
     if any(part in metric for part in test):
-        raise UserError(f"tune.objective: {metric} is a test metric ({TEST_METRICS}): {TEST_HINT}")
+        raise UserError(f"tune.objective: {metric} is a test metric ({TEST_METRICS}): tuning on the test split "
+                        "would overstate every result; the validation metric is validation_loss")  # fmt: skip
     raise UserError(f"tune.objective: the pipeline writes no metric {metric!r}; the validation metric is "
                     "validation_loss")  # fmt: skip
 
@@ -320,21 +332,15 @@ def make_sampler(tune: TuneParams, seed: int, point: dict[str, Any] | None = Non
 
 def experiments(repo: Path) -> dict[str, str]:
     """Every DVC experiment of the repository: name -> commit."""
-    found = {}
-    out = GitRepo(repo).git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps")
-    for line in out.splitlines():
-        commit, ref = line.split(" ", 1)
-        if EXP_REF_RE.fullmatch(ref):
-            found[ref.rsplit("/", 1)[1]] = commit
-    return found
+    return GitRepo(repo).experiments()
 
 
-def experiment(repo: Path, name: str) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+def experiment(git: GitRepo, name: str) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
     """(commit, train metrics, test metrics) of experiment `name`, or None if DVC saved none by that name."""
-    commit = experiments(repo).get(name)
+    commit = git.experiments().get(name)
     if commit is None:
         return None
-    blobs = GitRepo(repo).read_blobs([f"{commit}:{TRAIN_METRICS}", f"{commit}:{TEST_METRICS}"])
+    blobs = git.read_blobs([f"{commit}:{TRAIN_METRICS}", f"{commit}:{TEST_METRICS}"])
     train, test = (json.loads(b) if b else {} for b in blobs.values())
     return commit, train, test
 
@@ -345,6 +351,7 @@ class Study:
     def __init__(self, repo: Path, tune: TuneParams, dims: list[Dimension], say: Callable[[str], None] = print):
         optuna = self._optuna = require_optuna()
         self.repo, self.tune, self.dims, self.say = repo, tune, dims, say
+        self.git = GitRepo(repo)
         self.storage_spec = storage_of(tune, repo)
         self.database = "://" in self.storage_spec
         self.shown_storage = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", self.storage_spec)  # no password
@@ -389,7 +396,7 @@ class Study:
         experiments would otherwise fail on the first name DVC already has)."""
         numbers = {t.number for t in self.study.get_trials(deepcopy=False)}
         prefix = f"{self.tune.study}-"
-        for name in experiments(self.repo):
+        for name in self.git.experiments():
             rest = name[len(prefix) :]
             if name.startswith(prefix) and rest.isdigit() and int(rest) not in numbers:
                 raise UserError(
@@ -415,7 +422,7 @@ class Study:
                          "still runs; it is settled by the next loravc tune after that ends")  # fmt: skip
                 continue
             name = self.name(trial.number)
-            found = experiment(self.repo, name)
+            found = experiment(self.git, name)
             value = found[1].get(self.tune.objective) if found else None
             if found and value is not None:
                 self.settle(trial, found, value, options, "read back from the experiment DVC saved")
@@ -429,7 +436,7 @@ class Study:
         """Undo what a kill -9 during DVC's set-up of a trial leaves behind: DVC detaches HEAD and writes the
         trial's overrides into params.yaml (staged) before it stashes them, and restores both after. Each is
         restored only when it is exactly that state, never a change of the user's."""
-        git, number = GitRepo(self.repo), trial.number
+        git, number = self.git, trial.number
         branch = trial.user_attrs.get("owner", {}).get("branch")
         detached = git.git("symbolic-ref", "-q", "HEAD", check=False).strip() == ""
         if branch and detached and git.commit_of(f"refs/heads/{branch}") == git.head():
@@ -532,7 +539,7 @@ class Study:
     def trial(self, options: Options, point: dict[str, Any] | None = None) -> None:
         self.study.sampler = make_sampler(self.tune, self._seed(), point)
         trial = self.study.ask()
-        branch = GitRepo(self.repo).git("symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
+        branch = self.git.git("symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
         owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _started(os.getpid()), "branch": branch}
         trial.set_user_attr("owner", owner)
         values = {d.key: d.suggest(trial) for d in self.dims}
@@ -552,7 +559,7 @@ class Study:
             self.say(f"trial {trial.number}: interrupted; its params are queued again (rerun loravc tune to go on)")
             raise
         took = _minutes(time.monotonic() - start)
-        found = experiment(self.repo, name) if rc == 0 else None
+        found = experiment(self.git, name) if rc == 0 else None
         value = found[1].get(self.tune.objective) if found else None
         if found and value is not None:
             self.settle(trial, found, value, options, took)
@@ -652,7 +659,7 @@ def summary(study: Study) -> list[str]:
         return [*lines, "no finished trial yet"]
     name = best.user_attrs.get("experiment", study.name(best.number))
     dims = {d.key: d for d in study.dims}
-    params = " ".join(f"{k}={_hydra(dims[k].value(v) if k in dims else v)}" for k, v in best.params.items())
+    params = " ".join(f"{k}={_hydra(dims[k].value(v))}" for k, v in best.params.items())
     lines.append(f"best: trial {best.number} (experiment {name}): {tune.objective} {best.value:.4f}; {params}")
     test = best.user_attrs.get("test", {})
     shown = [k for k in ("tuned_perplexity", "tuned_exact_match", "tuned_f1", "tuned_chrf") if k in test]
@@ -673,8 +680,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def tune(repo: Path, options: Options, say: Callable[[str], None] = print) -> Study:
     """Check everything, then run the study until it holds the trials asked for; print the summary."""
-    tune_params, dims = check(repo / "params.yaml")
-    check_data_committed(repo, load_params(repo / "params.yaml").data.train, list(options.copy_paths))
+    params = load_params(repo / "params.yaml")
+    tune_params, dims = check(repo / "params.yaml", params)
+    check_data_committed(repo, params.data.train, list(options.copy_paths))
+    if options.push and not GitRepo(repo).git("remote", "get-url", options.push, check=False).strip():
+        raise UserError(f"--push {options.push}: no such git remote (`git remote -v` lists them)")
     study = Study(repo, tune_params, dims, say)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a plain `kill` stops the running trial as Ctrl-C does
     try:

@@ -15,7 +15,7 @@ from loravc.use import load_version
 from tests.conftest import ROOT, greedy_ids, sha256_tree
 
 VERBS = ("list", "show", "compare", "export", "merge", "generate", "verify", "register", "promote", "tune")
-HEAVY = ("torch", "transformers", "peft", "trl")
+HEAVY = ("torch", "transformers", "peft", "trl", "optuna")
 
 
 def loravc(repo: Path, *args: str) -> None:

@@ -16,7 +16,8 @@ from loravc import pruning
 from loravc.errors import UserError
 from loravc.project import dvc_cmd, tool_env
 from loravc.schema import parse_yaml
-from loravc.tune import Options, Study, check, experiments
+from loravc.tune import Options, Study, check, check_data_committed, experiments
+from loravc.tune import tune as tune_study
 from tests.conftest import ROOT, UP_TO_DATE, git, make_repo, run, update_params
 
 LR = "train.trainer.learning_rate"
@@ -56,6 +57,7 @@ def params_with(tmp_path: Path, tune: dict[str, Any]) -> Path:
         ({"objective": "train_loss"}, r"tune\.objective: train_loss is measured on the training data"),
         ({"sampler": "grid"}, r"learning_rate: the grid sampler needs choices, or a range with a step$"),
         ({"sampler": "bayes"}, r"tune\.sampler must be one of tpe, random, grid$"),
+        ({"space": {"train.lora.r": {"low": 2, "high": float("inf")}}}, r"train\.lora\.r: high must be a finite"),
         ({"direction": "maximize"}, r"tune\.direction: validation_loss is better when lower: set tune\.direction"),
         ({"space": {"train.trainer.bf16": {"low": 0, "high": 1}}}, r"bf16 is not a number \(bool\): give a list"),
         ({"study": "my study"}, r"tune\.study must be a letter, then letters, digits, _ or -$"),
@@ -372,3 +374,40 @@ def test_a_kill_during_dvcs_set_up_of_a_trial_is_undone(tmp_path: Path, monkeypa
         "trial 0: params.yaml held the trial's overrides, left by DVC's set-up: restored",
         "trial 0: cut off before DVC saved it; its params are queued again",
     ]
+
+
+def test_what_a_study_refuses_before_its_first_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = fake_repo(tmp_path, {"study": "c", "space": {"train.lora.r": {"choices": [2, 4]}}})
+    with pytest.raises(UserError, match=r"^--push nowhere: no such git remote"):
+        tune_study(repo, Options(push="nowhere"), lambda line: None)
+    (tmp_path / "two").mkdir()
+    two = params_with(tmp_path / "two", {})
+    update_params(two, {"train": {"processes": 2}})
+    with pytest.raises(UserError, match=r"tune\.pruner: median needs each evaluation's validation loss"):
+        check(two)
+    (repo / "data" / "mine").mkdir(parents=True)
+    (repo / "data" / "mine" / "train.jsonl").write_text("{}\n")
+    with pytest.raises(UserError, match=r"^data\.train \(data/mine\) holds files git does not track"):
+        check_data_committed(repo, "data/mine", [])
+    check_data_committed(repo, "data/mine", ["data/mine"])  # copied into each trial: fine
+
+    study = Study(repo, *check(repo / "params.yaml"), lambda line: None)
+    monkeypatch.setattr(study.git, "experiments", lambda: {"c-7": "0" * 40})  # left by an older study
+    with pytest.raises(UserError, match=r"^experiment c-7 exists but study 'c' .* has no trial 7"):
+        study.check_names()
+    update_params(repo / "params.yaml", {"tune": {"space": {"train.lora.r": {"choices": [2, 4, 8]}}}})
+    with pytest.raises(UserError, match=r"^tune\.space differs from the space study 'c' was started with"):
+        Study(repo, *check(repo / "params.yaml"), lambda line: None)
+
+
+def test_processes_sharing_a_database_get_different_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seeds = {}
+    for storage in (None, f"sqlite:///{tmp_path / 'db.sqlite'}"):
+        (tmp_path / str(len(seeds))).mkdir()
+        repo = fake_repo(tmp_path / str(len(seeds)), {"storage": storage})
+        study = Study(repo, *check(repo / "params.yaml"), lambda line: None)
+        for pid in (1000, 1001):  # neighbouring pids asking with the same number of trials
+            monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+            seeds[(storage is None, pid)] = study._seed()
+    assert seeds[(True, 1000)] == seeds[(True, 1001)] == 42  # the journal: tune.seed + trials so far
+    assert seeds[(False, 1000)] != seeds[(False, 1001)]
