@@ -28,7 +28,9 @@ from typing import Any
 
 from bench.common import report_machine, table, write_json
 from loravc.errors import UserError, run_main
-from loravc.project import dvc_cmd, project_repo, smoke_params, tool_env
+from loravc.params import Params
+from loravc.project import ROOT, dvc_cmd, merge_params, project_repo, smoke_params, tool_env
+from loravc.schema import build, parse_yaml, read_yaml
 
 TARGET_SECONDS, TARGET_BYTES = 360, 4 * 10**9
 
@@ -115,7 +117,7 @@ def main() -> None:
         raise UserError(f"--keep {args.keep}: not empty; name a new or empty directory (nothing was changed)")
     with tempfile.TemporaryDirectory(prefix="bench-default-run-") as tmp:
         params = smoke_params(args.base) if args.smoke else {}
-        repo = project_repo(args.keep or Path(tmp) / "repo", merged(params, changes))
+        repo = project_repo(args.keep or Path(tmp) / "repo", merge_params(params, changes))
         result = run_repro(repo)
     info = report_machine()
     rows = [[name, s["seconds"], _gb(s["peak_rss"])] for name, s in result["stages"].items()]
@@ -133,8 +135,6 @@ def main() -> None:
 
 def params_changes(items: list[str]) -> dict[str, Any]:
     """`--set a.b=VALUE` items as nested params changes; VALUE is read as YAML (`3`, `1.0e-3`, `[x, y]`)."""
-    from loravc.schema import parse_yaml
-
     changes: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -144,19 +144,17 @@ def params_changes(items: list[str]) -> dict[str, Any]:
         *parents, last = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: an earlier --set gave {part} a value, not a section")
         try:
             node[last] = parse_yaml(value)
         except Exception as err:  # ruamel's several error kinds
             raise UserError(f"--set {item!r}: the value is not YAML ({str(err).splitlines()[0]})") from None
+    try:  # the changed params.yaml must load as the pipeline reads it: a misspelt key or bad value stops here
+        build(Params, merge_params(read_yaml(ROOT / "params.yaml"), changes), "")
+    except UserError as err:
+        raise UserError(f"--set {' '.join(items)}: {err}") from None
     return changes
-
-
-def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in changes.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = merged(out[key], value) if both else value
-    return out
 
 
 def _gb(value: int | None) -> str:

@@ -86,17 +86,20 @@ def update_params(path: Path, changes: Mapping[str, Any]) -> None:
 
     yaml = YAML()
     doc = yaml.load(path.read_text(encoding="utf-8"))
-
-    def merge(node: Any, new: Mapping[str, Any]) -> None:
-        for key, value in new.items():
-            if isinstance(value, Mapping) and isinstance(node.get(key), Mapping):
-                merge(node[key], value)
-            else:
-                node[key] = value
-
-    merge(doc, changes)
+    merge_params(doc, changes)
     with path.open("w", encoding="utf-8") as f:
         yaml.dump(doc, f)
+
+
+def merge_params(node: Any, changes: Mapping[str, Any]) -> Any:
+    """Merge `changes` into the mapping `node` in place (a key whose old and new values are both mappings is
+    merged, any other replaced); returns `node`."""
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(node.get(key), Mapping):
+            merge_params(node[key], value)
+        else:
+            node[key] = value
+    return node
 
 
 def smoke_params(base: Path) -> dict[str, Any]:

@@ -202,11 +202,23 @@ def test_generation_times_batched_and_one_at_a_time_answers(
 
 
 @pytest.mark.parametrize("item", ["train.seed", "=3", "train..seed=3"])
-def test_default_run_names_a_bad_set_before_any_work(item: str) -> None:
+def test_default_run_names_a_malformed_set(item: str) -> None:
     from bench.default_run import params_changes
 
     with pytest.raises(UserError, match="expected KEY=VALUE"):
         params_changes([item])
+
+
+def test_default_run_checks_each_set_against_params_yaml() -> None:
+    from bench.default_run import params_changes
+
     with pytest.raises(UserError, match="the value is not YAML"):
         params_changes(["train.seed=[1"])
-    assert params_changes(["a.b=1.0e-3", "a.c=[x, y]", "d=null"]) == {"a": {"b": 0.001, "c": ["x", "y"]}, "d": None}
+    with pytest.raises(UserError, match=r"^--set train\.sede=7: unknown key 'train\.sede'"):
+        params_changes(["train.sede=7"])
+    with pytest.raises(UserError, match=r"train\.lora\.r must be a positive integer"):
+        params_changes(["train.lora.r=0"])
+    with pytest.raises(UserError, match=r"an earlier --set gave seed a value, not a section"):
+        params_changes(["train.seed=1", "train.seed.x=2"])
+    changes = params_changes(["train.trainer.learning_rate=1.0e-3", "train.lora.target_modules=[q_proj, v_proj]"])
+    assert changes == {"train": {"trainer": {"learning_rate": 0.001}, "lora": {"target_modules": ["q_proj", "v_proj"]}}}
