@@ -8,6 +8,7 @@ from typing import Any
 
 from loravc import checkpoints, data, labels, preflight, pruning
 from loravc.base_model import read_identity, save_tokenizer
+from loravc.card import card_text
 from loravc.devices import bf16_supported, keep_freed_memory, resolve_device
 from loravc.errors import UserError
 from loravc.launch import check_world_size, is_main_process
@@ -258,6 +259,7 @@ def train(
     )
     if main:
         write_metadata(out_dir, metadata)
+        (out_dir / "README.md").write_text(card_text(metadata), encoding="utf-8")  # the card, not PEFT's template
         live.summary = dict(metrics)  # the run's figures; the per-step values are in the plots
         live.make_summary()
         if checkpoints_dir is not None and checkpoints.clear(checkpoints_dir):

@@ -41,16 +41,54 @@ def load_version(ref: str, device: str = "cpu", repo: str | Path = ".") -> tuple
 
 
 def export(versions: Versions, version: Version, dest: Path | None = None) -> Path:
-    """Copy a version's adapter directory (with its metadata.json) to its own directory, plus version.json."""
+    """Copy a version's adapter directory to its own directory, loadable by PEFT from anywhere.
+
+    Besides the adapter's files (metadata.json included) it holds version.json (revision, DVC hashes) and
+    README.md (the model card). Its adapter_config.json names the base so that
+    `AutoPeftModelForCausalLM.from_pretrained(dir)` loads the very base the version was trained on: a hub
+    base by id and revision; any other (the embedded GGUF build, a local directory) is copied into `base/`
+    and named by that directory's absolute path. The directory appears whole or not at all; an existing
+    one is refused. The version in DVC's cache is only read.
+    """
+    from loravc.card import BASE_DIR, HUB, base_kind, version_card
+
     target = dest or versions.root / EXPORT_DIR / str(version.version_id)
-    versions.materialize(version, version.pins.adapter, dest=target)
-    source = version.provenance() | {"exported": utc_now().isoformat()}
-    (target / "version.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    if target.exists():
+        raise UserError(f"{target} already exists: choose another directory (nothing was overwritten)")
+    card = version_card(versions, version, directory=str(target))
+    assert version.metadata is not None  # version_card refuses a version without one
+    hub = base_kind(version.metadata.base_model) == HUB
+    if not hub and version.pins.base is None:
+        raise UserError(f"{version.short}: dvc.lock names no base model for stage `train`: nothing to ship with it")
+    scratch = scratch_dir(target)
+    try:
+        staged = scratch / "export"  # filled, then renamed into place
+        versions.materialize(version, version.pins.adapter, dest=staged)
+        identity = version.metadata.base_model
+        if hub:
+            base = {"base_model_name_or_path": identity["id"], "revision": identity.get("revision")}
+        else:
+            assert version.pins.base is not None
+            versions.materialize(version, version.pins.base, dest=staged / BASE_DIR)
+            base = {"base_model_name_or_path": str(target.resolve() / BASE_DIR), "revision": None}
+        config_file = staged / "adapter_config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8")) | base
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (staged / "README.md").write_text(card, encoding="utf-8")
+        source = version.provenance() | {"exported": utc_now().isoformat(), "adapter_config": base}
+        (staged / "version.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+        if target.exists():  # made while this export ran
+            raise UserError(f"{target} already exists: choose another directory (nothing was overwritten)")
+        staged.rename(target)
+    except OSError as err:
+        raise UserError(f"cannot write {target}: {err.strerror or err}; nothing was written") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 
 def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu") -> dict[str, Any]:
-    """Merge the adapter into the base and save it (safetensors, tokenizer, metadata.json).
+    """Merge the adapter into the base and save it (safetensors, tokenizer, metadata.json, README.md: the card).
 
     Before saving, the merged model's logits on a probe sentence must match base + adapter within
     MERGE_TOLERANCE; the measured difference goes into the metadata.
@@ -58,9 +96,11 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
     import torch
 
     from loravc.base_model import save_tokenizer
+    from loravc.card import version_card
 
     if dest.exists():
         raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
+    card = version_card(versions, version, merged=True, directory=str(dest))
     model, tokenizer = load(versions, version, device)
     inputs = tokenizer(PROBE_TEXT, return_tensors="pt").to(next(model.parameters()).device)
     with torch.no_grad():
@@ -81,6 +121,7 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
             "version": version.metadata.to_dict() if version.metadata else None,
         }
         write_json(scratch, record)
+        (scratch / "README.md").write_text(card, encoding="utf-8")
         scratch.rename(dest)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)

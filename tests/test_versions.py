@@ -166,7 +166,13 @@ def test_export_writes_its_own_directory_once(versions_repo: dict) -> None:
     assert target == repo / "model_versions" / version.version_id
     files = sha256_tree(target)
     recorded = sha256_tree(versions.materialize(version, version.pins.adapter))
-    assert {k: v for k, v in files.items() if k != "version.json"} == recorded
+    rewritten = {"version.json", "README.md", "adapter_config.json"}  # the card, the base named (tests/test_use.py)
+    assert {k: v for k, v in files.items() if k not in rewritten and not k.startswith("base/")} == {
+        k: v for k, v in recorded.items() if k not in rewritten
+    }
+    shipped = {k.removeprefix("base/"): v for k, v in files.items() if k.startswith("base/")}
+    assert rewritten | set(recorded) == set(files) - {f"base/{k}" for k in shipped}
+    assert shipped == sha256_tree(versions.materialize(version, version.pins.base))  # the tiny base: a local dir
     assert json.loads((target / "metadata.json").read_text())["version_id"] == version.version_id
     assert json.loads((target / "version.json").read_text())["rev"] == version.rev
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
@@ -177,6 +183,7 @@ def test_export_writes_its_own_directory_once(versions_repo: dict) -> None:
 
 
 def test_merged_model_matches_base_plus_adapter(versions_repo: dict, tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     repo = versions_repo["repo"]
@@ -188,6 +195,9 @@ def test_merged_model_matches_base_plus_adapter(versions_repo: dict, tmp_path: P
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in merged_dir.iterdir())
     meta = json.loads((merged_dir / "metadata.json").read_text())
     assert meta["merged_from"]["rev"] == versions_repo["r8"] and meta["version"]["lora"]["r"] == 8
+    card = ModelCard((merged_dir / "README.md").read_text())  # the card of a plain transformers model
+    assert card.data.library_name == "transformers" and {"merged", meta["version"]["version_id"]} <= set(card.data.tags)
+    assert f'AutoModelForCausalLM.from_pretrained("{merged_dir}")' in card.text
 
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
