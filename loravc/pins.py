@@ -32,6 +32,7 @@ class Pins:
     metrics_files: tuple[str, ...]
     predictions: str | None  # the evaluate stage's --predictions file (git-tracked), if it writes one
     params: dict[str, Any]  # flattened params recorded in dvc.lock (what the stages actually used)
+    train_plots: Out | None = None  # the train stage's per-step curves, `<--live>/plots` (older versions lack it)
 
 
 def model_artifacts(dvc_yaml: Any) -> dict[str, str]:
@@ -77,6 +78,7 @@ def parse_pins(dvc_yaml: Any, dvc_lock: Any) -> Pins | None:
         metrics_files=tuple(metrics),
         predictions=_arg(evaluate.get("cmd"), "--predictions"),
         params=dict(sorted(params.items())),
+        train_plots=_entry(train.get("outs"), f"{live}/plots") if (live := _arg(train.get("cmd"), "--live")) else None,
     )
 
 

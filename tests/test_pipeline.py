@@ -18,7 +18,7 @@ def test_repro_commit_change_rank_and_restore_each_version(pipeline_repo: Path) 
     adapter = repo / "models" / "adapter"
 
     first = dvc(repo, "repro")
-    assert ran_stages(first.stdout) == {"base", "prepare", "train", "evaluate"}
+    assert ran_stages(first.stdout) == {"base", "prepare", "train", "evaluate", "report"}
     assert "Running stage 'source'" in first.stdout  # on every repro: what base.source is made of
     assert "perplexity base" in first.stdout
     meta = json.loads((adapter / "metadata.json").read_text())
@@ -36,7 +36,7 @@ def test_repro_commit_change_rank_and_restore_each_version(pipeline_repo: Path) 
 
     update_params(repo / "params.yaml", {"train": {"lora": {"r": 4}}})
     second = dvc(repo, "repro")
-    assert ran_stages(second.stdout) == {"train", "evaluate"}
+    assert ran_stages(second.stdout) == {"train", "evaluate", "report"}
     git(repo, "commit", "-qam", "r=4")
     files_r4 = sha256_tree(adapter)
     assert lora_rank_from_weights(adapter) == {4} and files_r4 != files_r8
@@ -91,7 +91,7 @@ def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Pa
         repo / "data" / "sums" / "test.jsonl", [chat("What is 7 plus 1?", "8."), chat("What is 9 plus 2?", "11.")]
     )
     run = dvc(repo, "exp", "run", "-n", "sums", "-S", "data.train=data/sums", "-S", "train.max_length=256")
-    assert ran_stages(run.stdout) == {"prepare", "train", "evaluate"}
+    assert ran_stages(run.stdout) == {"prepare", "train", "evaluate", "report"}
     assert "24 messages records from data/sums" in run.stdout and "(test: fixed, data/sums/test.jsonl)" in run.stdout
     assert "the loss trains on assistant tokens" in run.stdout
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import ROOT, run
 
-STAGES = ("base", "prepare", "train", "evaluate")
+STAGES = ("base", "prepare", "train", "evaluate", "report")
 
 
 @pytest.mark.parametrize("stage", STAGES)
