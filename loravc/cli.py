@@ -24,6 +24,8 @@ from typing import Any
 
 from loravc import render
 from loravc.errors import run_main
+from loravc.gguf_export import FORMATS as GGUF_FORMATS
+from loravc.gguf_export import TYPES as GGUF_TYPES
 from loravc.verify import EVAL_TOLERANCE
 
 
@@ -55,6 +57,7 @@ def _quiet_loading() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own tqdm bar
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
@@ -103,11 +106,33 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from loravc.use import export
+    from loravc import gguf_export
+    from loravc.errors import UserError
+    from loravc.use import EXPORT_DIR, export
+
+    if args.format == "peft" and (args.base_only or args.type != "f16" or args.tokenizer_pre):
+        raise UserError("--type, --base-only and --tokenizer-pre go with --format gguf or gguf-lora")
+    with _version(args, args.ref) as (versions, version):
+        if args.format == "peft":
+            target = export(versions, version, args.dir)
+        else:
+            _quiet_loading()
+            kind = "base" if args.base_only else args.format
+            name = f"{version.version_id or version.short}-{kind}-{args.type}"
+            target = args.dir or versions.root / EXPORT_DIR / name
+            record = gguf_export.export(
+                versions, version, target, fmt=args.format, quant=args.type, base_only=args.base_only,
+                pre=args.tokenizer_pre,
+            )  # fmt: skip
+            print(render.gguf_exported(record))
+    print(f"exported {version.version_id} ({version.short}) -> {target}")
+
+
+def cmd_card(args: argparse.Namespace) -> None:
+    from loravc.card import version_card
 
     with _version(args, args.ref) as (versions, version):
-        target = export(versions, version, args.dir)
-    print(f"exported {version.version_id} ({version.short}) -> {target}")
+        print(version_card(versions, version), end="")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
@@ -145,6 +170,32 @@ def cmd_verify(args: argparse.Namespace) -> None:
     with _version(args, args.ref) as (versions, version):
         report = verify(versions, version, evaluate=args.eval, device=args.device, tolerance=args.tolerance)
     _json(report) if args.json else print(render.verify(report))
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it, else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def cmd_plots(args: argparse.Namespace) -> None:
+    from loravc import plots
+    from loravc.errors import UserError
+
+    if args.template:
+        if args.refs:
+            raise UserError("plots --template writes the offline page template only: give no REF with it")
+        path = plots.write_page_template(args.repo)
+        print(f"wrote {_shown(path)}, named in .dvc/config.local: `dvc plots show` and `dvc plots diff` draw offline")
+        return
+    if not args.refs:
+        raise UserError("plots needs the REFs of the versions to draw (or --template for offline `dvc plots` pages)")
+    with _versions(args) as versions:
+        out = args.output or versions.root / "dvc_plots" / "versions-loss.png"
+        drawn = plots.draw_versions(versions, args.refs, out)
+    print(f"wrote {_shown(out)}: training and validation loss of {', '.join(v.label for v in drawn)}")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -212,9 +263,23 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("ref_b", metavar="REF_B", help=REF_HELP)
     sub.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sub = verb("export", "copy a version (adapter + metadata.json) to its own directory", cmd_export)
+    sub = verb(
+        "export", "write a version to a new directory: PEFT files (+ card, base unless on the hub) or GGUF", cmd_export
+    )  # fmt: skip
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
-    sub.add_argument("dir", metavar="DIR", type=Path, nargs="?", help="target (default: model_versions/v_<id>/)")
+    sub.add_argument(
+        "dir", metavar="DIR", type=Path, nargs="?", help="new directory (default: model_versions/v_<id>[-FORMAT-TYPE]/)"
+    )
+    sub.add_argument(
+        "--format", choices=("peft", *GGUF_FORMATS), default="peft",
+        help="peft: adapter + metadata (default); gguf: the merged model; gguf-lora: the adapter for llama.cpp --lora",
+    )  # fmt: skip
+    sub.add_argument("--type", choices=GGUF_TYPES, default="f16", help="GGUF tensor type (default: f16)")
+    sub.add_argument("--base-only", action="store_true", help="write the version's base alone as GGUF (for gguf-lora)")
+    sub.add_argument("--tokenizer-pre", metavar="NAME", help="llama.cpp pre-tokenizer name (bases other than smollm2)")
+
+    sub = verb("card", "the model card (README.md) of a version: Hugging Face metadata and a summary", cmd_card)
+    sub.add_argument("ref", metavar="REF", help=REF_HELP)
 
     sub = verb("merge", "merge the adapter into its base: a standalone model directory", cmd_merge)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
@@ -248,6 +313,15 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     device(sub)
+
+    sub = verb("plots", "versions' loss curves in one picture; --template: offline `dvc plots` pages", cmd_plots)
+    sub.add_argument("refs", metavar="REF", nargs="*", help=REF_HELP)
+    sub.add_argument(
+        "-o", "--output", type=Path, help="picture to write, .png or .svg (default: dvc_plots/versions-loss.png)"
+    )
+    sub.add_argument(
+        "--template", action="store_true", help="write the offline page template and name it in .dvc/config.local"
+    )
 
     sub = verb(
         "tune", "hyperparameter search (Optuna, params.yaml `tune`): every trial a DVC experiment", cmd_tune

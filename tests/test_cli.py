@@ -14,7 +14,8 @@ from loravc.cli import main, parser, run
 from loravc.use import load_version
 from tests.conftest import ROOT, greedy_ids, sha256_tree
 
-VERBS = ("list", "show", "compare", "export", "merge", "generate", "verify", "register", "promote", "tune")
+VERBS = ("list", "show", "compare", "export", "card", "merge", "generate", "verify", "plots", "register", "promote")
+VERBS += ("tune",)
 HEAVY = ("torch", "transformers", "peft", "trl", "optuna")
 
 
