@@ -437,6 +437,10 @@ class Study:
         trial's overrides into params.yaml (staged) before it stashes them, and restores both after. Each is
         restored only when it is exactly that state, never a change of the user's."""
         git, number = self.git, trial.number
+        lock = self.repo / ".git" / "index.lock"
+        if stale_lock(lock):  # the killed git of DVC's set-up held it; git refuses to run while it exists
+            lock.unlink(missing_ok=True)
+            self.say(f"trial {number}: removed .git/index.lock, left by a git process killed with the trial")
         branch = trial.user_attrs.get("owner", {}).get("branch")
         detached = git.git("symbolic-ref", "-q", "HEAD", check=False).strip() == ""
         if branch and detached and git.commit_of(f"refs/heads/{branch}") == git.head():
@@ -642,6 +646,34 @@ def _alive(pid: int | None, started: str | None) -> bool:
     except (ProcessLookupError, PermissionError, OverflowError, ValueError):
         return False
     return started is None or _started(pid) == started
+
+
+def stale_lock(path: Path, wait: float = 2.0, old: float = 60.0) -> bool:
+    """Whether a git lock file is left over: it exists, no process has it open, and it stays for `wait` seconds
+    (a live git holds its lock moments at a time). Without /proc to look in, only a lock `old` seconds old."""
+    if not path.exists():
+        return False
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        with suppress(OSError):
+            return time.time() - path.stat().st_mtime > old
+        return False
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not path.exists() or _opened(path, proc):
+            return False
+        time.sleep(0.1)
+    return path.exists()
+
+
+def _opened(path: Path, proc: Path) -> bool:
+    """Whether any process we can see has `path` open."""
+    target = str(path.resolve())
+    for fd_dir in proc.glob("[0-9]*/fd"):
+        with suppress(OSError):
+            if any(os.readlink(fd) == target for fd in fd_dir.iterdir()):
+                return True
+    return False
 
 
 def _minutes(seconds: float) -> str:

@@ -411,3 +411,14 @@ def test_processes_sharing_a_database_get_different_seeds(tmp_path: Path, monkey
             seeds[(storage is None, pid)] = study._seed()
     assert seeds[(True, 1000)] == seeds[(True, 1001)] == 42  # the journal: tune.seed + trials so far
     assert seeds[(False, 1000)] != seeds[(False, 1001)]
+
+
+def test_a_git_lock_is_stale_only_when_nobody_holds_it(tmp_path: Path) -> None:
+    from loravc.tune import stale_lock
+
+    lock = tmp_path / "index.lock"
+    assert not stale_lock(lock, wait=0.2)  # none there
+    lock.write_text("")
+    with lock.open("rb"):  # a live git has it open: not stale, however long it waits
+        assert not stale_lock(lock, wait=0.3)
+    assert stale_lock(lock, wait=0.3)  # left by a killed process
