@@ -81,27 +81,35 @@ def version_card(
     version: "Version",
     *,
     merged: bool = False,
+    gguf: bool = False,
     directory: str | None = None,
     how_to_load: str | None = None,
 ) -> str:
     """The model card (markdown with a YAML header) of a version of `versions`.
 
     `merged`: the card of `loravc merge`'s directory (a plain transformers model) rather than of the adapter.
+    `gguf`: the card of a GGUF export (`loravc export --format gguf|gguf-lora`; no base shipped).
     `directory`: the path the loading snippet names (default: where `loravc export` puts the version).
     `how_to_load`: that section's text for files other than PEFT's or transformers' (GGUF).
     Everything comes from what `versions` read about the version (card_for); nothing else is fetched.
     """
-    return card_for(version, merged=merged, directory=directory, how_to_load=how_to_load)
+    return card_for(version, merged=merged, gguf=gguf, directory=directory, how_to_load=how_to_load)
 
 
 def card_for(
-    version: "Version", *, merged: bool = False, directory: str | None = None, how_to_load: str | None = None
+    version: "Version",
+    *,
+    merged: bool = False,
+    gguf: bool = False,
+    directory: str | None = None,
+    how_to_load: str | None = None,
 ) -> str:
     """version_card's work, from the Version's own records (metadata, metrics, pins) alone."""
     meta = version.metadata
     if meta is None:
         raise UserError(version.error or f"{version.short}: its metadata.json could not be read, so it has no card")
-    return card_text(meta, committed(version), merged=merged, directory=directory, how_to_load=how_to_load)
+    done = committed(version)
+    return card_text(meta, done, merged=merged, gguf=gguf, directory=directory, how_to_load=how_to_load)
 
 
 def card_text(
@@ -109,6 +117,7 @@ def card_text(
     done: Committed | None = None,
     *,
     merged: bool = False,
+    gguf: bool = False,
     directory: str | None = None,
     how_to_load: str | None = None,
 ) -> str:
@@ -123,10 +132,11 @@ def card_text(
     identity, metrics = meta.base_model, done.metrics
     kind = base_kind(identity)
     source = meta.data.source
-    tags = ["lora", "peft", "loravc", PIPELINE_TAG, meta.version_id] + (["merged"] if merged else [])
+    extra = (["merged"] if merged else []) + (["gguf"] if gguf else [])
+    tags = ["lora", "peft", "loravc", PIPELINE_TAG, meta.version_id, *extra]
     data = ModelCardData(
         base_model=identity["id"] if kind != LOCAL else None,
-        library_name="transformers" if merged else "peft",
+        library_name="gguf" if gguf else "transformers" if merged else "peft",
         license=license_of(identity["id"]),
         datasets=[source] if source else None,
         tags=tags,
@@ -142,7 +152,7 @@ def card_text(
         "",
         "## Base model",
         "",
-        base_text(identity, kind, merged),
+        base_text(identity, kind, merged or gguf),
         "",
         "## Data",
         "",
@@ -183,6 +193,7 @@ def summary(meta: VersionMetadata, done: Committed, kind: str, merged: bool) -> 
 
 
 def base_text(identity: dict[str, Any], kind: str, merged: bool) -> str:
+    """Which base this is; `merged` (or GGUF): no base/ directory ships with it."""
     weights = ", ".join(
         f"`{name}` sha256 `{digest}`" for name, digest in (identity.get("weights_sha256") or {}).items()
     )

@@ -118,7 +118,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         else:
             _quiet_loading()
             kind = "base" if args.base_only else args.format
-            name = f"{version.version_id or version.short}-{kind}-{args.type}"
+            typed = "" if kind == "gguf-lora" else f"-{args.type}"  # a LoRA GGUF is F32
+            name = f"{version.version_id or version.short}-{kind}{typed}"
             target = args.dir or versions.root / EXPORT_DIR / name
             record = gguf_export.export(
                 versions, version, target, fmt=args.format, quant=args.type, base_only=args.base_only,

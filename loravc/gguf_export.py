@@ -113,10 +113,14 @@ def add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size: 
     """tokenizer.* as llama.cpp's converter writes a BPE tokenizer: tokens and types by id, merges, special ids."""
     import gguf
 
-    if (
-        getattr(tokenizer, "backend_tokenizer", None) is None
-        or tokenizer.backend_tokenizer.model.__class__.__name__ != "BPE"
-    ):
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = (
+        backend is not None
+        and type(backend.model).__name__ == "BPE"
+        and not getattr(backend.model, "byte_fallback", False)
+        and type(backend.decoder).__name__ == "ByteLevel"
+    )
+    if not byte_level:  # SentencePiece-style BPE (byte fallback, "▁" spaces) is llama.cpp's "llama" model, not gpt2
         raise UserError("GGUF export supports byte-level BPE tokenizers (gpt2-style); this base's is not one")
     vocab = {token_id: token for token, token_id in tokenizer.get_vocab().items()}
     added = tokenizer.get_added_vocab()
@@ -146,9 +150,20 @@ def add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size: 
     special.add_to_gguf(writer, quiet=True)
 
 
+SEQUENCE_MARKS = ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+FULLWIDTH_BAR = "\uff5c"  # the bar of deepseek's special tokens
+
+
 def _looks_special(token: str) -> bool:
-    """llama.cpp's rule for added tokens not flagged special: <|...|>, <s>-like and [INST]-like marks are control."""
-    return bool(re.fullmatch(r"<\|.*\|>|<[^<>\s]+>|\[[A-Z_/]+\]", token))
+    """An added token not flagged special that is still a control token, as llama.cpp's converter decides
+    (`does_token_look_special`): <|...|> marks, their full-width-bar form, <unused...>, a few sequence marks."""
+    bar = FULLWIDTH_BAR
+    return (
+        token in SEQUENCE_MARKS
+        or (token.startswith("<|") and token.endswith("|>"))
+        or (token.startswith(f"<{bar}") and token.endswith(f"{bar}>"))
+        or (token.startswith("<unused") and token.endswith(">"))
+    )
 
 
 def write_model(
@@ -171,7 +186,7 @@ def write_model(
     arch = check_writable(config)
     file_type = gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
     writer = _writer(path, arch, config, general, file_type)
-    writer.add_size_label(gguf.utility.size_label(sum(t.numel() for t in model.state_dict().values()), 0, 0, 0))
+    writer.add_size_label(gguf.utility.size_label(sum(p.numel() for p in model.parameters()), 0, 0, 0))
     add_tokenizer(writer, tokenizer, tokenizer_dir, config.vocab_size, pre)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
@@ -189,6 +204,8 @@ def write_model(
             writer.add_tensor(gguf_name, data.astype(np.float32))
         elif quant == "f16":
             writer.add_tensor(gguf_name, data.astype(np.float16))
+        elif data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0]:
+            writer.add_tensor(gguf_name, data.astype(np.float16))  # no whole Q8_0 blocks: F16, as llama.cpp does
         else:
             qtype = gguf.GGMLQuantizationType.Q8_0
             writer.add_tensor(gguf_name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
@@ -200,8 +217,7 @@ def write_model(
 def write_lora(adapter_dir: Path, config: Any, lora: dict[str, Any], path: Path, general: dict[str, Any]) -> int:
     """A PEFT LoRA adapter as llama.cpp's LoRA GGUF (F32 pairs, B's q/k rows permuted like the base's)."""
     import gguf
-    import numpy as np
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file  # torch reads bf16 (the gpu profile's adapters); numpy cannot
 
     arch = check_writable(config, lora)
     weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
@@ -220,7 +236,7 @@ def write_lora(adapter_dir: Path, config: Any, lora: dict[str, Any], path: Path,
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight",))
         if gguf_name is None:
             raise UserError(f"GGUF export cannot name tensor {hf_name}: not a {arch} tensor llama.cpp knows")
-        data = weights[key].astype(np.float32)
+        data = weights[key].float().numpy()
         heads = _heads(config, hf_name)
         if match[2] == "B" and heads is not None:
             data = permute_rows(data, heads)
@@ -251,6 +267,15 @@ CHATML_TEMPLATE = """{{- if .System }}<|im_start|>system
 RAW_TEMPLATE = "{{ .Prompt }}"
 
 
+def default_system(chat_template: str) -> str | None:
+    """The system message a ChatML template inserts when a conversation has none, if it is a literal string
+    (a newline written as is or as the escape \\n); None when it is built from variables or there is none."""
+    for found in re.finditer(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", chat_template, re.S):
+        if not any(mark in found[1] for mark in ("'", '"', "{{", "{%", "+")):
+            return found[1].replace("\\n", "\n")
+    return None
+
+
 def modelfile(
     model_file: str, *, chat: bool, chat_template: str | None, eos: str | None, adapter: str | None = None
 ) -> str:
@@ -266,9 +291,8 @@ def modelfile(
     stops = [eos] if eos else []
     if chat and chat_template and "<|im_start|>" in chat_template:
         lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
-        default = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", chat_template, re.S)
-        if default:
-            lines.append(f'SYSTEM """{default[1]}"""')
+        if default := default_system(chat_template):
+            lines.append(f'SYSTEM """{default}"""')
         stops = list(dict.fromkeys(["<|im_end|>", "<|im_start|>", *stops]))
     elif chat:
         lines.append("# TEMPLATE: left to Ollama, which reads the GGUF's tokenizer.chat_template for known families")
@@ -288,7 +312,7 @@ def read_identity(base_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def base_facts(identity: dict[str, Any], pre: str | None) -> tuple[str, dict[str, Any]]:
+def base_facts(identity: dict[str, Any], pre: str | None, need_pre: bool = True) -> tuple[str, dict[str, Any]]:
     """(tokenizer.ggml.pre, general.* of the base) for a base identity (read_identity).
 
     The embedded base comes from a GGUF llama.cpp made: its pre-tokenizer name and naming keys are read from it.
@@ -298,22 +322,22 @@ def base_facts(identity: dict[str, Any], pre: str | None) -> tuple[str, dict[str
     import gguf
 
     from loravc.base_model import EMBEDDED_FILE, embedded_gguf
+    from loravc.card import HUB, base_kind
 
     general: dict[str, Any] = {}
     if str(identity.get("source", "")).endswith(EMBEDDED_FILE):
         fields = gguf.GGUFReader(embedded_gguf()).fields
         general = {key: fields[key].contents() for key in BASE_GENERAL if key in fields}
         pre = pre or fields["tokenizer.ggml.pre"].contents()
-    else:
-        hub_id = str(identity.get("id") or "")
-        if "/" in hub_id:
-            general = {"general.organization": hub_id.split("/")[0], "general.basename": hub_id.split("/")[-1]}
-    if not pre:
+    elif base_kind(identity) == HUB and "/" in str(identity.get("id")):
+        organization, basename = str(identity["id"]).split("/", 1)
+        general = {"general.organization": organization, "general.basename": basename}
+    if not pre and need_pre:
         raise UserError(
             "GGUF export needs the base's pre-tokenizer name as llama.cpp knows it: pass --tokenizer-pre NAME "
             "(the `res = ...` name llama.cpp's convert_hf_to_gguf.py prints for this base, e.g. llama-bpe or qwen2)"
         )
-    return pre, general
+    return pre or "", general
 
 
 def export(
@@ -329,8 +353,9 @@ def export(
     """Write a version as GGUF into the new directory `dest`, with an Ollama Modelfile, README.md and version.json.
 
     `gguf`: the merged model at `quant`, read back by transformers and checked against base + adapter on a probe
-    text before anything is kept. `gguf-lora`: the adapter alone, for the base GGUF that `base_only` writes.
-    Nothing is written when a check fails or `dest` exists.
+    text before anything is kept (`base_only`: the base alone, checked against the base). `gguf-lora`: the
+    adapter alone (F32), for the base GGUF that `base_only` writes. Nothing is written when a check fails or
+    `dest` exists.
     """
     from transformers import AutoConfig
 
@@ -343,38 +368,44 @@ def export(
         raise UserError(f"--format {fmt!r}: choose one of peft, {', '.join(FORMATS)}")
     if quant not in TYPES:
         raise UserError(f"--type {quant!r}: choose one of {', '.join(TYPES)}")
+    adapter_only = fmt == "gguf-lora" and not base_only
+    if adapter_only and quant != "f16":
+        raise UserError("--type applies to whole-model GGUFs (--format gguf, --base-only); a LoRA GGUF is F32")
     if dest.exists():
         raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
     base_dir, adapter_dir = versions.directories(version)
     config = AutoConfig.from_pretrained(base_dir)
     lora = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    check_writable(config, None if base_only else lora)
+    check_writable(config, lora if adapter_only else None)  # merging handles what llama.cpp's LoRA cannot
     identity = read_identity(base_dir)
-    pre, general = base_facts(identity, pre)
+    pre, general = base_facts(identity, pre, need_pre=not adapter_only)  # a LoRA GGUF has no tokenizer
     vid = str(version.version_id or version.short)
     basename = general.get("general.basename", "model")
     meta = version.metadata
     record: dict[str, Any] = {"format": fmt, "type": quant, "base_only": base_only}
     scratch = scratch_dir(dest)
     try:
-        if fmt == "gguf-lora" and not base_only:
+        if adapter_only:
             general |= {"general.name": f"{basename} {vid} LoRA", "general.finetune": vid}
             record["tensors"] = write_lora(adapter_dir, config, lora, scratch / ADAPTER_FILE, general)
             files, model_file, adapter, tokenizer_dir = [ADAPTER_FILE], BASE_FILE, ADAPTER_FILE, adapter_dir
         else:
-            model, tokenizer = load(versions, version, "cpu")
+            peft_model, tokenizer = load(versions, version, "cpu")
             if base_only:
-                model = model.unload()  # the base's own weights: adapter layers removed, nothing merged
+                with peft_model.disable_adapter():
+                    expected = probe_logits(peft_model, tokenizer)  # the base alone
+                model = peft_model.unload()  # the base's own weights: adapter layers removed, nothing merged
                 general |= {"general.name": basename}
                 model_file, tokenizer_dir = (BASE_FILE if quant == "f16" else f"base.{quant}.gguf"), base_dir
             else:
-                model = model.merge_and_unload()
+                expected = probe_logits(peft_model, tokenizer)  # base + adapter, before merging
+                model = peft_model.merge_and_unload()
                 general |= {"general.name": f"{basename} {vid}", "general.finetune": vid}
                 model_file, tokenizer_dir = f"model.{quant}.gguf", adapter_dir
             record["tensors"] = write_model(
                 model, tokenizer, tokenizer_dir, scratch / model_file, quant=quant, general=general, pre=pre
             )
-            record["logits_check"] = check_read_back(model, tokenizer, scratch / model_file, quant)
+            record["logits_check"] = check_read_back(expected, tokenizer, scratch / model_file, quant)
             files, adapter = [model_file], None
         eos, chat_template = tokenizer_facts(tokenizer_dir)
         chat = bool(not base_only and meta and meta.data.shape in CHAT_SHAPES)
@@ -384,11 +415,18 @@ def export(
         if base_only:
             card = f"# {basename}: the base of {vid}\n\n{base_text(identity)}\n\n## How to load it\n\n{how}\n"
         else:
-            card = version_card(versions, version, merged=fmt == "gguf", directory=str(dest), how_to_load=how)
+            card = version_card(
+                versions, version, merged=fmt == "gguf", gguf=True, directory=str(dest), how_to_load=how
+            )
         (scratch / "README.md").write_text(card, encoding="utf-8")
         record |= {"files": files, "exported_from": version.provenance(), "exported": utc_now().isoformat()}
         (scratch / "version.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if dest.exists():  # made while this export ran
+            raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
         scratch.rename(dest)
+    except OSError as err:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise UserError(f"cannot write {dest}: {err.strerror or err}; nothing was written") from None
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -436,8 +474,19 @@ def tokenizer_facts(directory: Path) -> tuple[str | None, str | None]:
     return eos, template if isinstance(template, str) else None
 
 
-def check_read_back(model: Any, tokenizer: Any, path: Path, quant: str) -> dict[str, Any]:
-    """Load the GGUF with transformers (`gguf_file=`) and compare its logits on the probe text with `model`'s.
+def probe_logits(model: Any, tokenizer: Any) -> Any:
+    """A model's fp32 logits on the probe text (the reference a GGUF read back is compared with)."""
+    import torch
+
+    from loravc.use import PROBE_TEXT
+
+    with torch.no_grad():
+        return model.float()(**tokenizer(PROBE_TEXT, return_tensors="pt")).logits[0]
+
+
+def check_read_back(expected: Any, tokenizer: Any, path: Path, quant: str) -> dict[str, Any]:
+    """Load the GGUF with transformers (`gguf_file=`) and compare its logits on the probe text with `expected`
+    (the model's before merging), and its tokenizer's ids on the probe text and a conversation with `tokenizer`'s.
 
     F16 must give the same top-1 token at every position and logits within TOLERANCE["f16"] of the largest;
     Q8_0 within its looser bound. A failed check is a UserError, so nothing is kept.
@@ -450,8 +499,8 @@ def check_read_back(model: Any, tokenizer: Any, path: Path, quant: str) -> dict[
     inputs = tokenizer(PROBE_TEXT, return_tensors="pt")
     read = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     with torch.no_grad():
-        expected = model.float()(**inputs).logits[0]
         got = read(**inputs).logits[0]
+    check_tokenizer(tokenizer, path)
     difference = float((expected - got).abs().max())
     relative = difference / float(expected.abs().max())
     same_top1 = int((expected.argmax(-1) == got.argmax(-1)).sum())
@@ -470,3 +519,24 @@ def check_read_back(model: Any, tokenizer: Any, path: Path, quant: str) -> dict[
         "top1_agreement": f"{same_top1}/{positions}",
         "probe": PROBE_TEXT,
     }
+
+
+def check_tokenizer(tokenizer: Any, path: Path) -> None:
+    """The GGUF's tokenizer, as transformers builds it from tokenizer.*, encodes like the version's own: the probe
+    text, and a conversation through the chat template when there is one. A UserError otherwise."""
+    from transformers import AutoTokenizer
+
+    from loravc.use import PROBE_TEXT
+
+    read = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    texts = [PROBE_TEXT, " leading space,\ttabs\n\nnewlines and numbers 12345 ünïcödé"]
+    if tokenizer.chat_template:
+        conversation = [{"role": "user", "content": PROBE_TEXT}, {"role": "assistant", "content": "assert"}]
+        texts.append(tokenizer.apply_chat_template(conversation, tokenize=False))
+    for text in texts:
+        want, got = tokenizer.encode(text, add_special_tokens=False), read.encode(text, add_special_tokens=False)
+        if want != got:
+            raise UserError(
+                f"{path.name}: its tokenizer encodes {text[:40]!r} differently from the version's "
+                f"({got[:8]}... vs {want[:8]}...): not saved"
+            )

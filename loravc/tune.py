@@ -437,7 +437,7 @@ class Study:
         trial's overrides into params.yaml (staged) before it stashes them, and restores both after. Each is
         restored only when it is exactly that state, never a change of the user's."""
         git, number = self.git, trial.number
-        lock = self.repo / ".git" / "index.lock"
+        lock = self.repo / git.git("rev-parse", "--git-path", "index.lock").strip()
         if stale_lock(lock):  # the killed git of DVC's set-up held it; git refuses to run while it exists
             lock.unlink(missing_ok=True)
             self.say(f"trial {number}: removed .git/index.lock, left by a git process killed with the trial")
@@ -649,21 +649,26 @@ def _alive(pid: int | None, started: str | None) -> bool:
 
 
 def stale_lock(path: Path, wait: float = 2.0, old: float = 60.0) -> bool:
-    """Whether a git lock file is left over: it exists, no process has it open, and it stays for `wait` seconds
-    (a live git holds its lock moments at a time). Without /proc to look in, only a lock `old` seconds old."""
-    if not path.exists():
+    """Whether a git lock file is left over: it exists, no process has it open, and the same file (inode and
+    mtime) stays for `wait` seconds (a live git holds its lock moments at a time). Without /proc to look in,
+    only a lock `old` seconds old."""
+    try:
+        first = path.stat()
+    except OSError:
         return False
     proc = Path("/proc")
     if not (proc / "self" / "fd").is_dir():
-        with suppress(OSError):
-            return time.time() - path.stat().st_mtime > old
-        return False
+        return time.time() - first.st_mtime > old
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if not path.exists() or _opened(path, proc):
+        if _opened(path, proc):
             return False
         time.sleep(0.1)
-    return path.exists()
+    try:
+        last = path.stat()
+    except OSError:
+        return False
+    return (last.st_ino, last.st_mtime_ns) == (first.st_ino, first.st_mtime_ns) and not _opened(path, proc)
 
 
 def _opened(path: Path, proc: Path) -> bool:

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = "The assert statement is a convenient way to insert debugging assertions into a program."
 
 
-pytestmark = pytest.mark.slow  # the real SmolLM2 base, from the default pipeline's run (conftest.default_repo)
+SLOW = pytest.mark.slow  # the real SmolLM2 base, from the default pipeline's run (conftest.default_repo)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,7 @@ def fields(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return keys, tensors
 
 
+@SLOW
 def test_merged_gguf_matches_llama_cpps_smollm2_gguf_but_for_the_dtype(smollm2: dict[str, Any]) -> None:
     from loravc.base_model import embedded_gguf
 
@@ -101,6 +102,7 @@ def test_merged_gguf_matches_llama_cpps_smollm2_gguf_but_for_the_dtype(smollm2: 
     assert {kind for name, (shape, kind) in our_tensors.items() if len(shape) == 2} == {"F16"}
 
 
+@SLOW
 @pytest.mark.parametrize("quant", ["f16", "q8_0"])
 def test_transformers_reads_the_gguf_back_as_the_merged_model(smollm2: dict[str, Any], quant: str) -> None:
     """Top-1 token at every position and logits within the stated bound of the fp32 merged model; and, for F16,
@@ -130,6 +132,7 @@ def test_transformers_reads_the_gguf_back_as_the_merged_model(smollm2: dict[str,
         assert float((got - same).abs().max()) <= 1e-4
 
 
+@SLOW
 def test_lora_gguf_applied_to_the_base_gguf_gives_the_merged_tensors(smollm2: dict[str, Any]) -> None:
     """W + alpha / r * B A, with W from the F16 base GGUF and A, B from the LoRA GGUF, equals the merged F16 GGUF's
     tensors within F16 rounding, in llama.cpp's layout (B's q/k rows permuted as the base's)."""
@@ -165,6 +168,26 @@ def test_lora_gguf_applied_to_the_base_gguf_gives_the_merged_tensors(smollm2: di
         checked += 1
     assert checked == 120
 
+    # q/k permutation and layout against llama.cpp's own file: the base weights are the Q4_1 file's, dequantized
+    from loravc.base_model import embedded_gguf
+
+    theirs = {t.name: t for t in gguf.GGUFReader(embedded_gguf()).tensors}
+    for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.29.attn_q.weight", "blk.29.attn_k.weight"):
+        dequantized = gguf.quants.dequantize(theirs[name].data, theirs[name].tensor_type)
+        assert np.abs(base_tensors[name] - dequantized).max() <= 2.0**-11 * np.abs(dequantized).max(), name
+
+    # an adapter saved in bf16 (the gpu profile's) is written with the same values
+    from safetensors.torch import load_file, save_file
+
+    bf16_dir = root / "adapter-bf16"
+    bf16_dir.mkdir()
+    weights = load_file(smollm2["adapter_dir"] / "adapter_model.safetensors")
+    save_file({k: v.bfloat16() for k, v in weights.items()}, bf16_dir / "adapter_model.safetensors")
+    gguf_export.write_lora(bf16_dir, config, smollm2["lora"], root / "bf16.gguf", general)
+    bf16 = {t.name: np.array(t.data) for t in gguf.GGUFReader(root / "bf16.gguf").tensors}
+    a = weights["base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight"].bfloat16().float().numpy()
+    assert np.array_equal(bf16["blk.0.attn_v.weight.lora_a"], a)
+
 
 def test_what_the_writer_does_not_support_is_refused() -> None:
     from transformers import GPT2Config, LlamaConfig
@@ -178,6 +201,14 @@ def test_what_the_writer_does_not_support_is_refused() -> None:
     with pytest.raises(UserError, match="adapters with modules_to_save"):
         gguf_export.check_writable(llama, {"modules_to_save": ["embed_tokens"]})
 
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    sentencepiece_like = Tokenizer(models.BPE(vocab={"▁a": 0, "<0x41>": 1}, merges=[], byte_fallback=True))
+    sentencepiece_like.decoder = decoders.Metaspace()
+    with pytest.raises(UserError, match="supports byte-level BPE tokenizers"):
+        gguf_export.add_tokenizer(None, PreTrainedTokenizerFast(tokenizer_object=sentencepiece_like), Path("."), 2, "x")
+
 
 def test_modelfile_translates_chatml_to_ollamas_go_template() -> None:
     from loravc.labels import SMOLLM2_CHATML
@@ -190,6 +221,13 @@ def test_modelfile_translates_chatml_to_ollamas_go_template() -> None:
     assert 'PARAMETER stop "<|im_end|>"' in chat and 'PARAMETER stop "<|im_start|>"' in chat
     raw = gguf_export.modelfile("model.f16.gguf", chat=False, chat_template=SMOLLM2_CHATML, eos="<|endoftext|>")
     assert 'TEMPLATE """{{ .Prompt }}"""' in raw and "SYSTEM" not in raw
+    qwen = (  # Qwen2.5's: the system branch built from the message first, the default with escaped newlines
+        "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
+        "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a "
+        "helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    )
+    assert gguf_export.default_system(qwen) == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    assert gguf_export.default_system("{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>' }}") is None
     lora = gguf_export.modelfile("base.f16.gguf", chat=False, chat_template=None, eos=None, adapter="adapter.gguf")
     assert lora.splitlines()[:2] == ["FROM ./base.f16.gguf", "ADAPTER ./adapter.gguf"]
     other = gguf_export.modelfile("m.gguf", chat=True, chat_template="{{ '[INST]' }}", eos="</s>")
@@ -201,6 +239,12 @@ def loravc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "loravc", "-C", str(repo), *args], capture_output=True, text=True, env=env
     )
+
+
+def main(args: list[str]) -> None:
+    from loravc.cli import main as cli_main
+
+    cli_main(args)
 
 
 def refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -227,6 +271,15 @@ def test_cli_exports_a_tiny_version_and_never_overwrites(
     record = json.loads((target / "version.json").read_text())
     assert record["format"] == "gguf" and record["logits_check"]["relative_difference"] <= 1e-2
     assert 'gguf_file="model.f16.gguf"' in (target / "README.md").read_text()
+    lora, base = tmp_path / "lora", tmp_path / "base"
+    main(["-C", repo, "export", "HEAD", str(lora), "--format", "gguf-lora"])
+    assert sorted(p.name for p in lora.iterdir()) == ["Modelfile", "README.md", "adapter.gguf", "version.json"]
+    assert (lora / "Modelfile").read_text().splitlines()[:2] == ["FROM ./base.f16.gguf", "ADAPTER ./adapter.gguf"]
+    main(["-C", repo, "export", "HEAD", str(base), "--format", "gguf-lora", "--base-only", "--tokenizer-pre", "gpt2"])
+    assert sorted(p.name for p in base.iterdir()) == ["Modelfile", "README.md", "base.f16.gguf", "version.json"]
+    assert "library_name: gguf" in (lora / "README.md").read_text() and "base/" not in (lora / "README.md").read_text()
+    assert "F32" in refused(capsys, "-C", repo, "export", "HEAD", str(tmp_path / "q"), "--format", "gguf-lora",
+                            "--type", "q8_0")  # fmt: skip
     before = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
     again = refused(capsys, "-C", repo, "export", "HEAD", str(target), "--format", "gguf-lora")
     assert "already exists" in again

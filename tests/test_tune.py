@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -422,3 +423,7 @@ def test_a_git_lock_is_stale_only_when_nobody_holds_it(tmp_path: Path) -> None:
     with lock.open("rb"):  # a live git has it open: not stale, however long it waits
         assert not stale_lock(lock, wait=0.3)
     assert stale_lock(lock, wait=0.3)  # left by a killed process
+    replaced = threading.Timer(0.1, lambda: (lock.unlink(), lock.write_text("new")))
+    replaced.start()  # a git that took the lock again meanwhile: a different file, not stale
+    assert not stale_lock(lock, wait=0.4)
+    replaced.join()

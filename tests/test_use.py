@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from safetensors.torch import load_file
 
 from loravc.errors import UserError
 from loravc.use import export, load_version
@@ -31,6 +32,7 @@ import shutil, sys
 from pathlib import Path
 import torch
 from peft import AutoPeftModelForCausalLM, PeftModel
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 export, moved, out = (Path(arg) for arg in sys.argv[1:])
@@ -40,7 +42,7 @@ with torch.no_grad():
     shutil.move(export, moved)
     base = AutoModelForCausalLM.from_pretrained(moved / "base")
     after_move = PeftModel.from_pretrained(base, moved).eval()(**ids).logits
-torch.save({{"direct": direct, "moved": after_move}}, out)
+save_file({{"direct": direct.contiguous(), "moved": after_move.contiguous()}}, out)
 """
 
 
@@ -74,7 +76,7 @@ def test_an_export_loads_with_plain_peft_from_anywhere(versions_repo: dict, tmp_
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     moved = tmp_path / "moved" / "copy"
     subprocess.run([sys.executable, "-c", LOAD, str(target), str(moved), str(out)], cwd=elsewhere, env=env, check=True)
-    got = torch.load(out)
+    got = load_file(out)  # safetensors: no pickle
     assert got["direct"].shape == expected.shape
     assert torch.allclose(got["direct"], expected, atol=1e-5, rtol=0)
     assert torch.allclose(got["moved"], expected, atol=1e-5, rtol=0)
