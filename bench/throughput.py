@@ -13,7 +13,12 @@ forward, backward, optimizer step and logging all included).
             default modules.
 
     python -m bench.throughput                                  # real base in models/base, CPU
-    python -m bench.throughput --device cuda --random-weights --max-length 512 --lora-r 8
+    python -m bench.throughput --device cuda --random-weights --max-length 512 --lora-r 8 \
+        --variant 'step64={"trainer": {"per_device_train_batch_size": 64}}' \
+        --variant 'step512={"trainer": {"per_device_train_batch_size": 512}}'
+
+The recipe (examples per step) is params': a GPU's profile only splits it into micro-batches, so
+large-batch GPU figures come from a variant that sets the examples per step, as above.
 
 Output ends with a table of the recipes and the ratios (measured figures per machine, with their
 dates: docs/performance.md):

@@ -38,13 +38,47 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 class Profile:
     """How to run on one kind of device: SFTConfig settings on top of TRAINER_DEFAULTS, and weight dtypes.
 
-    Chosen by train.profile; train.trainer and train.lora.dtype override it. Measured side by side
-    with `python -m bench.throughput` (docs/performance.md).
+    Chosen by train.profile; train.trainer and train.lora.dtype override it. A profile chooses how to run
+    the recipe, never the recipe: the examples per optimizer step, learning rate, epochs and steps come
+    from params alone (`micro_batch` splits a step into forward passes, `run_batch`). Measured side by
+    side with `python -m bench.throughput` (docs/performance.md).
     """
 
     trainer: dict[str, Any]
     base_dtype: str  # the frozen base weights (fp32 where the device lacks bf16)
     lora_dtype: str  # the trained LoRA weights when train.lora.dtype is "auto" (fp32 where the device lacks bf16)
+    micro_batch: int | None = None  # most examples in one forward pass; None: as params split them
+
+    def __post_init__(self) -> None:
+        if recipe := sorted(set(self.trainer) & set(RECIPE_KEYS)):
+            raise ValueError(f"a profile sets how to run, not the recipe: {', '.join(recipe)} belong in params")
+
+
+# The recipe: what a version depends on beyond floating-point noise. Params set it; a profile must not.
+RECIPE_KEYS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "num_train_epochs",
+    "max_steps",
+)
+
+
+def run_batch(settings: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    """The micro-batch and accumulation steps that run params' examples per optimizer step on this profile.
+
+    The step keeps per_device_train_batch_size x gradient_accumulation_steps examples (params' recipe); a
+    profile with a `micro_batch` runs them in the fewest forward passes of at most that many examples
+    (the largest divisor of the step's examples that fits), so every profile trains the same steps.
+    """
+    per_step = int(settings.get("per_device_train_batch_size", 8)) * int(settings.get("gradient_accumulation_steps", 1))
+    if profile.micro_batch is None:
+        return settings
+    micro = max(d for d in range(1, min(per_step, profile.micro_batch) + 1) if per_step % d == 0)
+    return settings | {"per_device_train_batch_size": micro, "gradient_accumulation_steps": per_step // micro}
 
 
 PROFILES: dict[str, Profile] = {
@@ -54,14 +88,10 @@ PROFILES: dict[str, Profile] = {
     # bf16 autocast, bf16 base and LoRA weights (nothing cast around each adapted projection); large batches
     # grouped by length (little padding); Liger's fused RMSNorm/SwiGLU/RoPE kernels where installed.
     "gpu": Profile(
-        trainer={
-            "bf16": True,
-            "per_device_train_batch_size": 512,
-            "train_sampling_strategy": "group_by_length",
-            "use_liger_kernel": True,
-        },
+        trainer={"bf16": True, "train_sampling_strategy": "group_by_length", "use_liger_kernel": True},
         base_dtype="bfloat16",
         lora_dtype="bfloat16",
+        micro_batch=512,  # an H200 runs 512 rows of 512 tokens at once (docs/performance.md)
     ),
 }
 PROFILE_CHOICES = ("auto", *PROFILES)

@@ -17,7 +17,7 @@ from typing import Any
 
 from loravc import data
 from loravc.errors import UserError
-from loravc.params import PROFILES, TRAINER_DEFAULTS, Params
+from loravc.params import PROFILES, TRAINER_DEFAULTS, Params, run_batch
 from loravc.schema import parse_yaml
 
 ALL_LINEAR = "all-linear"  # PEFT's shorthand for every linear layer but the output head
@@ -136,11 +136,12 @@ def _or(parts: list[str]) -> str:
 
 
 def trainer_settings(trainer: dict[str, Any], profile: str) -> dict[str, Any]:
-    """The SFTConfig arguments sft_config will pass: TRL's defaults, TRAINER_DEFAULTS, the profile, train.trainer."""
+    """The SFTConfig arguments sft_config will pass: TRL's defaults, TRAINER_DEFAULTS, the profile, train.trainer,
+    with params' examples per step split into the profile's micro-batches."""
     from trl import SFTConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig) if f.default is not dataclasses.MISSING}
-    return defaults | TRAINER_DEFAULTS | PROFILES[profile].trainer | trainer
+    return run_batch(defaults | TRAINER_DEFAULTS | PROFILES[profile].trainer | trainer, PROFILES[profile])
 
 
 def train_records(prepared_dir: Path) -> int:

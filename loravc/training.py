@@ -24,7 +24,7 @@ from loravc.metadata import (
     version_id,
     write_metadata,
 )
-from loravc.params import PROFILES, TRAINER_DEFAULTS, LoraParams, Params, TrainParams
+from loravc.params import PROFILES, TRAINER_DEFAULTS, LoraParams, Params, TrainParams, run_batch
 from loravc.tracking import live_callback, open_live
 
 
@@ -78,6 +78,7 @@ def sft_config(params: TrainParams, device: str, output_dir: Path, plan: labels.
         raise UserError(
             "train.trainer.use_liger_kernel is true but liger-kernel is not installed: pip install liger-kernel"
         )
+    kwargs = run_batch(kwargs, PROFILES[profile])  # the recipe's examples per step, in the profile's micro-batches
     kwargs |= {"output_dir": str(output_dir), "seed": params.seed, "max_length": params.max_length}
     try:
         return SFTConfig(**kwargs)

@@ -10,7 +10,7 @@ import pytest
 
 from loravc import preflight
 from loravc.errors import UserError
-from loravc.params import Params, TrainParams
+from loravc.params import PROFILES, RECIPE_KEYS, Params, Profile, TrainParams, load_params
 from loravc.preflight import check_steps, check_target_modules, check_trainer_types, planned_steps, trainer_settings
 from tests.conftest import ROOT, run
 
@@ -118,11 +118,46 @@ def test_zero_steps_or_a_negative_count_is_refused(trainer: dict, message: str) 
         check_steps(settings(**trainer), 16, 1, Path("train.jsonl"))
 
 
-def test_max_steps_trains_even_with_zero_epochs_and_the_profile_batch_counts() -> None:
+def test_max_steps_trains_even_with_zero_epochs() -> None:
     assert check_steps(settings(num_train_epochs=0, max_steps=5), 16, 1, Path("train.jsonl")) == 5
     assert check_steps(settings(num_train_epochs=2), 16, 1, Path("train.jsonl")) == 8  # TRAINER_DEFAULTS' batch 4
-    gpu = trainer_settings({"num_train_epochs": 1}, "gpu")
-    assert check_steps(gpu, 1000, 1, Path("train.jsonl")) == 2  # the gpu profile's 512 a step: 2 steps an epoch
+
+
+@pytest.mark.parametrize(
+    "trainer",
+    [{}, {"per_device_train_batch_size": 512}, {"per_device_train_batch_size": 64, "gradient_accumulation_steps": 16}],
+    ids=["defaults", "512 a step", "1024 a step"],
+)
+def test_every_profile_trains_the_recipes_steps(trainer: dict) -> None:
+    """One recipe on every device: the profile splits params' examples per step, it never changes them."""
+    cpu, gpu = trainer_settings(trainer, "cpu"), trainer_settings(trainer, "gpu")
+    per_step = {
+        name: s["per_device_train_batch_size"] * s["gradient_accumulation_steps"]
+        for name, s in (("cpu", cpu), ("gpu", gpu))
+    }
+    assert per_step["cpu"] == per_step["gpu"]
+    assert check_steps(cpu, 5000, 1, Path("train.jsonl")) == check_steps(gpu, 5000, 1, Path("train.jsonl"))
+    assert gpu["per_device_train_batch_size"] <= PROFILES["gpu"].micro_batch
+    assert all(
+        cpu[key] == gpu[key]
+        for key in RECIPE_KEYS
+        if key not in ("per_device_train_batch_size", "gradient_accumulation_steps")
+    )
+
+
+def test_the_default_params_train_as_many_steps_on_the_gpu_as_on_the_cpu() -> None:
+    shipped = load_params(ROOT / "params.yaml").train.trainer
+    steps = {p: check_steps(trainer_settings(shipped, p), 160, 1, Path("train.jsonl")) for p in ("cpu", "gpu")}
+    assert steps == {"cpu": 120, "gpu": 120}  # 160 records, 4 a step, 3 epochs (with packing, fewer rows)
+
+
+def test_a_profile_cannot_set_the_recipe() -> None:
+    with pytest.raises(ValueError, match="learning_rate, per_device_train_batch_size belong in params"):
+        Profile(
+            trainer={"per_device_train_batch_size": 512, "learning_rate": 1e-3, "bf16": True},
+            base_dtype="x",
+            lora_dtype="x",
+        )
 
 
 def test_an_empty_train_split_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from loravc import training
 from loravc.errors import UserError
-from loravc.params import PROFILES, TRAINER_DEFAULTS, LoraParams, TrainParams
+from loravc.params import TRAINER_DEFAULTS, LoraParams, TrainParams
 from loravc.schema import build
 from loravc.training import (
     adapter_dtype,
@@ -65,8 +65,8 @@ def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> Non
     liger_installed = importlib.util.find_spec("liger_kernel") is not None
     with pytest.warns(UserWarning, match="liger-kernel is not installed") if not liger_installed else _nothing():
         config = sft_config(TrainParams(profile="gpu"), "cpu", tmp_path)
-    gpu = PROFILES["gpu"]
-    assert config.per_device_train_batch_size == gpu.trainer["per_device_train_batch_size"]
+    assert config.per_device_train_batch_size == TRAINER_DEFAULTS["per_device_train_batch_size"]  # params' recipe
+    assert config.gradient_accumulation_steps == 1
     assert config.train_sampling_strategy == "group_by_length"
     assert config.bf16 is False  # no bf16 without a CUDA device that has it
     assert config.use_liger_kernel is liger_installed
@@ -76,6 +76,15 @@ def test_train_trainer_overrides_the_profile(tmp_path: Path) -> None:
     params = TrainParams(profile="gpu", trainer={"per_device_train_batch_size": 64, "use_liger_kernel": False})
     config = sft_config(params, "cpu", tmp_path)
     assert config.per_device_train_batch_size == 64 and config.use_liger_kernel is False
+
+
+def test_the_gpu_profile_runs_a_large_step_in_micro_batches(tmp_path: Path) -> None:
+    """2048 examples a step (params) on the gpu profile: 4 forward passes of 512, the same step."""
+    params = TrainParams(profile="gpu", trainer={"per_device_train_batch_size": 2048, "use_liger_kernel": False})
+    config = sft_config(params, "cpu", tmp_path)
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (512, 4)
+    cpu = sft_config(TrainParams(trainer={"per_device_train_batch_size": 2048}), "cpu", tmp_path)
+    assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps) == (2048, 1)
 
 
 def test_liger_asked_for_but_missing_is_a_clear_error(tmp_path: Path) -> None:
