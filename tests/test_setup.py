@@ -1,0 +1,52 @@
+"""scripts/setup.sh chooses the torch build: CPU without a CUDA GPU, CUDA (with the gpu extra) with one or GPU=1."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def dry_run(tmp_path: Path, gpu: str | None = None, nvidia_smi: bool = False) -> list[str]:
+    """What setup.sh would run in a fresh copy (no .venv), with or without an nvidia-smi that sees a GPU."""
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "nvidia-smi"
+    fake.unlink(missing_ok=True)
+    if nvidia_smi:
+        fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n")
+        fake.chmod(0o755)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "nvidia-smi").exists())
+    env = {k: v for k, v in os.environ.items() if k != "GPU"} | {"SETUP_DRY_RUN": "1", "PATH": f"{bin_dir}:{path}"}
+    if gpu is not None:
+        env["GPU"] = gpu
+    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / ".venv").exists()  # a dry run installs nothing
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("gpu", "nvidia_smi", "build"),
+    [(None, False, "cpu"), (None, True, "cuda"), ("1", False, "cuda"), ("0", True, "cpu")],
+    ids=["no GPU", "a GPU", "GPU=1", "GPU=0"],
+)
+def test_setup_installs_the_torch_build_the_machine_needs(
+    tmp_path: Path, gpu: str | None, nvidia_smi: bool, build: str
+) -> None:
+    lines = dry_run(tmp_path, gpu, nvidia_smi)
+    assert lines[0].startswith(f"setup: torch {build} build (")
+    torch_lines = [line for line in lines if "torch==2.13.0" in line]
+    if build == "cpu":
+        assert torch_lines == [
+            "pip install --index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0 torch==2.13.0"
+        ]
+        assert lines[-1] == "pip install -e .[dev]"
+    else:
+        assert torch_lines == ["pip install --force-reinstall torch==2.13.0"]
+        assert lines[-1] == "pip install -e .[dev,gpu]"
