@@ -53,6 +53,23 @@ class GitRepo:
                     pos += size + 1
         return {s: self._blobs.get(s) for s in specs}
 
+    def blob_ids(self, specs: list[str]) -> dict[str, str | None]:
+        """The blob ids `<commit>:<path>` specs name, in one `git cat-file --batch-check` call (None: none)."""
+        todo = [s for s in dict.fromkeys(specs) if "\n" not in s]
+        if not todo:
+            return {s: None for s in specs}
+        out = subprocess.run(
+            ["git", "-C", str(self.root), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            input="\n".join(todo).encode() + b"\n",
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        found = {}
+        for spec, line in zip(todo, out.splitlines(), strict=True):
+            parts = line.split()
+            found[spec] = parts[0] if len(parts) == 2 and parts[1] == "blob" else None
+        return {s: found.get(s) for s in specs}
+
     def read_blob(self, commit: str, path: str) -> bytes | None:
         spec = f"{commit}:{path}"
         return self.read_blobs([spec])[spec]

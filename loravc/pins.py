@@ -1,8 +1,10 @@
 """What a commit's dvc.yaml and dvc.lock pin: the adapter (the version), its base, its data, its metrics."""
 
+import re
 import shlex
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from functools import cache
+from typing import Any, ClassVar
 
 from loravc.schema import flatten
 
@@ -98,3 +100,66 @@ def _entry(entries: list[dict[str, Any]] | None, path: str | None) -> Out | None
         if path is not None and entry.get("path") == path and str(entry.get("md5", "")).endswith(".dir"):
             return Out(path, entry["md5"])
     return None
+
+
+# --- reading many commits' files fast ---------------------------------------------------------------
+# dvc.yaml and dvc.lock as DVC reads them (YAML 1.2: `no` and `on` are strings, `1e-3` a float, `010` is
+# ten), parsed by libyaml in C: ruamel's pure-Python parser is 93% of `loravc list` over a long history.
+YAML12_RESOLVERS = (  # ruamel's YAML 1.2 implicit types (its safe loader keeps timestamps and `_` in numbers)
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:int", r"^[-+]?(?:[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+        r"|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    (
+        "tag:yaml.org,2002:timestamp",
+        r"^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]|[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?"
+        r"(?:[Tt]|[ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9](?:\.[0-9]*)?"
+        r"(?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$",
+        "0123456789",
+    ),
+)
+
+
+@cache
+def _yaml12_loader() -> Any:
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where PyYAML was built with it
+
+    class Yaml12Loader(base):  # type: ignore[misc, valid-type]
+        yaml_implicit_resolvers: ClassVar[dict[str, list[Any]]] = {}  # none of YAML 1.1's
+
+        def construct_yaml_int(self, node: Any) -> int:  # YAML 1.2: 010 is ten; 0o17 and 0x1f as written
+            value = str(self.construct_scalar(node)).replace("_", "")
+            sign, digits = (-1, value[1:]) if value.startswith("-") else (1, value.lstrip("+"))
+            base = 8 if digits.startswith("0o") else 16 if digits.startswith("0x") else 10
+            return sign * int(digits[2:] if base != 10 else digits, base)
+
+    for tag, pattern, first in YAML12_RESOLVERS:
+        Yaml12Loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
+    Yaml12Loader.add_constructor("tag:yaml.org,2002:int", Yaml12Loader.construct_yaml_int)
+    return Yaml12Loader
+
+
+def load_yaml12(text: bytes | str) -> Any:
+    """A file DVC wrote, read as ruamel reads it in YAML 1.2 (loravc.schema.parse_yaml), with libyaml."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml12_loader())  # a SafeLoader: builds plain data only
+
+
+def pins_to_dict(pins: Pins | None) -> dict[str, Any] | None:
+    """Pins as JSON-ready data (for the index of parsed commits)."""
+    return None if pins is None else asdict(pins)
+
+
+def pins_from_dict(data: dict[str, Any] | None) -> Pins | None:
+    if data is None:
+        return None
+    outs = {key: Out(**data[key]) if data.get(key) else None for key in ("adapter", "base", "data", "train_plots")}
+    return Pins(**(data | outs | {"metrics_files": tuple(data["metrics_files"])}))

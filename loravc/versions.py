@@ -11,19 +11,24 @@ Nothing here imports torch, so listing and showing versions is quick.
 """
 
 import difflib
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from loravc import pins as pins_module
 from loravc.cache import DvcCache, NotInCache
 from loravc.errors import UserError
 from loravc.gitrepo import GitRepo
 from loravc.metadata import METADATA_FILE, VERSION_ID_RE, VersionMetadata, describe_problem
-from loravc.pins import Out, Pins, parse_pins
+from loravc.pins import Out, Pins, load_yaml12, parse_pins, pins_from_dict, pins_to_dict
 from loravc.refs import LIST_HINT, REGISTRY_RE, Ref, check_ref
-from loravc.schema import flatten, parse_yaml
+from loravc.schema import flatten
+
+INDEX_FILE = "pins-index.json"  # in the cache's scratch store: parsed pins by (dvc.yaml, dvc.lock) blob ids
 
 
 @dataclass
@@ -128,12 +133,51 @@ class Versions:
 
     def pins(self, commit: str) -> Pins | None:
         if commit not in self._pins:
+            self.read_pins([commit])
+        return self._pins[commit]
+
+    def read_pins(self, commits: list[str]) -> None:
+        """Pins of many commits: from the index by their dvc.yaml and dvc.lock blob ids (files never change
+        under an id), else parsed (libyaml, as DVC reads YAML) and added to it."""
+        todo = [c for c in dict.fromkeys(commits) if c not in self._pins]
+        if not todo:
+            return
+        ids = self.repo.blob_ids([f"{c}:{name}" for c in todo for name in ("dvc.yaml", "dvc.lock")])
+        index, new = self._index, {}
+        for commit in todo:
+            key = f"{ids[f'{commit}:dvc.yaml']}:{ids[f'{commit}:dvc.lock']}"
+            if key in index:
+                self._pins[commit] = pins_from_dict(index[key])
+                continue
             blobs = self.repo.read_blobs([f"{commit}:dvc.yaml", f"{commit}:dvc.lock"]).values()
             try:
-                self._pins[commit] = parse_pins(*(None if b is None else parse_yaml(b) for b in blobs))
+                self._pins[commit] = parse_pins(*(None if b is None else load_yaml12(b) for b in blobs))
             except Exception:  # a broken dvc.yaml/lock in old history holds no readable version
                 self._pins[commit] = None
-        return self._pins[commit]
+            new[key] = pins_to_dict(self._pins[commit])
+        if new:
+            index |= new
+            self._save_index(index)
+
+    @cached_property
+    def _index(self) -> dict[str, Any]:
+        """The index of parsed pins, if it was written by this code's parser (else an empty one)."""
+        try:
+            saved = json.loads((self.cache.store / INDEX_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return saved.get("pins", {}) if saved.get("parser") == _parser_id() else {}
+
+    def _save_index(self, index: dict[str, Any]) -> None:
+        """Write the index whole (a rename: readers never see half of it); a read-only store just stays cold."""
+        path = self.cache.store / INDEX_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = path.with_name(f".{INDEX_FILE}.{os.getpid()}")
+            scratch.write_text(json.dumps({"parser": _parser_id(), "pins": index}), encoding="utf-8")
+            scratch.replace(path)
+        except OSError:
+            pass
 
     # --- all versions ----------------------------------------------------------------------------
     @cached_property
@@ -143,7 +187,7 @@ class Versions:
         if not tips:
             return {}
         commits = list(dict.fromkeys(self.repo.commits_changing(tips, "dvc.lock") + tips))
-        self.repo.read_blobs([f"{c}:{name}" for c in commits for name in ("dvc.yaml", "dvc.lock")])
+        self.read_pins(commits)
         by_adapter: dict[str, Version] = {}
         for commit in commits:
             pins = self.pins(commit)
@@ -297,3 +341,8 @@ class Versions:
 def matches_id(version_id: str, ref: str) -> bool:
     """Whether the reference `ref` (a version id) names `version_id`: the same id, or its timestamp alone."""
     return version_id == ref or version_id.startswith(ref + "_")
+
+
+def _parser_id() -> str:
+    """What the index's entries depend on: the code that parses pins (loravc/pins.py)."""
+    return hashlib.sha256(Path(pins_module.__file__).read_bytes()).hexdigest()[:16]
