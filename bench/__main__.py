@@ -32,7 +32,7 @@ def main() -> None:
         for name in BENCHMARKS if args.smoke else BENCHMARKS[:-1]:
             argv = [f"bench.{name}"] + (["--smoke"] if args.smoke else [])
             argv += ["--device", "cpu"] if name == "throughput" and args.smoke else []
-            argv += ["--base", str(base)] if base is not None and name != "overheads" else []
+            argv += ["--base", str(base)] if base is not None and name not in ("overheads", "versions_scale") else []
             print(f"== python -m {' '.join(argv)}", flush=True)
             sys.argv = argv
             importlib.import_module(f"bench.{name}").main()

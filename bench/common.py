@@ -21,6 +21,7 @@ BENCHMARKS = (
     "storage",
     "restore",
     "overheads",
+    "versions_scale",
     "default_run",
     "generation",
 )  # in `python -m bench` order

@@ -213,6 +213,7 @@ class Versions:
         missing = [(v.rev, v.pins.adapter) for v in versions if not cached(v)]
         if missing:  # one `dvc fetch` for all of them; what still lacks is reported per version below
             self.cache.fetch(missing)
+        self.repo.read_blobs([f"{v.rev}:{f}" for v in versions for f in v.pins.metrics_files])  # one git call
         for version in versions:
             self._read(version)
         return sorted(versions, key=lambda v: v.metadata.created if v.metadata else "", reverse=True)

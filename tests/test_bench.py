@@ -162,6 +162,14 @@ def test_overheads_times_repro_exp_show_and_every_help(tmp_path: Path, monkeypat
     assert result["help"] == {name: statistics.median(runs[f"{name} --help"][skip:]) for name in result["help"]}
 
 
+def test_versions_scale_lists_shows_and_compares_a_long_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_bench("versions_scale", [], tmp_path, monkeypatch)
+    assert result["versions"] == 20 and result["listed"] == 20  # every made-up version found and read
+    assert set(result) >= {"list, cold", "list, warm", "show", "compare"}  # show and compare ran (else it raises)
+
+
 def test_default_run_reports_each_stage(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kept = tmp_path / "kept"
     changes = ["--set", "train.seed=7", "--set", "evaluate.metrics=[chrf]"]  # as `dvc exp run -S` would
