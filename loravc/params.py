@@ -21,7 +21,8 @@ LORA_DTYPES = ("auto", "float32", "bfloat16")
 # The project's defaults for trl.SFTConfig where they differ from TRL's own; train.trainer overrides them.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "num_train_epochs": 3,  # with learning_rate: what learns the shipped task (docs/evaluation.md)
-    "per_device_train_batch_size": 4,
+    "per_device_train_batch_size": 4,  # rows a step: with packing, rows of up to max_length tokens
+    "packing": True,  # examples packed into rows (padding-free, attention kept within each example)
     "per_device_eval_batch_size": 8,
     "learning_rate": 1.0e-3,
     "lr_scheduler_type": "cosine",
@@ -58,6 +59,7 @@ class Profile:
 RECIPE_KEYS = (
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
+    "packing",  # what a row, and so a step, holds
     "learning_rate",
     "lr_scheduler_type",
     "warmup_steps",
@@ -75,18 +77,17 @@ def run_batch(settings: dict[str, Any], profile: Profile) -> dict[str, Any]:
     (the largest divisor of the step's examples that fits), so every profile trains the same steps.
     """
     per_step = int(settings.get("per_device_train_batch_size", 8)) * int(settings.get("gradient_accumulation_steps", 1))
-    if profile.micro_batch is None:
+    if profile.micro_batch is None or per_step < 1:  # nothing to split (preflight names a bad value)
         return settings
     micro = max(d for d in range(1, min(per_step, profile.micro_batch) + 1) if per_step % d == 0)
     return settings | {"per_device_train_batch_size": micro, "gradient_accumulation_steps": per_step // micro}
 
 
 PROFILES: dict[str, Profile] = {
-    # fp32: bf16 is emulated, so slow, on CPUs without AVX512-BF16/AMX. Packing: examples are packed into
-    # rows of max_length tokens (padding-free, attention kept within each example): no compute on padding.
-    "cpu": Profile(trainer={"packing": True}, base_dtype="float32", lora_dtype="float32"),
-    # bf16 autocast, bf16 base and LoRA weights (nothing cast around each adapted projection); large batches
-    # grouped by length (little padding); Liger's fused RMSNorm/SwiGLU/RoPE kernels where installed.
+    # fp32: bf16 is emulated, so slow, on CPUs without AVX512-BF16/AMX.
+    "cpu": Profile(trainer={}, base_dtype="float32", lora_dtype="float32"),
+    # bf16 autocast, bf16 base and LoRA weights (nothing cast around each adapted projection); rows drawn
+    # grouped by length; Liger's fused RMSNorm/SwiGLU/RoPE kernels where installed.
     "gpu": Profile(
         trainer={"bf16": True, "train_sampling_strategy": "group_by_length", "use_liger_kernel": True},
         base_dtype="bfloat16",

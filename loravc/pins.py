@@ -105,14 +105,19 @@ def _entry(entries: list[dict[str, Any]] | None, path: str | None) -> Out | None
 # --- reading many commits' files fast ---------------------------------------------------------------
 # dvc.yaml and dvc.lock as DVC reads them (YAML 1.2: `no` and `on` are strings, `1e-3` a float, `010` is
 # ten), parsed by libyaml in C: ruamel's pure-Python parser is 93% of `loravc list` over a long history.
-YAML12_RESOLVERS = (  # ruamel's YAML 1.2 implicit types (its safe loader keeps timestamps and `_` in numbers)
+YAML12_RESOLVERS = (  # ruamel's YAML 1.2 implicit types, its regular expressions (timestamps and `_` included)
+    ("tag:yaml.org,2002:merge", r"^(?:<<)$", "<"),
     ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
     ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
-    ("tag:yaml.org,2002:int", r"^[-+]?(?:[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:int",
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?[0-9_]+|[-+]?0x[0-9a-fA-F_]+)$",
+        "-+0123456789",
+    ),
     (
         "tag:yaml.org,2002:float",
         r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-        r"|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        r"|[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
         "-+0123456789.",
     ),
     (
@@ -137,7 +142,7 @@ def _yaml12_loader() -> Any:
         def construct_yaml_int(self, node: Any) -> int:  # YAML 1.2: 010 is ten; 0o17 and 0x1f as written
             value = str(self.construct_scalar(node)).replace("_", "")
             sign, digits = (-1, value[1:]) if value.startswith("-") else (1, value.lstrip("+"))
-            base = 8 if digits.startswith("0o") else 16 if digits.startswith("0x") else 10
+            base = {"0o": 8, "0x": 16, "0b": 2}.get(digits[:2], 10)
             return sign * int(digits[2:] if base != 10 else digits, base)
 
     for tag, pattern, first in YAML12_RESOLVERS:

@@ -146,15 +146,18 @@ class Versions:
         index, new = self._index, {}
         for commit in todo:
             key = f"{ids[f'{commit}:dvc.yaml']}:{ids[f'{commit}:dvc.lock']}"
-            if key in index:
+            try:
                 self._pins[commit] = pins_from_dict(index[key])
                 continue
+            except (KeyError, TypeError, ValueError):  # not indexed, or an entry this code cannot read
+                pass
             blobs = self.repo.read_blobs([f"{commit}:dvc.yaml", f"{commit}:dvc.lock"]).values()
             try:
                 self._pins[commit] = parse_pins(*(None if b is None else load_yaml12(b) for b in blobs))
             except Exception:  # a broken dvc.yaml/lock in old history holds no readable version
                 self._pins[commit] = None
-            new[key] = pins_to_dict(self._pins[commit])
+            if (entry := _indexable(self._pins[commit])) is not False:
+                new[key] = entry
         if new:
             index |= new
             self._save_index(index)
@@ -166,7 +169,8 @@ class Versions:
             saved = json.loads((self.cache.store / INDEX_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return saved.get("pins", {}) if saved.get("parser") == _parser_id() else {}
+        pins = saved.get("pins") if isinstance(saved, dict) and saved.get("parser") == _parser_id() else None
+        return pins if isinstance(pins, dict) else {}
 
     def _save_index(self, index: dict[str, Any]) -> None:
         """Write the index whole (a rename: readers never see half of it); a read-only store just stays cold."""
@@ -345,5 +349,22 @@ def matches_id(version_id: str, ref: str) -> bool:
 
 
 def _parser_id() -> str:
-    """What the index's entries depend on: the code that parses pins (loravc/pins.py)."""
-    return hashlib.sha256(Path(pins_module.__file__).read_bytes()).hexdigest()[:16]
+    """What the index's entries depend on: the code that parses pins (loravc/pins.py and the flatten of
+    loravc/schema.py) and the YAML library under it."""
+    import yaml
+
+    from loravc import schema
+
+    digest = hashlib.sha256(f"{yaml.__version__} {yaml.__with_libyaml__}".encode())
+    for module in (pins_module, schema):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _indexable(pins: Pins | None) -> dict[str, Any] | bool | None:
+    """The index entry of some pins, or False if JSON cannot hold them exactly (a date in params, say)."""
+    entry = pins_to_dict(pins)
+    try:
+        return entry if pins_from_dict(json.loads(json.dumps(entry))) == pins else False
+    except (TypeError, ValueError):
+        return False

@@ -11,7 +11,11 @@ PYTHON=${PYTHON:-python3}
 TORCH="torch==2.13.0"
 CPU_INDEX=${CPU_INDEX:-https://download.pytorch.org/whl/cpu}  # PyTorch's CPU-only wheels
 if [ -n "${GPU:-}" ]; then
-  [ "$GPU" = 1 ] && build=cuda || build=cpu
+  case "$GPU" in
+    1) build=cuda ;;
+    0) build=cpu ;;
+    *) echo "setup: GPU=$GPU: use GPU=1 (the CUDA build) or GPU=0 (the CPU build)" >&2; exit 2 ;;
+  esac
   why="GPU=$GPU"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   build=cuda why="nvidia-smi sees a GPU"
@@ -27,18 +31,21 @@ else
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 fi
-installed=$( [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch; print("cuda" if torch.version.cuda else "cpu")' 2>/dev/null || true)
+# what is installed, as "<version> <build>" ("" if none): a torch of another version or build is replaced
+installed=$( [ -x .venv/bin/python ] && .venv/bin/python -c \
+  'import torch; print(torch.__version__.split("+")[0], "cuda" if torch.version.cuda else "cpu")' 2>/dev/null || true)
 
 pip install --upgrade pip
 # torch first, pinned and of the chosen build: PyPI's Linux wheel is the CUDA one (several GB of
 # libraries), so the CPU build comes from PyPI's CPU index; when that cannot be reached (an offline
 # mirror), the default index, which may hold either build: the line below says which it was.
-if [ "$installed" != "$build" ]; then
+if [ "$installed" != "${TORCH#torch==} $build" ]; then
+  [ -z "$installed" ] || pip uninstall -y torch  # pip would keep a 2.13.0 of the other build: same version
   if [ "$build" = cpu ]; then
     pip install --index-url "$CPU_INDEX" --timeout 15 --retries 0 "$TORCH" ||
-      { echo "setup: $CPU_INDEX cannot be reached: torch from the default index"; pip install "$TORCH"; }
+      { echo "setup: installing from $CPU_INDEX failed: torch from the default index"; pip install "$TORCH"; }
   else
-    pip install --force-reinstall "$TORCH"
+    pip install "$TORCH"
   fi
 fi
 pip install -e ".[$extras]"
@@ -50,3 +57,6 @@ versions='import torch, transformers, trl, peft, dvc
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda or chr(45)}), transformers {transformers.__version__}, "
       f"trl {trl.__version__}, peft {peft.__version__}, dvc {dvc.__version__}")'
 echo "setup: .venv ready, $(du -sh .venv | cut -f1): $(.venv/bin/python -c "$versions")"
+if [ "$build" = cpu ] && .venv/bin/python -c 'import sys, torch; sys.exit(not torch.version.cuda)'; then
+  echo "setup: WARNING: the CPU build was asked for but the default index gave the CUDA build (several GB)" >&2
+fi

@@ -53,11 +53,15 @@ def test_yaml_11_and_12_differences_read_as_yaml_12() -> None:
     strings: [no, on, yes, off, 1:20, '1e-3', 0x]
     numbers: [1e-3, 2e-4, .5, -.5, 3., 1_000, 010, 0o17, 0x1f, -0x1f, +12, .inf, -.inf]
     other: [~, null, '', true, False, 2026-11-29]
+    ruamel: [0b101, +_1, .5e3, +.5e3, .5e+3, 017, -0b11, 1_0, '0', -0, +.inf, NaN, Null, 1e3]
+    base: &base {x: 1}
+    merged: {<<: *base, y: 3}
     """
     ours, theirs = load_yaml12(text), parse_yaml(text)
     assert same(ours, theirs)
     assert ours["strings"][:4] == ["no", "on", "yes", "off"] and ours["numbers"][:2] == [0.001, 0.0002]
     assert ours["numbers"][6] == 10  # YAML 1.1 reads 010 as octal 8
+    assert ours["merged"] == {"x": 1, "y": 3}  # merge keys, as in a hand-written dvc.yaml
     assert same(load_yaml12("x: .nan"), parse_yaml("x: .nan"))
 
 
@@ -94,3 +98,14 @@ def test_the_index_is_used_warm_and_dropped_when_the_parser_changes(
     (tmp_path / "store" / versions_module.INDEX_FILE).write_text("{damaged")
     with versions_module.Versions(repo) as damaged:
         assert [v.version_id for v in damaged.all] == listed
+
+
+def test_pins_json_cannot_hold_exactly_stay_out_of_the_index() -> None:
+    import dataclasses
+    import datetime
+
+    yaml, lock = (ROOT / "dvc.yaml").read_bytes(), (ROOT / "dvc.lock").read_bytes()
+    pins = parse_pins(load_yaml12(yaml), load_yaml12(lock))
+    assert versions_module._indexable(pins) == pins_to_dict(pins)
+    dated = dataclasses.replace(pins, params=pins.params | {"data.snapshot": datetime.date(2026, 11, 29)})
+    assert versions_module._indexable(dated) is False  # parsed again each time, never stored as a string

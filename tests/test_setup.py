@@ -48,5 +48,31 @@ def test_setup_installs_the_torch_build_the_machine_needs(
         ]
         assert lines[-1] == "pip install -e .[dev]"
     else:
-        assert torch_lines == ["pip install --force-reinstall torch==2.13.0"]
+        assert torch_lines == ["pip install torch==2.13.0"]
         assert lines[-1] == "pip install -e .[dev,gpu]"
+
+
+def test_an_unknown_gpu_switch_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    env = os.environ | {"GPU": "yes", "SETUP_DRY_RUN": "1"}
+    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "use GPU=1 (the CUDA build) or GPU=0" in done.stderr
+
+
+def test_a_torch_of_the_other_build_is_replaced(tmp_path: Path) -> None:
+    """A .venv whose torch is the CUDA build (same version): uninstalled first, since pip would keep it."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    fake = tmp_path / ".venv" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\necho '2.13.0 cuda'\n")  # what setup.sh asks the venv's python about torch
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "GPU"} | {"SETUP_DRY_RUN": "1", "GPU": "0"}
+    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert lines[2:4] == [
+        "pip uninstall -y torch",
+        "pip install --index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0 torch==2.13.0",
+    ]

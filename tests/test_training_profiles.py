@@ -78,6 +78,13 @@ def test_train_trainer_overrides_the_profile(tmp_path: Path) -> None:
     assert config.per_device_train_batch_size == 64 and config.use_liger_kernel is False
 
 
+def test_a_bad_batch_is_left_for_preflight_to_name() -> None:
+    from loravc.params import PROFILES, run_batch
+
+    bad = {"per_device_train_batch_size": 0, "gradient_accumulation_steps": 1}
+    assert run_batch(bad, PROFILES["gpu"]) == bad
+
+
 def test_the_gpu_profile_runs_a_large_step_in_micro_batches(tmp_path: Path) -> None:
     """2048 examples a step (params) on the gpu profile: 4 forward passes of 512, the same step."""
     params = TrainParams(profile="gpu", trainer={"per_device_train_batch_size": 2048, "use_liger_kernel": False})
