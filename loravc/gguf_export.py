@@ -415,9 +415,7 @@ def export(
         if base_only:
             card = f"# {basename}: the base of {vid}\n\n{base_text(identity)}\n\n## How to load it\n\n{how}\n"
         else:
-            card = version_card(
-                versions, version, merged=fmt == "gguf", gguf=True, directory=str(dest), how_to_load=how
-            )
+            card = version_card(version, merged=fmt == "gguf", gguf=True, directory=str(dest), how_to_load=how)
         (scratch / "README.md").write_text(card, encoding="utf-8")
         record |= {"files": files, "exported_from": version.provenance(), "exported": utc_now().isoformat()}
         (scratch / "version.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -55,7 +55,7 @@ def export(versions: Versions, version: Version, dest: Path | None = None) -> Pa
     target = dest or versions.root / EXPORT_DIR / str(version.version_id)
     if target.exists():
         raise UserError(f"{target} already exists: choose another directory (nothing was overwritten)")
-    card = version_card(versions, version, directory=str(target))
+    card = version_card(version, directory=str(target))
     assert version.metadata is not None  # version_card refuses a version without one
     hub = base_kind(version.metadata.base_model) == HUB
     if not hub and version.pins.base is None:
@@ -100,7 +100,7 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
 
     if dest.exists():
         raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
-    card = version_card(versions, version, merged=True, directory=str(dest))
+    card = version_card(version, merged=True, directory=str(dest))
     model, tokenizer = load(versions, version, device)
     inputs = tokenizer(PROBE_TEXT, return_tensors="pt").to(next(model.parameters()).device)
     with torch.no_grad():

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from loravc.card import EMBEDDED, HUB, LOCAL, base_kind, card_for, license_of, version_card
+from loravc.card import EMBEDDED, HUB, LOCAL, base_kind, license_of, version_card
 from loravc.cli import main, run
 from loravc.metadata import VersionMetadata
 from loravc.pins import Out, Pins
@@ -53,7 +53,7 @@ def version_of(path: Path, metrics: dict | None = None, evaluated: bool = True) 
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem[:8])
 def test_every_committed_version_gets_a_card_that_parses_back(path: Path) -> None:
     raw = json.loads(path.read_text())
-    card = ModelCard(card_for(version_of(path)))
+    card = ModelCard(version_card(version_of(path)))
     data = card.data
     embedded = raw["base_model"]["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # else the tiny legacy local base
     assert data.base_model == (raw["base_model"]["id"] if embedded else None)
@@ -68,7 +68,7 @@ def test_every_committed_version_gets_a_card_that_parses_back(path: Path) -> Non
 
 
 def test_the_scores_go_into_the_model_index_and_the_summary() -> None:
-    card = ModelCard(card_for(version_of(DEFAULT, METRICS)))
+    card = ModelCard(version_card(version_of(DEFAULT, METRICS)))
     scores = {(r.metric_name, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert scores == {
         ("test perplexity", "perplexity"): 3.4771,
@@ -94,7 +94,7 @@ def test_the_scores_go_into_the_model_index_and_the_summary() -> None:
 
 
 def test_metrics_of_another_adapter_are_not_this_ones() -> None:
-    card = ModelCard(card_for(version_of(DEFAULT, METRICS, evaluated=False)))
+    card = ModelCard(version_card(version_of(DEFAULT, METRICS, evaluated=False)))
     assert card.data.eval_results is None and "3.48" not in card.text
 
 
@@ -112,7 +112,7 @@ def test_a_hub_base_is_named_with_its_revision() -> None:
     version = version_of(DEFAULT, METRICS)
     assert version.metadata is not None
     version.metadata.base_model = SMOLLM2_HUB | {"revision": "12fd25f77366fa6b3b4b768ec3050bf629380bac"}
-    card = ModelCard(card_for(version))
+    card = ModelCard(version_card(version))
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
     assert "at revision `12fd25f77366fa6b3b4b768ec3050bf629380bac`" in card.text
     assert "AutoPeftModelForCausalLM.from_pretrained(" in card.text and "/base" not in card.text
@@ -124,7 +124,7 @@ def test_loravc_card_prints_the_card_of_a_version(versions_repo: dict, capsys: p
     printed = capsys.readouterr().out
     with Versions(repo) as versions:
         version = versions.resolve("lora-adapter#prod")
-        assert printed == version_card(versions, version)
+        assert printed == version_card(version)
     card = ModelCard(printed)
     perplexity = version.metrics[f"{EVAL_FILE}:tuned_perplexity"]
     assert [r.metric_value for r in card.data.eval_results if r.metric_name == "test perplexity"] == [perplexity]
