@@ -165,11 +165,11 @@ def version_curves(versions: Any, version: Any) -> dict[str, list[tuple[float, f
             f"{version.label} has no training curves in DVC: its dvc.lock pins no `plots` output of stage `train` "
             "(it predates them); choose a later version"
         )
-    raw, _ = versions.cache.read_file(version.rev, out, CURVES["training"])  # fetches the manifest if missing
-    curves = {"training": read_curve(raw, f"{out.path}/{CURVES['training']} at {version.short}")}
-    if CURVES["validation"] in versions.cache.recorded_md5(out):
-        raw, _ = versions.cache.read_file(version.rev, out, CURVES["validation"])
-        curves["validation"] = read_curve(raw, f"{out.path}/{CURVES['validation']} at {version.short}")
+    curves = {}
+    for curve, file in CURVES.items():  # training first: its read fetches the manifest if missing
+        if curve == "training" or file in versions.cache.recorded_md5(out):
+            raw, _ = versions.cache.read_file(version.rev, out, file)
+            curves[curve] = read_curve(raw, f"{out.path}/{file} at {version.short}")
     return curves
 
 

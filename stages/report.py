@@ -17,15 +17,15 @@ def main() -> None:
     from pathlib import Path
 
     from loravc.errors import UserError
-    from loravc.plots import dvc_specs, save
+    from loravc.plots import SUFFIXES, dvc_specs, save
 
     specs = dvc_specs(Path.cwd())
     if not specs:
         raise UserError("dvc.yaml's plots have no data: run stages `train` and `evaluate` first")
     for name, spec in specs.items():
-        for suffix in (".png", ".svg"):
+        for suffix in SUFFIXES:
             save(spec, args.out / f"{name}{suffix}")
-    print(f"report: {', '.join(specs)} -> {args.out} (png, svg)")
+    print(f"report: {', '.join(specs)} -> {args.out} ({', '.join(s.lstrip('.') for s in SUFFIXES)})")
 
 
 if __name__ == "__main__":

@@ -246,10 +246,20 @@ def test_loravc_plots_errors_are_one_line(built_repo: Path, capsys) -> None:
         ([first, "HEAD"], "'HEAD' is " + first[:7] + " (main) again (the same adapter): give each version once"),
         ([first, "-o", "loss.txt"], "loss.txt: a picture is written as .png or .svg, not .txt"),
         ([], "plots needs the REFs of the versions to draw"),
-        (["--template", first], "give no REF with it"),
+        (["--template", first], "give no REF or -o with it"),
+        (["--template", "-o", "x.png"], "give no REF or -o with it"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             run(["-C", str(repo), "plots", *argv])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
         assert message in err
+
+
+def test_a_curve_file_that_is_not_step_loss_tsv_is_named() -> None:
+    from loravc.errors import UserError
+    from loravc.plots import read_curve
+
+    assert read_curve(b"step\tloss\n5\t4.25\n10\t2.5\n", "ok") == [(5.0, 4.25), (10.0, 2.5)]
+    with pytest.raises(UserError, match=r"^dvclive/train/plots/metrics/loss.tsv at abc1234 is not a dvclive"):
+        read_curve(b"step\tvalue\n5\t4.25\n", "dvclive/train/plots/metrics/loss.tsv at abc1234")
