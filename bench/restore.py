@@ -12,17 +12,25 @@ same files are copied with `cp -r` for comparison. Link types, in DVC's words:
   read-only. Edit a tracked file in place only after `dvc unprotect <path>` (which turns it into
   a copy); outputs DVC writes itself (dvc repro) need nothing.
 
-    python -m bench.restore                                   # base from models/base
-    python -m bench.restore --link-types reflink,hardlink,symlink,copy copy
+    python -m bench.restore                                   # base from models/base, and one 10x its bytes
+    python -m bench.restore --link-types reflink,hardlink,symlink,copy copy --scale 0
+
+The base switch is also timed between two synthetic bases `--scale` times the base's bytes
+(sharded safetensors, 5.4 GB for SmolLM2 at the default 10x): with cache links a switch relinks
+files, so it should cost the same whatever their size, while `cp -r` and copying checkouts grow
+with the bytes.
 
 Output ends with, per link type (measured figures: docs/performance.md):
     <link types>: adapter <s> s (target < 1 s), base switch <ratio>x of cp -r (target <= 0.1x);
     a dvc checkout with nothing to do takes <s> s, so the base switch's own work is <ratio>x of cp -r; ...
+    <link types>: a base 10.0x the bytes makes the base switch <ratio>x as long (target <= 1.2x with links), ...
 """
 
+import json
 import shutil
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +49,7 @@ from bench.common import (
 )
 from loravc.base_model import sha256_directory
 from loravc.errors import UserError, run_main
-from loravc.project import dvc_cmd, git, run
+from loravc.project import dvc_cmd, git, init_repo, run
 
 RECOMMENDED = "reflink,hardlink,symlink,copy"
 
@@ -79,6 +87,45 @@ def build(base: Path, repo: Path) -> dict[str, str]:
     return digests
 
 
+def synthetic_base(src: Path, dest: Path, scale: int, variant: int) -> Path:
+    """A base directory `scale` times src's bytes: src's small files, and `scale` safetensors shards of src's
+    tensors (an index maps their names, as a large hub model ships them). One tensor of each shard is offset by
+    the shard and `variant`, so no two shards, and no shard of another variant, hold the same bytes. Only its
+    bytes matter here: it is not a loadable model."""
+    from safetensors.torch import load_file, save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src.iterdir()):
+        if p.is_file() and not p.name.endswith(".safetensors") and p.name != "model.safetensors.index.json":
+            shutil.copyfile(p, dest / p.name)
+    tensors = {name: t for shard in sorted(src.glob("*.safetensors")) for name, t in load_file(shard).items()}
+    first = next(iter(tensors))
+    weight_map = {}
+    for shard in range(scale):
+        name = f"model-{shard + 1:05d}-of-{scale:05d}.safetensors"
+        marked = tensors | {first: tensors[first] + float(1 + shard * 2 + variant)}
+        save_file({f"shard{shard}.{k}": v for k, v in marked.items()}, dest / name, metadata={"format": "pt"})
+        weight_map |= {f"shard{shard}.{k}": name for k in marked}
+    index = {"metadata": {"total_size": tree_bytes(dest)}, "weight_map": weight_map}
+    (dest / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    return dest
+
+
+def build_large(src: Path, repo: Path, scale: int) -> dict[str, str]:
+    """A repository whose models/base is synthetic_base(src, scale): base A (tag large-a), then base B (large-b)."""
+    init_repo(repo)
+    base = repo / "models" / "base"
+    digests = {}
+    for variant, tag in enumerate(("large-a", "large-b")):
+        if variant:
+            run(dvc_cmd("unprotect", "models/base"), repo)
+            shutil.rmtree(base)
+        synthetic_base(src, base, scale, variant)
+        commit(repo, "models/base", f"base {tag}", tag)
+        digests[tag] = sha256_directory(base)
+    return digests
+
+
 def switch(repo: Path, rev: str) -> dict[str, float]:
     git_s = _timed(["git", "checkout", "-q", rev], repo)
     dvc_s = _timed(dvc_cmd("checkout", "-q"), repo)
@@ -92,13 +139,13 @@ def copy_time(src: Path, scratch: Path) -> float:
     return elapsed
 
 
-def verify(repo: Path, digests: dict[str, str]) -> list[str]:
+def verify(repo: Path, digests: dict[str, str], digest_of: Callable[[Path], str] = models_digest) -> list[str]:
     """Switch to each tag as the timed switches do and compare models/ with its digest at commit time;
     the tags verified, or RuntimeError naming those whose files differ."""
     wrong = []
     for tag, digest in digests.items():
         switch(repo, tag)
-        if models_digest(repo) != digest:
+        if digest_of(repo) != digest:
             wrong.append(tag)
     if wrong:
         raise RuntimeError(f"git checkout + dvc checkout of {', '.join(wrong)} left other files than committed")
@@ -135,6 +182,25 @@ def measure(repo: Path, link_type: str, repeat: int, scratch: Path, digests: dic
     return result
 
 
+def measure_large(repo: Path, link_type: str, repeat: int, scratch: Path, digests: dict[str, str]) -> dict[str, Any]:
+    """measure()'s base switch and cp -r on build_large's repository (it has no adapter versions)."""
+    run(dvc_cmd("config", "cache.type", link_type), repo)
+    git(repo, "checkout", "-q", "large-a")
+    run(dvc_cmd("checkout", "-q", "--relink"), repo)
+    base, cp_base = [], []
+    for _ in range(repeat):
+        base += [switch(repo, "large-b"), switch(repo, "large-a")]
+        cp_base.append(copy_time(repo / "models" / "base", scratch))
+    result = {
+        "link_type": link_type,
+        "base": {k: statistics.median(s[k] for s in base) for k in ("git", "dvc", "total")},
+        "cp_base": statistics.median(cp_base),
+    }
+    result["base_ratio"] = result["base"]["total"] / result["cp_base"]
+    result["verified"] = verify(repo, digests, lambda r: sha256_directory(r / "models" / "base"))
+    return result
+
+
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument(
@@ -144,22 +210,40 @@ def main() -> None:
         help="cache.type values (default: %(default)s)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="switches each way per link type (default: %(default)s)")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=10,
+        help="also switch between two synthetic bases this many times the base's bytes (0: skip; default: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--smoke", action="store_true", help="one switch each way, recommended link type only (CI)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="one switch each way, recommended link type, large base 2x (CI)"
+    )
     args = parser.parse_args()
     require_base(args.base)
     at_least_one(args.repeat, "--repeat")
+    if args.scale < 0:
+        raise UserError(f"--scale must be 0 (skip) or more, got {args.scale}")
     for link_type in args.link_types:
         unknown = set(link_type.split(",")) - {"reflink", "hardlink", "symlink", "copy"}
         if unknown:
             raise UserError(f"--link-types {link_type!r}: {', '.join(sorted(unknown))} is not a DVC cache.type")
     if args.smoke:
-        args.repeat, args.link_types = 1, [RECOMMENDED]
+        args.repeat, args.link_types, args.scale = 1, [RECOMMENDED], min(args.scale, 2)
+    large: list[dict[str, Any]] = []
+    large_size, large_digests = 0, {}
     with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp:
         repo = Path(tmp) / "repo"
         digests = build(args.base, repo)
         size = tree_bytes(repo / "models" / "base")
         results = [measure(repo, link, args.repeat, Path(tmp), digests) for link in args.link_types]
+        shutil.rmtree(repo)  # the disk the large base needs
+        if args.scale:
+            large_repo = Path(tmp) / "large"
+            large_digests = build_large(args.base, large_repo, args.scale)
+            large_size = tree_bytes(large_repo / "models" / "base")
+            large = [measure_large(large_repo, link, args.repeat, Path(tmp), large_digests) for link in args.link_types]
     info = report_machine()
     print(f"base: {args.base} ({size:,} bytes); median of {args.repeat * 2} switches, DVC start-up included")
     rows = []
@@ -168,7 +252,25 @@ def main() -> None:
         rows[-1] += [r["adapter"]["total"], r["cp_adapter"], f"{r['adapter_ratio']:.2f}x"]
         rows.append([r["link_type"], "base A <-> base B", r["base"]["git"], r["base"]["dvc"]])
         rows[-1] += [r["base"]["total"], r["cp_base"], f"{r['base_ratio']:.2f}x"]
+    for r in large:
+        rows.append([r["link_type"], f"base A <-> B, {large_size / 1e9:.1f} GB", r["base"]["git"], r["base"]["dvc"]])
+        rows[-1] += [r["base"]["total"], r["cp_base"], f"{r['base_ratio']:.2f}x"]
     print(table(["cache.type", "switch", "git s", "dvc s", "total s", "cp -r s", "of cp -r"], rows))
+    growth = []
+    for small, big in zip(results, large, strict=False):
+        found = {
+            "link_type": small["link_type"],
+            "bytes_ratio": large_size / size,
+            "switch_ratio": big["base"]["total"] / small["base"]["total"],
+            "cp_ratio": big["cp_base"] / small["cp_base"],
+        }
+        growth.append(found)
+        target = " (target <= 1.2x with links)" if "link" in found["link_type"] else ""
+        print(
+            f"{found['link_type']}: a base {found['bytes_ratio']:.1f}x the bytes makes the base switch "
+            f"{found['switch_ratio']:.2f}x as long{target}, cp -r {found['cp_ratio']:.1f}x; bytes checked after "
+            f"switching to {', '.join(big['verified'])}"
+        )
     for r in results:
         print(
             f"{r['link_type']}: adapter {r['adapter']['total']:.2f} s (target < 1 s), base switch "
@@ -177,7 +279,9 @@ def main() -> None:
             f"workspace files read-only: {r['read_only']}; bytes checked after switching to "
             f"{', '.join(r['verified'])}"
         )
-    write_json(args.json, {"machine": info, "base_bytes": size, "digests": digests, "results": results})
+    found = {"machine": info, "base_bytes": size, "digests": digests, "results": results}
+    found |= {"large_base_bytes": large_size, "large_digests": large_digests, "large": large, "growth": growth}
+    write_json(args.json, found)
 
 
 if __name__ == "__main__":
