@@ -8,9 +8,10 @@ forward, backward, optimizer step and logging all included).
 
 - project:  loravc.training.sft_config + lora_config from params.yaml (train section, with the
             profile for the device: `train.profile`), i.e. exactly what `dvc repro train` uses.
-- tutorial: TRL's SFTTrainer defaults (activation checkpointing on, bf16 where the device has it,
-            which a CPU has not), fp32 weights, batch 2, LoRA r=8 alpha=32 dropout=0.1 on PEFT's
-            default modules.
+- tutorial: TRL's SFTTrainer defaults as TRL applies them on the device (activation checkpointing
+            on; bf16 autocast on a GPU with bf16 and on a CPU with AMX or AVX512-BF16, given
+            use_cpu), fp32 weights, batch 2, LoRA r=8 alpha=32 dropout=0.1 on PEFT's default modules.
+- tutorial-fp32: the same in fp32 (the tutorial's definition before 2026-11-29 on CPUs with bf16).
 
     python -m bench.throughput                                  # real base in models/base, CPU
     python -m bench.throughput --device cuda --random-weights --max-length 512 --lora-r 8 \
@@ -23,6 +24,7 @@ large-batch GPU figures come from a variant that sets the examples per step, as 
 Output ends with a table of the recipes and the ratios (measured figures per machine, with their
 dates: docs/performance.md):
     ratio project / tutorial: <ratio>x (per CPU second: <ratio>x)
+    ratio project / tutorial-fp32: <ratio>x (...)       # on a CPU with native bf16
 """
 
 import argparse
@@ -42,6 +44,7 @@ from loravc.errors import UserError, run_main
 from loravc.project import ROOT
 
 TUTORIAL_LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
+TUTORIAL_FP32 = "tutorial-fp32"  # the tutorial in fp32 also where the CPU has bf16 (the definition before 2026-11-29)
 
 
 @dataclass
@@ -100,20 +103,22 @@ def build_model(setup: Setup, recipe: Recipe) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from loravc.training import base_dtype
+    from loravc.training import model_options
 
-    options = dict(recipe.model)
-    default = "float32"
-    if recipe.kind == "project":  # the base dtype the train stage loads for this device's profile
-        default = base_dtype(setup.params.train.profile, setup.device)
-    dtype = getattr(torch, options.pop("dtype", default))
+    options: dict[str, Any] = {"dtype": torch.float32}
+    if recipe.kind == "project":  # the base dtype and attention the train stage loads for this device's profile
+        options = model_options(setup.params.train.profile, setup.device)
+    options |= recipe.model
+    dtype = options.pop("dtype")
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     torch.manual_seed(0)
     if not setup.random_weights:
         return AutoModelForCausalLM.from_pretrained(setup.base, dtype=dtype, **options)
+    attention = options.pop("attn_implementation", None)
     config = AutoConfig.from_pretrained(setup.base, **options)
     if setup.shrink:
         config.update(SHRINK)
-    return AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
 
 
 def train_params(setup: Setup, recipe: Recipe, trainer: dict[str, Any] | None = None) -> Any:
@@ -131,6 +136,7 @@ def configs(setup: Setup, recipe: Recipe, out: Path) -> tuple[Any, Any]:
     from peft import LoraConfig
     from trl import SFTConfig
 
+    from loravc.devices import bf16_supported
     from loravc.training import lora_config, sft_config
 
     shared = {
@@ -144,8 +150,8 @@ def configs(setup: Setup, recipe: Recipe, out: Path) -> tuple[Any, Any]:
         train = train_params(setup, recipe, shared)
         return sft_config(train, setup.device, out), lora_config(train.lora)
     tutorial: dict[str, Any] = {"output_dir": str(out), "per_device_train_batch_size": 2, "seed": 42}
-    if setup.device == "cpu":  # TRL's default bf16=True is refused on a CPU: the tutorial runs fp32 there
-        tutorial |= {"use_cpu": True, "bf16": False}
+    if setup.device == "cpu":  # TRL refuses its default bf16=True on a CPU unless told use_cpu; then it autocasts
+        tutorial |= {"use_cpu": True, "bf16": recipe.name != TUTORIAL_FP32 and bf16_supported("cpu")}
     sft = SFTConfig(**(tutorial | shared | {"max_length": setup.max_length} | recipe.trainer))
     return sft, LoraConfig(task_type="CAUSAL_LM", **(TUTORIAL_LORA | recipe.lora))
 
@@ -319,7 +325,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="steps left out of the timing (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default: %(default)s)")
-    parser.add_argument("--recipes", default="tutorial,project", help="which to run, in order (default: %(default)s)")
+    parser.add_argument(
+        "--recipes",
+        help=f"which to run, in order, from tutorial, {TUTORIAL_FP32} and project (default: all three on a CPU "
+        f"with native bf16, where the tutorial autocasts in bf16; tutorial,project elsewhere)",
+    )
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON: project with overrides; repeatable")
     parser.add_argument("--torch-profile", type=int, default=0, metavar="STEPS", help="profile STEPS project steps")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
@@ -346,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from loravc.devices import resolve_device
+    from loravc.devices import cpu_bf16, resolve_device
     from loravc.params import load_params
 
     hf_logging.set_verbosity_error()
@@ -362,8 +372,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         params.train.lora = dataclasses.replace(params.train.lora, r=args.lora_r)
     device = resolve_device(args.device, "--device")
     kept = device == "cpu" and not args.malloc_defaults and keep_freed_memory()
-    recipes = {"tutorial": Recipe("tutorial", "tutorial"), "project": Recipe("project", "project")}
-    names = [n for n in args.recipes.split(",") if n]
+    recipes = {name: Recipe(name, "tutorial") for name in ("tutorial", TUTORIAL_FP32)}
+    recipes["project"] = Recipe("project", "project")
+    native = cpu_bf16() if device == "cpu" else None
+    default = f"tutorial,{TUTORIAL_FP32},project" if native else "tutorial,project"
+    names = [n for n in (args.recipes or default).split(",") if n]
     if set(names) - set(recipes):
         raise UserError(f"--recipes {args.recipes!r}: choose from {', '.join(recipes)} (add others with --variant)")
     chosen = [recipes[n] for n in names]
@@ -389,6 +402,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     malloc = "; malloc keeps freed memory (all recipes)" if kept else ""
     print(f"machine: {describe(info)}; torch {torch.__version__}, {torch.get_num_threads()} threads{malloc}")
     print(f"model: {args.base} ({weights}), device {device}, max length {setup.max_length}, {args.steps} steps/run")
+    if device == "cpu":
+        info["cpu_bf16"] = native
+        path = f"bf16 autocast ({native}: native bf16)" if native else "fp32 (no AMX or AVX512-BF16: bf16 emulated)"
+        print(f"precision path of the cpu profile and of TRL's defaults on this CPU: {path}")
     trials: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for round_number in range(args.rounds):
@@ -432,16 +449,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["failed"] = failed
     medians = {row[0]: row[1] for row in summary}
     per_cpu = {row[0]: row[2] for row in summary if row[2] != "-"}
-    if "tutorial" in medians and len(medians) > 1:
-        result["ratios"] = {name: value / medians["tutorial"] for name, value in medians.items()}
-        if "tutorial" in per_cpu:
-            result["cpu_time_ratios"] = {name: value / per_cpu["tutorial"] for name, value in per_cpu.items()}
-        for name, ratio in result["ratios"].items():
-            if name != "tutorial":
-                also = ""
-                if name in result.get("cpu_time_ratios", {}) and device == "cpu":
-                    also = f" (per CPU second: {result['cpu_time_ratios'][name]:.2f}x)"
-                print(f"ratio {name} / tutorial: {ratio:.2f}x{also}")
+    baselines = [b for b in ("tutorial", TUTORIAL_FP32) if b in medians]
+    for baseline in baselines:  # "ratios": against TRL's defaults as TRL applies them here; also against fp32
+        suffix = "" if baseline == "tutorial" else "_vs_fp32_tutorial"
+        ratios = {name: value / medians[baseline] for name, value in medians.items() if name not in baselines}
+        result[f"ratios{suffix}"] = ratios
+        if baseline in per_cpu:
+            result[f"cpu_time_ratios{suffix}"] = {n: per_cpu[n] / per_cpu[baseline] for n in ratios if n in per_cpu}
+        for name, ratio in ratios.items():
+            also = ""
+            if name in result.get(f"cpu_time_ratios{suffix}", {}) and device == "cpu":
+                also = f" (per CPU second: {result[f'cpu_time_ratios{suffix}'][name]:.2f}x)"
+            print(f"ratio {name} / {baseline}: {ratio:.2f}x{also}")
     if profiled:
         result["profile"] = profiled["profile"]
     write_json(args.json, result)

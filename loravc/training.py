@@ -9,7 +9,7 @@ from typing import Any
 from loravc import checkpoints, data, labels, preflight, pruning
 from loravc.base_model import read_identity, save_tokenizer
 from loravc.card import card_text
-from loravc.devices import bf16_supported, keep_freed_memory, resolve_device
+from loravc.devices import bf16_supported, cpu_bf16, keep_freed_memory, resolve_device
 from loravc.errors import UserError
 from loravc.launch import check_world_size, is_main_process
 from loravc.metadata import (
@@ -46,9 +46,10 @@ def lora_config(params: LoraParams) -> Any:
 def sft_config(params: TrainParams, device: str, output_dir: Path, plan: labels.LossPlan | None = None) -> Any:
     """SFTConfig from TRAINER_DEFAULTS, the profile, the user's train.trainer block, and the device.
 
-    On a CPU there is no bf16 mixed precision by default (TRL turns it on everywhere);
-    on a GPU with bf16 support it is on. The tokens the loss trains on come from the data
-    (`plan`, loravc.labels.loss_plan; None: every token). TRL validates every key of train.trainer.
+    bf16 mixed precision is on where the device runs bf16 natively (a GPU with bf16, a CPU with AMX or
+    AVX512-BF16: loravc.devices.bf16_supported) and off elsewhere (TRL turns it on everywhere). The tokens
+    the loss trains on come from the data (`plan`, loravc.labels.loss_plan; None: every token). TRL
+    validates every key of train.trainer.
     """
     from trl import SFTConfig
 
@@ -91,6 +92,24 @@ def sft_config(params: TrainParams, device: str, output_dir: Path, plan: labels.
 def base_dtype(profile: str, device: str) -> str:
     """The dtype to load the frozen base in: the profile's, but fp32 where the device lacks bf16."""
     return _bf16_or_fp32(PROFILES[resolve_profile(profile, device)].base_dtype, device)
+
+
+def model_options(profile: str, device: str) -> dict[str, Any]:
+    """from_pretrained options of the frozen base for the profile on `device`: its dtype and attention."""
+    import torch
+
+    options: dict[str, Any] = {"dtype": getattr(torch, base_dtype(profile, device))}
+    if attention := PROFILES[resolve_profile(profile, device)].attention:
+        options["attn_implementation"] = attention
+    return options
+
+
+def precision(args: Any, device: str) -> str:
+    """How the run computed, for metadata: "bf16 autocast (avx512_bf16)", "bf16 autocast (cuda)", "fp32", ..."""
+    if not args.bf16 and not args.fp16:
+        return "fp32"
+    where = "cuda" if device.startswith("cuda") else cpu_bf16() or "emulated" if device == "cpu" else device
+    return f"{'bf16' if args.bf16 else 'fp16'} autocast ({where})"
 
 
 def adapter_dtype(params: TrainParams, device: str) -> str:
@@ -140,7 +159,6 @@ def train(
     Checkpoints go to checkpoints_dir (a temporary directory if None): a run resumes from the
     newest one made with the same train params, data and base, and clears them when it is done.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import SFTTrainer
 
@@ -172,7 +190,7 @@ def train(
         seconds_before = resume.train_seconds if resume else 0.0  # the training time up to the checkpoint
         set_seed(tp.seed)
         tokenizer.chat_template = plan.chat_template or plain_template  # the marked one for training only
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, base_dtype(tp.profile, device)))
+        model = AutoModelForCausalLM.from_pretrained(base_dir, **model_options(tp.profile, device))
         trainer = SFTTrainer(
             model=model,
             args=config,
@@ -252,6 +270,8 @@ def train(
             resumed_from_step=resume.step if resume else None,
             loss_on=plan.tokens,
             chat_template=plan.template_name,
+            precision=precision(trainer.args, device),
+            attention=trainer.model.config._attn_implementation,
         ),
         metrics=TrainMetrics(**metrics),
         code=git_revision(),

@@ -62,6 +62,16 @@ def build_tiny_model(out_dir: Path, texts: list[str]) -> Path:
     return out_dir
 
 
+@pytest.fixture(params=["avx512_bf16", None], ids=["native-bf16-cpu", "emulated-bf16-cpu"])
+def cpu_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """This CPU as one with AVX512-BF16, then as one without (AVX2 only): what loravc.devices.cpu_bf16 says."""
+    from loravc import devices, training
+
+    monkeypatch.setattr(devices, "cpu_bf16", lambda: request.param)
+    monkeypatch.setattr(training, "cpu_bf16", lambda: request.param)
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     texts = [json.loads(line)["text"] for line in RAW.read_text(encoding="utf-8").splitlines()]

@@ -40,17 +40,35 @@ def run_bench(name: str, args: list[str], tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_throughput_compares_project_and_tutorial(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    cpu_kind: str | None,
 ) -> None:
     variant = 'grouped={"trainer": {"train_sampling_strategy": "group_by_length"}}'
     args = ["--base", str(tiny_model_dir), "--random-weights", "--device", "cpu", "--variant", variant, "--lora-r", "2"]
     result = run_bench("throughput", args, tmp_path, monkeypatch)
     trials = {t["recipe"]: t for t in result["trials"]}
-    assert set(trials) == {"tutorial", "project", "grouped"} and result["max_length"] == 32
+    native = cpu_kind is not None
+    # where the CPU has native bf16 TRL's defaults autocast in bf16, and the fp32 tutorial runs beside them
+    assert set(trials) == {"tutorial", "project", "grouped"} | ({"tutorial-fp32"} if native else set())
+    assert result["max_length"] == 32 and result["machine"]["cpu_bf16"] == cpu_kind
     tutorial, project = trials["tutorial"], trials["project"]
-    assert tutorial["batch"] == 2 and tutorial["activation_checkpointing"] and not tutorial["bf16"]
+    assert tutorial["batch"] == 2 and tutorial["activation_checkpointing"] and tutorial["bf16"] is native
     assert tutorial["lora"] == "r=8 alpha=32 dropout=0.1"
     assert project["batch"] == 4 and project["packing"] and not project["activation_checkpointing"]  # cpu profile
+    assert project["bf16"] is native and "grouped" in result["ratios"] and "project" in result["ratios"]
+    out = capsys.readouterr().out
+    path = f"bf16 autocast ({cpu_kind}: native bf16)" if native else "fp32 (no AMX or AVX512-BF16"
+    assert f"precision path of the cpu profile and of TRL's defaults on this CPU: {path}" in out
+    if native:
+        fp32 = trials["tutorial-fp32"]
+        assert not fp32["bf16"] and fp32["batch"] == 2
+        expected = {name: trials[name]["tokens_per_s"] / fp32["tokens_per_s"] for name in ("project", "grouped")}
+        assert result["ratios_vs_fp32_tutorial"] == pytest.approx(expected)
+        assert f"ratio project / tutorial-fp32: {expected['project']:.2f}x" in out
+    trials.pop("tutorial-fp32", None)
     assert trials["grouped"]["sampling"] == "group_by_length"
     assert project["lora"] == "r=2 alpha=16 dropout=0.05" and project["adapter_dtype"] == "torch.float32"  # --lora-r
     for t in trials.values():
@@ -60,12 +78,12 @@ def test_throughput_compares_project_and_tutorial(
         assert t["tokens_per_s"] == pytest.approx(t["tokens"] / t["seconds"])
         assert t["tokens_per_cpu_s"] == pytest.approx(t["tokens"] / t["cpu_seconds"])
         assert 0 <= t["system_cpu_share"] <= 1
+    others = {name: t for name, t in trials.items() if name != "tutorial"}
     assert result["ratios"] == pytest.approx(
-        {name: t["tokens_per_s"] / tutorial["tokens_per_s"] for name, t in trials.items()}
+        {name: t["tokens_per_s"] / tutorial["tokens_per_s"] for name, t in others.items()}
     )
-    per_cpu = {name: t["tokens_per_cpu_s"] / tutorial["tokens_per_cpu_s"] for name, t in trials.items()}
+    per_cpu = {name: t["tokens_per_cpu_s"] / tutorial["tokens_per_cpu_s"] for name, t in others.items()}
     assert result["cpu_time_ratios"] == pytest.approx(per_cpu)
-    out = capsys.readouterr().out
     for name in ("project", "grouped"):
         also = f" (per CPU second: {per_cpu[name]:.2f}x)"
         assert f"ratio {name} / tutorial: {result['ratios'][name]:.2f}x{also}" in out
@@ -143,6 +161,35 @@ def test_restore_switches_versions_and_bases(
     assert found["base_ratio"] == pytest.approx(found["base"]["total"] / found["cp_base"])
     work = max(found["base"]["total"] - found["dvc_noop"], 0.0) / found["cp_base"]
     assert found["base_work_ratio"] == pytest.approx(work)
+    # smoke: the large bases are 2 shards of the base's tensors each, and switching between them restored them
+    (large,) = result["large"]
+    assert large["verified"] == ["large-a", "large-b"] and len(set(result["large_digests"].values())) == 2
+    weights = sum(p.stat().st_size for p in tiny_model_dir.glob("*.safetensors"))
+    assert 2 * weights < result["large_base_bytes"] < 2 * weights + result["base_bytes"] + 10**6
+    (growth,) = result["growth"]
+    assert growth["switch_ratio"] == pytest.approx(large["base"]["total"] / found["base"]["total"])
+    assert growth["cp_ratio"] == pytest.approx(large["cp_base"] / found["cp_base"])
+
+
+def test_synthetic_base_shards_differ_within_and_across_variants(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    from bench.restore import synthetic_base
+
+    a = synthetic_base(tiny_model_dir, tmp_path / "a", 3, 0)
+    b = synthetic_base(tiny_model_dir, tmp_path / "b", 3, 1)
+    shards = sorted(a.glob("*.safetensors")) + sorted(b.glob("*.safetensors"))
+    assert [p.name for p in shards[:3]] == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert len({hashlib.sha256(p.read_bytes()).hexdigest() for p in shards}) == 6
+    index = json.loads((a / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {p.name for p in shards[:3]}
+    original = load_file(tiny_model_dir / "model.safetensors")
+    name = next(iter(original))
+    assert torch.equal(load_file(shards[1])[f"shard1.{name}"], original[name] + 3.0)  # 1 + shard 1 x 2 + variant 0
+    assert (a / "config.json").read_bytes() == (tiny_model_dir / "config.json").read_bytes()
 
 
 def test_overheads_times_repro_exp_show_and_every_help(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,31 @@ def test_auto_is_a_present_device_and_a_missing_one_is_a_clear_error() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match=r"train\.device is 'cuda' but no CUDA device"):
             devices.resolve_device("cuda", "train.device")
-    assert not devices.bf16_supported("cpu")
+    assert devices.bf16_supported("cpu") is (devices.cpu_bf16() is not None)
+    assert not devices.bf16_supported("mps")
+
+
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"),
+    [(True, True, "amx"), (False, True, "avx512_bf16"), (False, False, None)],
+)
+def test_cpu_bf16_reads_torchs_detection(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, expected: str | None
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert devices.cpu_bf16() == expected
+    assert devices.bf16_supported("cpu") is (expected is not None)
+
+
+def test_cpu_bf16_is_none_where_torch_cannot_tell(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert devices.cpu_bf16() is None
 
 
 def test_keep_freed_memory_sets_glibc_malloc_and_is_a_no_op_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:

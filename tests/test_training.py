@@ -8,6 +8,7 @@ import pytest
 
 from loravc import data
 from loravc.base_model import materialize, read_identity
+from loravc.devices import cpu_bf16
 from loravc.errors import UserError
 from loravc.evaluation import load_base_and_adapter, perplexity
 from loravc.inspection import lora_facts
@@ -24,9 +25,13 @@ def test_lora_config_from_params() -> None:
     assert set(config.target_modules) == {"q_proj"} and config.task_type == "CAUSAL_LM"
 
 
-def test_cpu_defaults_have_no_bf16_and_no_checkpointing(tmp_path: Path) -> None:
+def test_cpu_defaults_autocast_bf16_only_where_native_and_have_no_checkpointing(
+    tmp_path: Path, cpu_kind: str | None
+) -> None:
     config = sft_config(TrainParams(seed=3, max_length=64), "cpu", tmp_path)
-    assert config.bf16 is False and config.gradient_checkpointing is False and config.use_cpu is True
+    assert config.bf16 is (cpu_kind is not None) and config.use_cpu is True
+    assert config.gradient_checkpointing is False
+    assert sft_config(TrainParams(trainer={"bf16": False}), "cpu", tmp_path).bf16 is False  # the user's word wins
     assert (config.seed, config.max_length, config.output_dir) == (3, 64, str(tmp_path))
 
 
@@ -85,6 +90,10 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     assert meta.data.train_records == 16
     assert meta.data.sha256 == data.files_sha256(prepared_dir / f"{s}.jsonl" for s in ("train", "validation"))
     assert meta.base_model == read_identity(base) and meta.training.seed == 42
+    # the cpu profile: eager attention, bf16 autocast where this CPU has native bf16 (fp32 weights either way)
+    native = cpu_bf16()
+    assert meta.training.attention == "eager" and meta.training.trainer["bf16"] is (native is not None)
+    assert meta.training.precision == (f"bf16 autocast ({native})" if native else "fp32")
     assert meta.libraries["trl"] == importlib.metadata.version("trl")
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert live.pop("step") == 2  # dvclive's last step

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from loravc import training
+from loravc.devices import bf16_supported
 from loravc.errors import UserError
 from loravc.params import TRAINER_DEFAULTS, LoraParams, TrainParams
 from loravc.schema import build
@@ -13,6 +14,8 @@ from loravc.training import (
     adapter_dtype,
     base_dtype,
     cast_adapter,
+    model_options,
+    precision,
     resolve_profile,
     sft_config,
 )
@@ -54,11 +57,45 @@ def test_cast_adapter_touches_only_trainable_weights() -> None:
     assert model[0].weight.dtype == torch.float32 and model[1].weight.dtype == torch.bfloat16
 
 
-def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path) -> None:
+def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path, cpu_kind: str | None) -> None:
     config = sft_config(TrainParams(), "cpu", tmp_path)
     assert config.per_device_train_batch_size == TRAINER_DEFAULTS["per_device_train_batch_size"]
-    assert config.bf16 is False and config.use_liger_kernel is False
+    assert config.bf16 is (cpu_kind is not None) and config.use_liger_kernel is False  # bf16 where native only
     assert config.packing is True  # padding-free rows: no compute spent on padding
+
+
+def test_cpu_profile_loads_eager_attention_in_fp32_and_gpu_keeps_the_default(
+    bf16_gpu: None, cpu_kind: str | None
+) -> None:
+    import torch
+
+    assert model_options("auto", "cpu") == {"dtype": torch.float32, "attn_implementation": "eager"}
+    assert model_options("auto", "cuda") == {"dtype": torch.bfloat16}  # sdpa (flash kernels) on a GPU
+
+
+def test_eager_attention_keeps_packed_examples_apart(tiny_model_dir: Path) -> None:
+    """The cpu profile's attention sees a packed row as separate examples, as sdpa does (position ids)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, **model_options("cpu", "cpu")).eval()
+    assert model.config._attn_implementation == "eager"
+    ids = torch.arange(3, 43).unsqueeze(0) % model.config.vocab_size
+    packed_positions = torch.cat([torch.arange(15), torch.arange(25)]).unsqueeze(0)
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=packed_positions, use_cache=False).logits[0, 15:]
+        alone = model(input_ids=ids[:, 15:], use_cache=False).logits[0]
+        unpacked = model(input_ids=ids, use_cache=False).logits[0, 15:]
+    assert torch.allclose(packed, alone, atol=1e-5)
+    assert not torch.allclose(unpacked, alone, atol=1e-3)  # without the position reset the first example leaks in
+
+
+def test_precision_names_the_path_taken(cpu_kind: str | None) -> None:
+    from types import SimpleNamespace
+
+    assert precision(SimpleNamespace(bf16=False, fp16=False), "cpu") == "fp32"
+    assert precision(SimpleNamespace(bf16=True, fp16=False), "cpu") == f"bf16 autocast ({cpu_kind or 'emulated'})"
+    assert precision(SimpleNamespace(bf16=True, fp16=False), "cuda") == "bf16 autocast (cuda)"
 
 
 def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> None:
@@ -68,7 +105,7 @@ def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> Non
     assert config.per_device_train_batch_size == TRAINER_DEFAULTS["per_device_train_batch_size"]  # params' recipe
     assert config.gradient_accumulation_steps == 1
     assert config.train_sampling_strategy == "group_by_length"
-    assert config.bf16 is False  # no bf16 without a CUDA device that has it
+    assert config.bf16 is bf16_supported("cpu")  # bf16 autocast only where this CPU runs it natively
     assert config.use_liger_kernel is liger_installed
 
 
