@@ -87,9 +87,8 @@ def run_batch(settings: dict[str, Any], profile: Profile) -> dict[str, Any]:
 PROFILES: dict[str, Profile] = {
     # bf16 autocast where the CPU has AMX or AVX512-BF16 (loravc.devices.cpu_bf16), fp32 where bf16 would be
     # emulated (slower than fp32); base and LoRA weights stay fp32 (bf16 base weights: 1.04x, not worth the
-    # rounding). Eager attention: on a CPU torch's fused attention kernel is slower at these lengths (1.19x at
-    # 128 tokens, 1.30x at 512); packed rows stay separate in both (a block-diagonal mask from position ids).
-    "cpu": Profile(trainer={"bf16": True}, base_dtype="float32", lora_dtype="float32", attention="eager"),
+    # rounding). Attention over each packed example's own span (loravc.attention), not the whole packed row.
+    "cpu": Profile(trainer={"bf16": True}, base_dtype="float32", lora_dtype="float32", attention="sdpa_varlen"),
     # bf16 autocast, bf16 base and LoRA weights (nothing cast around each adapted projection); rows drawn
     # grouped by length; Liger's fused RMSNorm/SwiGLU/RoPE kernels where installed.
     "gpu": Profile(

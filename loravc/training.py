@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from loravc import checkpoints, data, labels, preflight, pruning
+from loravc import attention, checkpoints, data, labels, preflight, pruning
 from loravc.base_model import read_identity, save_tokenizer
 from loravc.card import card_text
 from loravc.devices import bf16_supported, cpu_bf16, keep_freed_memory, resolve_device
@@ -99,8 +99,8 @@ def model_options(profile: str, device: str) -> dict[str, Any]:
     import torch
 
     options: dict[str, Any] = {"dtype": getattr(torch, base_dtype(profile, device))}
-    if attention := PROFILES[resolve_profile(profile, device)].attention:
-        options["attn_implementation"] = attention
+    if name := PROFILES[resolve_profile(profile, device)].attention:
+        options["attn_implementation"] = attention.register() if name == attention.NAME else name
     return options
 
 

@@ -92,7 +92,7 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     assert meta.base_model == read_identity(base) and meta.training.seed == 42
     # the cpu profile: eager attention, bf16 autocast where this CPU has native bf16 (fp32 weights either way)
     native = cpu_bf16()
-    assert meta.training.attention == "eager" and meta.training.trainer["bf16"] is (native is not None)
+    assert meta.training.attention == "sdpa_varlen" and meta.training.trainer["bf16"] is (native is not None)
     assert meta.training.precision == (f"bf16 autocast ({native})" if native else "fp32")
     assert meta.libraries["trl"] == importlib.metadata.version("trl")
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())

@@ -64,30 +64,13 @@ def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path, cpu_kind: str | None
     assert config.packing is True  # padding-free rows: no compute spent on padding
 
 
-def test_cpu_profile_loads_eager_attention_in_fp32_and_gpu_keeps_the_default(
+def test_cpu_profile_loads_varlen_attention_in_fp32_and_gpu_keeps_the_default(
     bf16_gpu: None, cpu_kind: str | None
 ) -> None:
     import torch
 
-    assert model_options("auto", "cpu") == {"dtype": torch.float32, "attn_implementation": "eager"}
+    assert model_options("auto", "cpu") == {"dtype": torch.float32, "attn_implementation": "sdpa_varlen"}
     assert model_options("auto", "cuda") == {"dtype": torch.bfloat16}  # sdpa (flash kernels) on a GPU
-
-
-def test_eager_attention_keeps_packed_examples_apart(tiny_model_dir: Path) -> None:
-    """The cpu profile's attention sees a packed row as separate examples, as sdpa does (position ids)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, **model_options("cpu", "cpu")).eval()
-    assert model.config._attn_implementation == "eager"
-    ids = torch.arange(3, 43).unsqueeze(0) % model.config.vocab_size
-    packed_positions = torch.cat([torch.arange(15), torch.arange(25)]).unsqueeze(0)
-    with torch.no_grad():
-        packed = model(input_ids=ids, position_ids=packed_positions, use_cache=False).logits[0, 15:]
-        alone = model(input_ids=ids[:, 15:], use_cache=False).logits[0]
-        unpacked = model(input_ids=ids, use_cache=False).logits[0, 15:]
-    assert torch.allclose(packed, alone, atol=1e-5)
-    assert not torch.allclose(unpacked, alone, atol=1e-3)  # without the position reset the first example leaks in
 
 
 def test_precision_names_the_path_taken(cpu_kind: str | None) -> None:
