@@ -336,8 +336,8 @@ def main() -> None:
     parser.add_argument(
         "--malloc-defaults",
         action="store_true",
-        help="on a CPU, leave glibc's malloc as it is (default: keep freed memory, as the train stage does, "
-        "for every recipe: it is a property of the process)",
+        help="on a CPU, leave glibc's malloc as it is (default: as the train stage does, keep freed memory where "
+        "the cpu profile trains in fp32, for every recipe: it is a property of the process)",
     )
     parser.add_argument("--keep-going", action="store_true", help="report a failed run and go on with the others")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -356,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from loravc.devices import cpu_bf16, resolve_device
+    from loravc.devices import bf16_supported, cpu_bf16, resolve_device
     from loravc.params import load_params
 
     hf_logging.set_verbosity_error()
@@ -371,7 +371,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.lora_r is not None:  # LoraParams says what is wrong with a bad rank
         params.train.lora = dataclasses.replace(params.train.lora, r=args.lora_r)
     device = resolve_device(args.device, "--device")
-    kept = device == "cpu" and not args.malloc_defaults and keep_freed_memory()
+    # as the train stage does: only where the cpu profile trains in fp32 (a property of the process, so for all)
+    kept = device == "cpu" and not args.malloc_defaults and not bf16_supported("cpu") and keep_freed_memory()
     recipes = {name: Recipe(name, "tutorial") for name in ("tutorial", TUTORIAL_FP32)}
     recipes["project"] = Recipe("project", "project")
     native = cpu_bf16() if device == "cpu" else None

@@ -166,8 +166,6 @@ def train(
     device = resolve_device(tp.device, "train.device")
     # A wrong type, zero steps or an unknown target module: a UserError now, not after loading and tokenizing
     preflight.check_train_params(params, base_dir, prepared_dir, resolve_profile(tp.profile, device), tp.processes)
-    if device == "cpu":
-        keep_freed_memory()  # no page faults for each step's activations
     identity = read_identity(base_dir)
     info = data.read_info(prepared_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -182,6 +180,8 @@ def train(
     with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:
         run_dir = checkpoints_dir or Path(scratch)
         config = sft_config(tp, device, run_dir, plan)
+        if device == "cpu" and not (config.bf16 or config.fp16):
+            keep_freed_memory()  # fp32: no page faults for each step's activations (see its docstring on bf16)
         check_world_size(tp.processes, config.world_size)  # before any checkpoint is discarded or model loaded
         main = is_main_process()  # under DDP every process trains; one writes
         resume = checkpoints.select_resume(run_dir, expected, discard=main)

@@ -71,6 +71,21 @@ def prepare_dir(tmp_path: Path, rows: list[dict], base: Path) -> Path:
     return tmp_path / "prepared"
 
 
+def test_train_keeps_freed_memory_only_when_training_in_fp32(
+    tmp_path: Path, prepared: tuple[Path, Path], cpu_kind: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """glibc keeps freed memory for fp32 steps; under bf16 autocast it fragments the heap (loravc.devices)."""
+    from loravc import training
+
+    calls: list[bool] = []
+    monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append(True) or True)
+    base, prepared_dir = prepared
+    params = Params(train=TrainParams(device="cpu", max_length=32, trainer={"max_steps": 1}))
+    meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    assert meta.training.trainer["bf16"] is (cpu_kind is not None)
+    assert calls == ([] if cpu_kind else [True])
+
+
 def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepared: tuple[Path, Path]) -> None:
     base, prepared_dir = prepared
     params = Params(train=TrainParams(device="cpu", max_length=32, lora=LoraParams(r=4), trainer={"max_steps": 2}))
