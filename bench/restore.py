@@ -18,7 +18,8 @@ same files are copied with `cp -r` for comparison. Link types, in DVC's words:
 The base switch is also timed between two synthetic bases `--scale` times the base's bytes
 (sharded safetensors, 5.4 GB for SmolLM2 at the default 10x): with cache links a switch relinks
 files, so it should cost the same whatever their size, while `cp -r` and copying checkouts grow
-with the bytes.
+with the bytes. At 10x it needs about 20 GB of free disk in the temporary directory (cache,
+workspace and the `cp -r` copy); `--scale 0` skips it.
 
 Output ends with, per link type (measured figures: docs/performance.md):
     <link types>: adapter <s> s (target < 1 s), base switch <ratio>x of cp -r (target <= 0.1x);
@@ -152,10 +153,25 @@ def verify(repo: Path, digests: dict[str, str], digest_of: Callable[[Path], str]
     return list(digests)
 
 
-def measure(repo: Path, link_type: str, repeat: int, scratch: Path, digests: dict[str, str]) -> dict[str, Any]:
+def relink(repo: Path, link_type: str, rev: str) -> None:
+    """Set DVC's cache.type and check out rev's files in that link type."""
     run(dvc_cmd("config", "cache.type", link_type), repo)
-    git(repo, "checkout", "-q", "base-a-v2")
+    git(repo, "checkout", "-q", rev)
     run(dvc_cmd("checkout", "-q", "--relink"), repo)
+
+
+def medians(switches: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(s[k] for s in switches) for k in ("git", "dvc", "total")}
+
+
+def check_up_to_date(repo: Path) -> None:
+    status = run(dvc_cmd("status"), repo).stdout
+    if "up to date" not in status:  # each switch must leave exactly the committed files
+        raise RuntimeError(f"after the switches the workspace differs from the commit:\n{status}")
+
+
+def measure(repo: Path, link_type: str, repeat: int, scratch: Path, digests: dict[str, str]) -> dict[str, Any]:
+    relink(repo, link_type, "base-a-v2")
     adapter, base, cp_adapter, cp_base, idle = [], [], [], [], []
     for _ in range(repeat):
         idle.append(_timed(dvc_cmd("checkout", "-q"), repo))  # nothing to do: DVC's start-up and checks
@@ -163,13 +179,11 @@ def measure(repo: Path, link_type: str, repeat: int, scratch: Path, digests: dic
         cp_adapter.append(copy_time(repo / "models" / "adapter", scratch))
         base += [switch(repo, "base-b"), switch(repo, "base-a-v2")]
         cp_base.append(copy_time(repo / "models" / "base", scratch))
-    status = run(dvc_cmd("status"), repo).stdout
-    if "up to date" not in status:  # each switch must leave exactly the committed files
-        raise RuntimeError(f"after the switches the workspace differs from the commit:\n{status}")
+    check_up_to_date(repo)
     result = {
         "link_type": link_type,
-        "adapter": {k: statistics.median(s[k] for s in adapter) for k in ("git", "dvc", "total")},
-        "base": {k: statistics.median(s[k] for s in base) for k in ("git", "dvc", "total")},
+        "adapter": medians(adapter),
+        "base": medians(base),
         "dvc_noop": statistics.median(idle),
         "cp_adapter": statistics.median(cp_adapter),
         "cp_base": statistics.median(cp_base),
@@ -184,18 +198,13 @@ def measure(repo: Path, link_type: str, repeat: int, scratch: Path, digests: dic
 
 def measure_large(repo: Path, link_type: str, repeat: int, scratch: Path, digests: dict[str, str]) -> dict[str, Any]:
     """measure()'s base switch and cp -r on build_large's repository (it has no adapter versions)."""
-    run(dvc_cmd("config", "cache.type", link_type), repo)
-    git(repo, "checkout", "-q", "large-a")
-    run(dvc_cmd("checkout", "-q", "--relink"), repo)
+    relink(repo, link_type, "large-a")
     base, cp_base = [], []
     for _ in range(repeat):
         base += [switch(repo, "large-b"), switch(repo, "large-a")]
         cp_base.append(copy_time(repo / "models" / "base", scratch))
-    result = {
-        "link_type": link_type,
-        "base": {k: statistics.median(s[k] for s in base) for k in ("git", "dvc", "total")},
-        "cp_base": statistics.median(cp_base),
-    }
+    check_up_to_date(repo)
+    result = {"link_type": link_type, "base": medians(base), "cp_base": statistics.median(cp_base)}
     result["base_ratio"] = result["base"]["total"] / result["cp_base"]
     result["verified"] = verify(repo, digests, lambda r: sha256_directory(r / "models" / "base"))
     return result
@@ -265,7 +274,8 @@ def main() -> None:
             "cp_ratio": big["cp_base"] / small["cp_base"],
         }
         growth.append(found)
-        target = " (target <= 1.2x with links)" if "link" in found["link_type"] else ""
+        links = {"hardlink", "symlink"} & set(found["link_type"].split(","))  # reflink: copies where unsupported
+        target = " (target <= 1.2x with links)" if links else ""
         print(
             f"{found['link_type']}: a base {found['bytes_ratio']:.1f}x the bytes makes the base switch "
             f"{found['switch_ratio']:.2f}x as long{target}, cp -r {found['cp_ratio']:.1f}x; bytes checked after "

@@ -8,9 +8,11 @@ forward, backward, optimizer step and logging all included).
 
 - project:  loravc.training.sft_config + lora_config from params.yaml (train section, with the
             profile for the device: `train.profile`), i.e. exactly what `dvc repro train` uses.
-- tutorial: TRL's SFTTrainer defaults as TRL applies them on the device (activation checkpointing
-            on; bf16 autocast on a GPU with bf16 and on a CPU with AMX or AVX512-BF16, given
-            use_cpu), fp32 weights, batch 2, LoRA r=8 alpha=32 dropout=0.1 on PEFT's default modules.
+- tutorial: TRL's SFTTrainer defaults (activation checkpointing on, bf16=True) as they run on the
+            device: bf16 autocast on a GPU with bf16, and on a CPU with AMX or AVX512-BF16 (given
+            use_cpu, without which transformers refuses bf16 on a CPU); fp32 on a CPU without them,
+            where bf16 would be emulated. fp32 weights, batch 2, LoRA r=8 alpha=32 dropout=0.1 on
+            PEFT's default modules.
 - tutorial-fp32: the same in fp32 (the tutorial's definition before 2026-11-29 on CPUs with bf16).
 
     python -m bench.throughput                                  # real base in models/base, CPU
@@ -356,7 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from loravc.devices import bf16_supported, cpu_bf16, resolve_device
+    from loravc.devices import cpu_bf16, resolve_device
     from loravc.params import load_params
 
     hf_logging.set_verbosity_error()
@@ -365,14 +367,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     from loravc.devices import keep_freed_memory
+    from loravc.training import keeps_freed_memory
 
     require_base(args.base)
     params = load_params(args.params)
     if args.lora_r is not None:  # LoraParams says what is wrong with a bad rank
         params.train.lora = dataclasses.replace(params.train.lora, r=args.lora_r)
     device = resolve_device(args.device, "--device")
-    # as the train stage does: only where the cpu profile trains in fp32 (a property of the process, so for all)
-    kept = device == "cpu" and not args.malloc_defaults and not bf16_supported("cpu") and keep_freed_memory()
     recipes = {name: Recipe(name, "tutorial") for name in ("tutorial", TUTORIAL_FP32)}
     recipes["project"] = Recipe("project", "project")
     native = cpu_bf16() if device == "cpu" else None
@@ -395,6 +396,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     setup.tokenizer = AutoTokenizer.from_pretrained(args.base)
     with tempfile.TemporaryDirectory() as out:
         batches = [configs(setup, r, Path(out))[0] for r in chosen]
+        train_args = configs(setup, recipes["project"], Path(out))[0]
+    # as the train stage does (where the project trains in fp32); a property of the process, so for every recipe
+    kept = not args.malloc_defaults and keeps_freed_memory(train_args, device) and keep_freed_memory()
     need = max(a.per_device_train_batch_size * a.gradient_accumulation_steps for a in batches) * (args.steps + 1)
     setup.dataset = load_records(args.data, setup.tokenizer, args.records or need)
 

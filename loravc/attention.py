@@ -31,7 +31,12 @@ def varlen_sdpa(
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    packed = cu_seq_lens_q is not None and query.shape[0] == 1 and query.shape[2] == key.shape[2]
+    length = query.shape[2]
+    # one packed row whose spans cover it, attended in full (a sliding window needs the model's own mask)
+    packed = cu_seq_lens_q is not None and query.shape[0] == 1 and key.shape[2] == length
+    packed = packed and not kwargs.get("sliding_window")
+    bounds = cu_seq_lens_q.tolist() if packed else []
+    packed = packed and bounds[0] == 0 and bounds[-1] == length
     if packed and cu_seq_lens_k is not None:
         packed = torch.equal(cu_seq_lens_q, cu_seq_lens_k)
     if not packed:
@@ -39,7 +44,6 @@ def varlen_sdpa(
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     kwargs.pop("is_causal", None)
-    bounds = cu_seq_lens_q.tolist()
     parts = []
     for a, b in itertools.pairwise(bounds):
         if b == a:

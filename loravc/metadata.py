@@ -62,7 +62,7 @@ class TrainingRecord:
     resumed_from_step: int | None = None
     loss_on: str | None = None  # all, completion or assistant tokens (absent before 2026-11-28)
     chat_template: str | None = None  # the marked template trained with: base, trl:<sha256[:12]>, loravc:<family>
-    precision: str | None = None  # "fp32", "bf16 autocast (avx512_bf16)", ... (absent before 2026-11-29)
+    precision: str | None = None  # "fp32", "bf16 autocast (avx512_bf16|amx|cuda|emulated)" (absent before 2026-11-29)
     attention: str | None = None  # the attention implementation, e.g. "eager", "sdpa" (absent before 2026-11-29)
     extra: dict[str, Any] = field(default_factory=dict)
 

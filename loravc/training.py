@@ -99,16 +99,30 @@ def model_options(profile: str, device: str) -> dict[str, Any]:
     import torch
 
     options: dict[str, Any] = {"dtype": getattr(torch, base_dtype(profile, device))}
-    if name := PROFILES[resolve_profile(profile, device)].attention:
-        options["attn_implementation"] = attention.register() if name == attention.NAME else name
+    name = PROFILES[resolve_profile(profile, device)].attention
+    if name == attention.NAME and device == "cpu":  # a CPU's kernels; on a GPU the model's default (sdpa)
+        options["attn_implementation"] = attention.register()
+    elif name and name != attention.NAME:
+        options["attn_implementation"] = name
     return options
 
 
+def keeps_freed_memory(args: Any, device: str) -> bool:
+    """Whether training with these SFTConfig args has glibc keep freed memory: fp32 on a CPU (keep_freed_memory)."""
+    return device == "cpu" and not (args.bf16 or args.fp16)
+
+
 def precision(args: Any, device: str) -> str:
-    """How the run computed, for metadata: "bf16 autocast (avx512_bf16)", "bf16 autocast (cuda)", "fp32", ..."""
+    """How the run computed, for metadata: "fp32", or "bf16 autocast (X)" with X the device's native bf16
+    (avx512_bf16, amx, cuda), "emulated" on a CPU without it (train.trainer.bf16 asked for), or the device."""
     if not args.bf16 and not args.fp16:
         return "fp32"
-    where = "cuda" if device.startswith("cuda") else cpu_bf16() or "emulated" if device == "cpu" else device
+    if device.startswith("cuda"):
+        where = "cuda"
+    elif device == "cpu":
+        where = cpu_bf16() or "emulated"
+    else:
+        where = device
     return f"{'bf16' if args.bf16 else 'fp16'} autocast ({where})"
 
 
@@ -180,7 +194,7 @@ def train(
     with tempfile.TemporaryDirectory(prefix="loravc-train-") as scratch:
         run_dir = checkpoints_dir or Path(scratch)
         config = sft_config(tp, device, run_dir, plan)
-        if device == "cpu" and not (config.bf16 or config.fp16):
+        if keeps_freed_memory(config, device):
             keep_freed_memory()  # fp32: no page faults for each step's activations (see its docstring on bf16)
         check_world_size(tp.processes, config.world_size)  # before any checkpoint is discarded or model loaded
         main = is_main_process()  # under DDP every process trains; one writes

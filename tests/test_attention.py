@@ -59,3 +59,43 @@ def test_batches_that_are_not_one_packed_row_go_to_sdpa_unchanged(tiny_model_dir
     with torch.no_grad():
         expected = sdpa(input_ids=ids, attention_mask=mask).logits
         assert torch.equal(varlen(input_ids=ids, attention_mask=mask).logits, expected)
+
+
+def test_trl_collated_rows_with_grouped_heads_and_a_padded_tail(tiny_model_dir: Path) -> None:
+    """SmolLM2's layout (3 query heads per key/value head) on a row TRL's padding-free collator made, padded to 8."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    config = AutoConfig.from_pretrained(tiny_model_dir, num_attention_heads=3, num_key_value_heads=1, head_dim=8)
+    torch.manual_seed(0)
+    sdpa = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    varlen = AutoModelForCausalLM.from_config(config, attn_implementation=attention.register()).eval()
+    varlen.load_state_dict(sdpa.state_dict())
+    examples = [{"input_ids": list(range(5, 5 + n))} for n in (7, 12, 4)]  # 23 tokens, padded to 24
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True, pad_to_multiple_of=8)(examples)
+    assert batch["input_ids"].shape == (1, 24) and batch["cu_seq_lens_q"].tolist()[-2:] == [23, 24]
+    inputs = {k: batch[k] for k in ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k")}
+    with torch.no_grad():
+        found = varlen(**inputs, use_cache=False).logits
+        expected = sdpa(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    assert torch.allclose(found[:, :23], expected[:, :23], atol=1e-5)  # the pad token's logits are never scored
+
+
+def test_spans_that_do_not_cover_the_row_or_a_sliding_window_go_to_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from transformers.integrations import sdpa_attention
+
+    calls: list[bool] = []
+    monkeypatch.setattr(
+        sdpa_attention,
+        "sdpa_attention_forward",
+        lambda m, q, k, v, mask, **kw: calls.append(mask is None) or (q.transpose(1, 2), None),
+    )
+    q = torch.zeros(1, 2, 10, 4)
+    module = torch.nn.Module()
+    attention.varlen_sdpa(module, q, q, q, "mask", cu_seq_lens_q=torch.tensor([0, 4, 8]))  # 8 of 10 tokens
+    attention.varlen_sdpa(module, q, q, q, "mask", cu_seq_lens_q=torch.tensor([0, 4, 10]), sliding_window=3)
+    assert calls == [False, False]  # each went whole, with the model's mask
+    attention.varlen_sdpa(module, q, q, q, "mask", cu_seq_lens_q=torch.tensor([0, 4, 10]))
+    assert calls == [False, False, True, True]  # one call per span, causal, no mask

@@ -3,6 +3,7 @@ import json
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,15 +76,27 @@ def test_train_keeps_freed_memory_only_when_training_in_fp32(
     tmp_path: Path, prepared: tuple[Path, Path], cpu_kind: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """glibc keeps freed memory for fp32 steps; under bf16 autocast it fragments the heap (loravc.devices)."""
-    from loravc import training
+
+    from loravc import attention, training
 
     calls: list[bool] = []
     monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append(True) or True)
+    spans: list[int] = []  # the packed rows' example counts the cpu profile's attention saw
+    varlen = attention.varlen_sdpa
+
+    def spy(module: Any, query: Any, *args: Any, cu_seq_lens_q: Any = None, **kwargs: Any) -> Any:
+        if cu_seq_lens_q is not None and module.layer_idx == 0:
+            spans.append(len(cu_seq_lens_q) - 1)
+        return varlen(module, query, *args, cu_seq_lens_q=cu_seq_lens_q, **kwargs)
+
+    monkeypatch.setattr(attention, "varlen_sdpa", spy)  # register() installs the module's function
     base, prepared_dir = prepared
     params = Params(train=TrainParams(device="cpu", max_length=32, trainer={"max_steps": 1}))
     meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     assert meta.training.trainer["bf16"] is (cpu_kind is not None)
     assert calls == ([] if cpu_kind else [True])
+    # a training step's packed row reached it with its spans (TRL's cu_seq_lens): 4 examples or more
+    assert spans and spans[0] >= meta.training.trainer["per_device_train_batch_size"]
 
 
 def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepared: tuple[Path, Path]) -> None:
@@ -105,7 +118,7 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     assert meta.data.train_records == 16
     assert meta.data.sha256 == data.files_sha256(prepared_dir / f"{s}.jsonl" for s in ("train", "validation"))
     assert meta.base_model == read_identity(base) and meta.training.seed == 42
-    # the cpu profile: eager attention, bf16 autocast where this CPU has native bf16 (fp32 weights either way)
+    # the cpu profile: varlen attention, bf16 autocast where this CPU has native bf16 (fp32 weights either way)
     native = cpu_bf16()
     assert meta.training.attention == "sdpa_varlen" and meta.training.trainer["bf16"] is (native is not None)
     assert meta.training.precision == (f"bf16 autocast ({native})" if native else "fp32")

@@ -64,13 +64,12 @@ def test_cpu_profile_keeps_the_cpu_defaults(tmp_path: Path, cpu_kind: str | None
     assert config.packing is True  # padding-free rows: no compute spent on padding
 
 
-def test_cpu_profile_loads_varlen_attention_in_fp32_and_gpu_keeps_the_default(
-    bf16_gpu: None, cpu_kind: str | None
-) -> None:
+def test_cpu_profile_loads_varlen_attention_in_fp32_and_gpu_keeps_the_default(bf16_gpu: None) -> None:
     import torch
 
     assert model_options("auto", "cpu") == {"dtype": torch.float32, "attn_implementation": "sdpa_varlen"}
     assert model_options("auto", "cuda") == {"dtype": torch.bfloat16}  # sdpa (flash kernels) on a GPU
+    assert model_options("cpu", "cuda") == {"dtype": torch.float32}  # the cpu profile asked for on a GPU
 
 
 def test_precision_names_the_path_taken(cpu_kind: str | None) -> None:
