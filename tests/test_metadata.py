@@ -48,6 +48,8 @@ CURRENT: dict[str, Any] = {
         "resumed_from_step": None,
         "loss_on": "all",
         "chat_template": None,
+        "precision": "bf16 autocast (avx512_bf16)",
+        "attention": "sdpa_varlen",
     },
     "metrics": {
         "train_loss": 3.1816,
