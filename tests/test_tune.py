@@ -189,7 +189,7 @@ def assert_trials_are_experiments(repo: Path, trials: list[optuna.trial.FrozenTr
 
 def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path, tiny_model_dir: Path) -> None:
     repo = tune_repo(
-        tmp_path / "repo", tiny_model_dir, {"study": "t", "sampler": "random", "trials": 3, "pruner": "none"}
+        tmp_path / "repo", tiny_model_dir, {"study": "t", "sampler": "random", "trials": 2, "pruner": "none"}
     )
     storage = str(repo / ".dvc" / "tmp" / "tune" / "t.journal")
     first = subprocess.Popen(loravc_cmd("tune"), cwd=repo, env=tool_env(), start_new_session=True,
@@ -209,7 +209,7 @@ def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path,
     resumed = run(loravc_cmd("tune"), repo).stdout
     assert "trial 1: cut off before DVC saved it; its params are queued again" in resumed
     after = trials_of(storage, "t")
-    assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE"]  # the 2 asked for, and the cut-off one
     assert after[2].params == before[1].params and after[2].user_attrs["retry_of"] == 1  # the cut-off point again
     assert experiments(repo)["t-0"] == kept  # a finished trial is read back, never rerun
     assert_trials_are_experiments(repo, after, "t")
@@ -217,7 +217,7 @@ def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path,
     assert f"best: trial {best.number} (experiment t-{best.number}): validation_loss {best.value:.4f}" in resumed
     assert f"  dvc exp apply t-{best.number} && git add -A && git commit" in resumed
     listed = run(loravc_cmd("list"), repo).stdout
-    assert all(f" t-{n} " in listed for n in (0, 2, 3)) and " t-1 " not in listed
+    assert all(f" t-{n} " in listed for n in (0, 2)) and " t-1 " not in listed
     assert git(repo, "status", "--porcelain") == ""  # trials ran in temporary copies: the workspace is as it was
     assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"  # (a kill during DVC's set-up is undone)
 
