@@ -395,11 +395,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     setup.tokenizer = AutoTokenizer.from_pretrained(args.base)
     with tempfile.TemporaryDirectory() as out:
-        batches = [configs(setup, r, Path(out))[0] for r in chosen]
-        train_args = configs(setup, recipes["project"], Path(out))[0]
+        batches = {r.name: configs(setup, r, Path(out))[0] for r in chosen}
+        train_args = batches.get("project") or configs(setup, recipes["project"], Path(out))[0]
     # as the train stage does (where the project trains in fp32); a property of the process, so for every recipe
     kept = not args.malloc_defaults and keeps_freed_memory(train_args, device) and keep_freed_memory()
-    need = max(a.per_device_train_batch_size * a.gradient_accumulation_steps for a in batches) * (args.steps + 1)
+    per_step = (a.per_device_train_batch_size * a.gradient_accumulation_steps for a in batches.values())
+    need = max(per_step) * (args.steps + 1)
     setup.dataset = load_records(args.data, setup.tokenizer, args.records or need)
 
     info = machine(device) | {"torch": torch.__version__, "threads": torch.get_num_threads(), "malloc_kept": kept}

@@ -100,9 +100,9 @@ def model_options(profile: str, device: str) -> dict[str, Any]:
 
     options: dict[str, Any] = {"dtype": getattr(torch, base_dtype(profile, device))}
     name = PROFILES[resolve_profile(profile, device)].attention
-    if name == attention.NAME and device == "cpu":  # a CPU's kernels; on a GPU the model's default (sdpa)
-        options["attn_implementation"] = attention.register()
-    elif name and name != attention.NAME:
+    if name == attention.NAME:  # a CPU's kernels; on a GPU the model's default (sdpa)
+        name = attention.register() if device == "cpu" else None
+    if name:
         options["attn_implementation"] = name
     return options
 
@@ -115,15 +115,13 @@ def keeps_freed_memory(args: Any, device: str) -> bool:
 def precision(args: Any, device: str) -> str:
     """How the run computed, for metadata: "fp32", or "bf16 autocast (X)" with X the device's native bf16
     (avx512_bf16, amx, cuda), "emulated" on a CPU without it (train.trainer.bf16 asked for), or the device."""
-    if not args.bf16 and not args.fp16:
+    if args.fp16:
+        return f"fp16 autocast ({device})"
+    if not args.bf16:
         return "fp32"
-    if device.startswith("cuda"):
-        where = "cuda"
-    elif device == "cpu":
-        where = cpu_bf16() or "emulated"
-    else:
-        where = device
-    return f"{'bf16' if args.bf16 else 'fp16'} autocast ({where})"
+    if device == "cpu":
+        return f"bf16 autocast ({cpu_bf16() or 'emulated'})"
+    return f"bf16 autocast ({'cuda' if device.startswith('cuda') else device})"
 
 
 def adapter_dtype(params: TrainParams, device: str) -> str:

@@ -78,6 +78,7 @@ def test_precision_names_the_path_taken(cpu_kind: str | None) -> None:
     assert precision(SimpleNamespace(bf16=False, fp16=False), "cpu") == "fp32"
     assert precision(SimpleNamespace(bf16=True, fp16=False), "cpu") == f"bf16 autocast ({cpu_kind or 'emulated'})"
     assert precision(SimpleNamespace(bf16=True, fp16=False), "cuda") == "bf16 autocast (cuda)"
+    assert precision(SimpleNamespace(bf16=False, fp16=True), "cpu") == "fp16 autocast (cpu)"  # not the bf16 path
 
 
 def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> None:
