@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.common import at_least_one, report_machine, table, timed_sh, write_json
 from loravc.errors import run_main
+from loravc.pins import load_yaml12, parse_pins
 from loravc.project import ROOT, git, init_repo, run
 
 TARGETS = {"list, cold": 10.0, "list, warm": 2.0, "show": 1.0, "compare": 1.0}
@@ -46,7 +47,8 @@ def cache_put(repo: Path, data: bytes, suffix: str = "") -> str:
 def history(repo: Path, versions: int) -> None:
     """`versions` commits on main, each pinning a new metadata-only adapter directory."""
     lock_template = (ROOT / "dvc.lock").read_text(encoding="utf-8")
-    adapter = next(line.split()[-1] for line in _after(lock_template, "path: models/adapter") if "md5:" in line)
+    pins = parse_pins(load_yaml12((ROOT / "dvc.yaml").read_bytes()), load_yaml12(lock_template.encode()))
+    adapter = pins.adapter.md5  # the pinned version's directory hash, replaced in each commit's dvc.lock
     meta = json.loads(FIXTURE.read_text(encoding="utf-8"))
     shared = [{"md5": cache_put(repo, data), "relpath": name} for name, data in adapter_files().items()]
     metrics = json.loads((ROOT / "dvclive" / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
@@ -80,12 +82,6 @@ def adapter_files() -> dict[str, bytes]:
             tensors[f"{prefix}.lora_B.weight"] = rng.standard_normal((out, 4), dtype=np.float32)
     config = {"peft_type": "LORA", "r": 4, "lora_alpha": 16, "target_modules": ["k_proj", "o_proj", "q_proj", "v_proj"]}
     return {"adapter_model.safetensors": save(tensors), "adapter_config.json": json.dumps(config).encode()}
-
-
-def _after(text: str, marker: str) -> list[str]:
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip().endswith(marker))
-    return lines[start : start + 4]
 
 
 def _commit(i: int, message: str, files: dict[str, bytes]) -> str:

@@ -33,12 +33,7 @@ class GitRepo:
         """Contents of `<commit>:<path>` specs in one `git cat-file --batch` call (None: not there)."""
         todo = [s for s in dict.fromkeys(specs) if s not in self._blobs and "\n" not in s]
         if todo:
-            out = subprocess.run(
-                ["git", "-C", str(self.root), "cat-file", "--batch"],
-                input="\n".join(todo).encode() + b"\n",
-                capture_output=True,
-                check=True,
-            ).stdout
+            out = self._cat_file("--batch", todo)
             pos = 0
             for spec in todo:
                 end = out.index(b"\n", pos)
@@ -58,17 +53,17 @@ class GitRepo:
         todo = [s for s in dict.fromkeys(specs) if "\n" not in s]
         if not todo:
             return {s: None for s in specs}
-        out = subprocess.run(
-            ["git", "-C", str(self.root), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
-            input="\n".join(todo).encode() + b"\n",
-            capture_output=True,
-            check=True,
-        ).stdout.decode()
+        out = self._cat_file("--batch-check=%(objectname) %(objecttype)", todo).decode()
         found = {}
         for spec, line in zip(todo, out.splitlines(), strict=True):
             parts = line.split()
             found[spec] = parts[0] if len(parts) == 2 and parts[1] == "blob" else None
         return {s: found.get(s) for s in specs}
+
+    def _cat_file(self, option: str, specs: list[str]) -> bytes:
+        """`git cat-file OPTION` over specs (one per line, none holding a newline): its whole output."""
+        command = ["git", "-C", str(self.root), "cat-file", option]
+        return subprocess.run(command, input="\n".join(specs).encode() + b"\n", capture_output=True, check=True).stdout
 
     def read_blob(self, commit: str, path: str) -> bytes | None:
         spec = f"{commit}:{path}"

@@ -11,6 +11,7 @@ Nothing here imports torch, so listing and showing versions is quick.
 """
 
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -144,14 +145,17 @@ class Versions:
             return
         ids = self.repo.blob_ids([f"{c}:{name}" for c in todo for name in ("dvc.yaml", "dvc.lock")])
         index, new = self._index, {}
+        keys = {c: f"{ids[f'{c}:dvc.yaml']}:{ids[f'{c}:dvc.lock']}" for c in todo}
+        misses = [c for c in todo if keys[c] not in index]
+        self.repo.read_blobs([f"{c}:{name}" for c in misses for name in ("dvc.yaml", "dvc.lock")])  # one git call
         for commit in todo:
-            key = f"{ids[f'{commit}:dvc.yaml']}:{ids[f'{commit}:dvc.lock']}"
+            key = keys[commit]
             try:
                 self._pins[commit] = pins_from_dict(index[key])
                 continue
             except (KeyError, TypeError, ValueError):  # not indexed, or an entry this code cannot read
                 pass
-            blobs = self.repo.read_blobs([f"{commit}:dvc.yaml", f"{commit}:dvc.lock"]).values()
+            blobs = self.repo.read_blobs([f"{commit}:dvc.yaml", f"{commit}:dvc.lock"]).values()  # read above
             try:
                 self._pins[commit] = parse_pins(*(None if b is None else load_yaml12(b) for b in blobs))
             except Exception:  # a broken dvc.yaml/lock in old history holds no readable version
@@ -348,6 +352,7 @@ def matches_id(version_id: str, ref: str) -> bool:
     return version_id == ref or version_id.startswith(ref + "_")
 
 
+@functools.cache
 def _parser_id() -> str:
     """What the index's entries depend on: the code that parses pins (loravc/pins.py and the flatten of
     loravc/schema.py) and the YAML library under it."""
