@@ -60,19 +60,29 @@ def test_an_unknown_gpu_switch_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2 and "use GPU=1 (the CUDA build) or GPU=0" in done.stderr
 
 
-def test_a_torch_of_the_other_build_is_replaced(tmp_path: Path) -> None:
-    """A .venv whose torch is the CUDA build (same version): uninstalled first, since pip would keep it."""
+def rerun_with_torch(tmp_path: Path, installed: str) -> list[str]:
+    """What setup.sh (GPU=0, dry run) would do in a .venv whose torch reports `installed` ("<version> <build>")."""
     (tmp_path / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
     fake = tmp_path / ".venv" / "bin" / "python"
     fake.parent.mkdir(parents=True)
-    fake.write_text("#!/bin/sh\necho '2.13.0 cuda'\n")  # what setup.sh asks the venv's python about torch
+    fake.write_text(f"#!/bin/sh\necho '{installed}'\n")  # what setup.sh asks the venv's python about torch
     fake.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "GPU"} | {"SETUP_DRY_RUN": "1", "GPU": "0"}
     done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stderr
-    assert lines[2:4] == [
-        "pip uninstall -y torch",
-        "pip install --index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0 torch==2.13.0",
-    ]
+    return done.stdout.splitlines()
+
+
+def test_a_torch_of_the_other_build_is_replaced(tmp_path: Path) -> None:
+    """A .venv whose torch is the CUDA build (same version): uninstalled first, since pip would keep it."""
+    lines = rerun_with_torch(tmp_path, "2.13.0 cuda")
+    cpu_install = "pip install --index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0 torch==2.13.0"
+    assert "pip uninstall -y torch" in lines and cpu_install in lines
+    assert lines.index("pip uninstall -y torch") < lines.index(cpu_install)
+
+
+def test_the_right_torch_already_there_is_kept(tmp_path: Path) -> None:
+    lines = rerun_with_torch(tmp_path, "2.13.0 cpu")
+    assert not [line for line in lines if "torch==" in line or "uninstall" in line]
+    assert lines[-1] == "pip install -e .[dev]"
