@@ -211,7 +211,7 @@ class AdapterWriter:
     """Writes version directories like the train stage does (PEFT adapter, tokenizer, metadata.json) without
     training: LoRA weights drawn from a seed, on the base's architecture built from its config.json."""
 
-    def __init__(self, base: Path, rank: int = 8) -> None:
+    def __init__(self, base: Path, rank: int = 8, options: dict[str, Any] | None = None) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -221,7 +221,7 @@ class AdapterWriter:
         torch.manual_seed(0)
         self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
         self.tokenizer = AutoTokenizer.from_pretrained(base)
-        self.lora = lora_config(LoraParams(r=rank))
+        self.lora = lora_config(LoraParams(r=rank, options=options or {}))  # options: other LoraConfig keys
         self.base = base
 
     def write(self, out: Path, seed: int) -> Path:
@@ -233,8 +233,8 @@ class AdapterWriter:
         peft_model = get_peft_model(self.model, self.lora)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for name, param in peft_model.named_parameters():
-                if "lora_" in name:  # a trained adapter: both matrices non-zero, different per version
+            for param in peft_model.parameters():
+                if param.requires_grad:  # a trained adapter: every trained tensor non-zero, different per version
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
         if out.exists():
             shutil.rmtree(out)

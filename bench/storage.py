@@ -8,11 +8,13 @@ across versions (the tokenizer) are stored once: DVC's cache is content-addresse
 
     python -m bench.storage                   # base from models/base (its 538 MB weights are copied)
     python -m bench.storage --base DIR --versions 5 --rank 8
+    python -m bench.storage --lora use_dora=true --lora 'modules_to_save=[lm_head]'   # other train.lora keys
 
 Output ends with (measured figures per rank: docs/performance.md):
     per version after the first: <bytes> bytes = <percent>% of the base (target 0.5%: met or not met); ...
 """
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,19 +30,20 @@ from bench.common import (
     tree_bytes,
     write_json,
 )
-from loravc.errors import run_main
+from loravc.errors import UserError, run_main
 from loravc.project import ROOT
+from loravc.schema import parse_yaml
 
 TARGET = 0.005  # of the base's bytes, per version
 
 
-def run(base: Path, versions: int, rank: int, workdir: Path) -> dict[str, Any]:
+def run(base: Path, versions: int, rank: int, workdir: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
     repo = repo_with_base(base, workdir / "repo")
     cache = repo / ".dvc" / "cache"
     base_bytes = tree_bytes(repo / "models" / "base")
     cached = tree_bytes(cache)
     rows: list[dict[str, Any]] = [{"commit": "base", "added": cached, "fraction": cached / base_bytes}]
-    writer = AdapterWriter(repo / "models" / "base", rank=rank)
+    writer = AdapterWriter(repo / "models" / "base", rank=rank, options=options)
     for number in range(1, versions + 1):
         writer.commit(repo, number, f"version {number}")
         now = tree_bytes(cache)
@@ -50,6 +53,7 @@ def run(base: Path, versions: int, rank: int, workdir: Path) -> dict[str, Any]:
     return {
         "base_bytes": base_bytes,
         "rank": rank,
+        "lora_options": options or {},
         "commits": rows,
         "adapter_bytes": (repo / "models" / "adapter" / "adapter_model.safetensors").stat().st_size,
         "per_version": max(later),
@@ -59,10 +63,27 @@ def run(base: Path, versions: int, rank: int, workdir: Path) -> dict[str, Any]:
     }
 
 
+def lora_options(pairs: list[str]) -> dict[str, Any]:
+    """--lora KEY=VALUE pairs (values in YAML) as train.lora options, checked as params.yaml's are."""
+    from loravc.params import LoraParams
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--lora {pair!r}: write KEY=VALUE, e.g. use_dora=true")
+        options[key.strip()] = parse_yaml(value)
+    LoraParams(options=options)  # the same checks as params.yaml's train.lora
+    return options
+
+
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--versions", type=int, default=5, help="versions to commit (default: %(default)s)")
     parser.add_argument("--rank", type=int, help="LoRA rank (default: params.yaml train.lora.r)")
+    parser.add_argument(
+        "--lora", action="append", default=[], metavar="KEY=VALUE", help="a train.lora key (YAML value), repeatable"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--smoke", action="store_true", help="three versions (CI)")
     args = parser.parse_args()
@@ -74,10 +95,12 @@ def main() -> None:
         from loravc.params import load_params
 
         args.rank = load_params(ROOT / "params.yaml").train.lora.r
+    options = lora_options(args.lora)
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
-        result = run(args.base, args.versions, args.rank, Path(tmp))
+        result = run(args.base, args.versions, args.rank, Path(tmp), options)
     result["machine"] = report_machine()
-    print(f"base: {args.base} ({result['base_bytes']:,} bytes), LoRA r={args.rank}")
+    extra = "".join(f", {key}={json.dumps(value)}" for key, value in options.items())
+    print(f"base: {args.base} ({result['base_bytes']:,} bytes), LoRA r={args.rank}{extra}")
     print(
         table(
             ["commit", "bytes added to the cache", "of the base"],

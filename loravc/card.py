@@ -14,6 +14,7 @@ Metadata choices:
 - the model-index holds the fine-tuned scores and, named `base model: ...`, the base's on the same test split.
 """
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -222,7 +223,8 @@ def training_text(meta: VersionMetadata) -> str:
     rate = f", learning rate {trainer['learning_rate']}" if "learning_rate" in trainer else ""
     lines = [
         f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout {lora.dropout}, bias {lora.bias}, "
-        f"on {', '.join(lora.target_modules)}{params}{dtype}",
+        f"on {', '.join(lora.target_modules)}{params}{dtype}"
+        + "".join(f", {key} {json.dumps(value)}" for key, value in lora.options.items()),
         f"- training: {trained.epochs} epochs, {trained.steps} steps{rate}, max length {training.max_length}, "
         f"seed {training.seed}, on {training.device}"
         + (f", loss on {training.loss_on} tokens" if training.loss_on else ""),

@@ -38,7 +38,40 @@ def lora_facts(adapter_dir: Path) -> dict[str, Any]:
         "trainable_parameters": sum(_numel(s) for s in shapes.values()),
         "dtypes": sorted({s.get_dtype() for s in slices.values()}),  # safetensors names: F32, BF16
         "adapter_bytes": weights.stat().st_size,
+        "use_rslora": bool(config.get("use_rslora")),  # scaling alpha / sqrt(r) rather than alpha / r
+        "dora": _dora(weights, [key for key in shapes if ".lora_magnitude_vector" in key]),
+        "modules_to_save": _saved_modules(shapes, slices),
     }
+
+
+def _dora(weights: Path, keys: list[str]) -> dict[str, Any] | None:
+    """DoRA's learned magnitude vectors (one per adapted module, a norm per output feature): how many, and
+    the spread of their values; None for a plain LoRA adapter."""
+    if not keys:
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:  # torch: numpy has no bfloat16
+        values = [f.get_tensor(key).float() for key in keys]
+    flat = [v for tensor in values for v in tensor.flatten().tolist()]
+    return {
+        "modules": len(keys),
+        "magnitude_mean": round(sum(flat) / len(flat), 6),
+        "magnitude_min": round(min(flat), 6),
+        "magnitude_max": round(max(flat), 6),
+    }
+
+
+def _saved_modules(shapes: dict[str, list[int]], slices: dict[str, Any]) -> dict[str, int]:
+    """Whole modules' tensors stored next to the LoRA ones (train.lora.modules_to_save; biases with bias: all),
+    each module with its bytes."""
+    sizes = {"F32": 4, "BF16": 2, "F16": 2, "F64": 8}
+    saved: dict[str, int] = {}
+    for key, shape in shapes.items():
+        if ".lora_" not in key:
+            name = key.rsplit(".", 1)[0].removeprefix("base_model.model.")
+            saved[name] = saved.get(name, 0) + _numel(shape) * sizes.get(slices[key].get_dtype(), 4)
+    return dict(sorted(saved.items()))
 
 
 def _numel(shape: list[int]) -> int:

@@ -38,6 +38,7 @@ class LoraRecord:
     target_modules: list[str]
     trainable_parameters: int | None = None
     dtype: str | None = None  # of the saved LoRA tensors, e.g. "float32"; absent before 2026-11-26 (fp32)
+    options: dict[str, Any] = field(default_factory=dict)  # other peft.LoraConfig options (use_dora, ...); {} before
     extra: dict[str, Any] = field(default_factory=dict)
 
 

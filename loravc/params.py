@@ -9,7 +9,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from loravc.errors import UserError
 from loravc.schema import build, read_yaml
@@ -163,18 +163,28 @@ class PrepareParams:
 
 @dataclass
 class LoraParams:
-    """The LoRA adapter; converted to peft.LoraConfig by `loravc.training.lora_config`."""
+    """The LoRA adapter; converted to peft.LoraConfig by `loravc.training.lora_config`.
+
+    Any other key of train.lora is a peft.LoraConfig option (use_dora, use_rslora, modules_to_save,
+    init_lora_weights, ...), kept in `options`; loravc.preflight checks them against PEFT before a model loads.
+    """
+
+    EXTRA_KEYS: ClassVar[str] = "options"  # loravc.schema.build keeps the other keys here
 
     r: int = knob(4, "rank of the update matrices")
     alpha: int = knob(16, "the update is scaled by alpha / r")
     dropout: float = knob(0.05, "dropout on the adapter's input")
     bias: str = knob("none", "none, all or lora_only")
-    target_modules: list[str] = knob(["q_proj", "k_proj", "v_proj", "o_proj"], "modules that get an adapter")
+    target_modules: list[str] | str = knob(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "modules that get an adapter: a list of names, all-linear, or a regular expression (PEFT's)",
+    )
     dtype: str = knob(
         "auto",
         "of the trained weights: auto (the profile's: float32 for cpu; bfloat16 for gpu where the device "
         "has bf16, else float32), float32 or bfloat16",
     )
+    options: dict[str, Any] = knob({}, "other peft.LoraConfig options, written as keys of train.lora")
 
     def __post_init__(self) -> None:
         _require(self.r >= 1, "train.lora.r", "must be a positive integer")
@@ -184,6 +194,22 @@ class LoraParams:
         _require(bool(self.target_modules), "train.lora.target_modules", "must list at least one module")
         dtypes = ", ".join(LORA_DTYPES)
         _require(self.dtype in LORA_DTYPES, "train.lora.dtype", f"must be one of {dtypes}: {self.dtype!r}")
+        for key, why in LORA_OWNED.items():
+            _require(key not in self.options, f"train.lora.{key}", why)
+        if self.options:  # PEFT's own keys and types (imports peft: only when there are any)
+            from loravc.preflight import check_lora_keys
+
+            check_lora_keys(self)
+
+
+# peft.LoraConfig arguments the project sets itself: from its own keys, or always (task_type)
+LORA_OWNED = {
+    "lora_alpha": "is PEFT's name for train.lora.alpha, which params set: use alpha alone",
+    "lora_dropout": "is PEFT's name for train.lora.dropout, which params set: use dropout alone",
+    "task_type": "is set by the pipeline (CAUSAL_LM): remove it",
+    "inference_mode": "is set by PEFT when it saves: remove it",
+    "base_model_name_or_path": "is set by PEFT from the base: remove it",
+}
 
 
 @dataclass

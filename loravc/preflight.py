@@ -10,8 +10,10 @@ import dataclasses
 import difflib
 import enum
 import math
+import re
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ def check_train_params(params: Params, base_dir: Path, prepared_dir: Path, profi
     records = train_records(prepared_dir)
     steps = check_steps(trainer_settings(trainer, profile), records, world_size, prepared_dir / "train.jsonl")
     check_target_modules(params.train.lora.target_modules, base_dir)
+    check_lora_options(params.train.lora, base_dir)
     return steps
 
 
@@ -201,9 +204,14 @@ def check_steps(settings: dict[str, Any], records: int, world_size: int, train_f
     return steps
 
 
-def check_target_modules(targets: list[str], base_dir: Path) -> None:
+def check_target_modules(targets: list[str] | str, base_dir: Path) -> None:
     """Every train.lora.target_modules entry names modules of the base that LoRA can adapt (PEFT's matching:
-    the whole module name, or its end after a dot), or is all-linear alone."""
+    the whole module name, or its end after a dot), or is all-linear alone; a string other than all-linear is
+    PEFT's regular expression over whole module names, and must match a module LoRA can adapt."""
+    if isinstance(targets, str) and targets.lower() != ALL_LINEAR:
+        check_target_pattern(targets, base_dir)
+        return
+    targets = [targets] if isinstance(targets, str) else targets
     if ALL_LINEAR in (t.lower() for t in targets):
         if len(targets) > 1:
             raise UserError(f"train.lora.target_modules: {ALL_LINEAR} adapts every linear layer: list it alone")
@@ -233,18 +241,116 @@ def base_modules(base_dir: Path) -> tuple[str, dict[str, str], set[str]] | None:
     from a skeleton built from config.json on the meta device (no weights read, no memory); None if
     transformers cannot build it."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.pytorch_utils import Conv1D
 
+    model = meta_model(base_dir)
+    if model is None:
+        return None
     # What PEFT's LoRA layers wrap (peft.tuners.lora.model: any other module is "not supported")
     nn = torch.nn
     lora_layers = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention, Conv1D)
-    try:
-        config = AutoConfig.from_pretrained(base_dir)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-    except (OSError, ValueError, KeyError, ImportError):
-        return None
     named = [(name, module) for name, module in model.named_modules() if name]
     adaptable = {name for name, module in named if isinstance(module, lora_layers)}
     return type(model).__name__, {name: type(module).__name__ for name, module in named}, adaptable
+
+
+def meta_model(base_dir: Path) -> Any:
+    """The base built from its config.json on the meta device (no weights read); None if transformers cannot."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(base_dir)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError, ImportError):
+        return None
+
+
+def check_target_pattern(pattern: str, base_dir: Path) -> None:
+    """train.lora.target_modules as a string: PEFT's regular expression, matched against whole module names."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise UserError(f"train.lora.target_modules {pattern!r} is not a regular expression: {err}") from None
+    found = base_modules(base_dir)
+    if found is not None and not any(compiled.fullmatch(name) for name in found[2]):
+        raise UserError(
+            f"train.lora.target_modules {pattern!r} (a regular expression over whole module names, as PEFT reads a "
+            f"string) matches no module of the base LoRA can adapt, e.g. {min(found[2])}"
+        )
+
+
+# init_lora_weights values the pipeline runs: PEFT's others need a calibration pass or a quantized base it does
+# not make (eva, corda, lora_ga, loftq) or change the base's weights in ways no conversion undoes (mica).
+INITS = ("true", "false", "gaussian", "pissa", "pissa_niter_N", "olora", "orthogonal")
+MUTATING_INITS = ("pissa", "olora")  # move part of the base's weights into the adapter: saved converted
+
+
+def mutating_init(lora: Any) -> bool:
+    """Whether train.lora's init_lora_weights changes the base's weights while training (PiSSA, OLoRA)."""
+    init = lora.options.get("init_lora_weights", True)
+    return isinstance(init, str) and init.lower().startswith(MUTATING_INITS)
+
+
+def check_lora_options(lora: Any, base_dir: Path) -> None:
+    """train.lora's options against the base: modules_to_save names its modules (and costs bytes: a warning
+    says how many). Their keys, types and values were checked when params loaded (check_lora_keys)."""
+    if saved := lora.options.get("modules_to_save"):
+        check_modules_to_save(saved, base_dir)
+
+
+def check_lora_keys(lora: Any) -> None:
+    """train.lora's other keys are peft.LoraConfig options of the right type, with values PEFT accepts and the
+    pipeline can run (called by LoraParams when params load: every stage and `loravc` verb checks them)."""
+    from peft import LoraConfig
+
+    from loravc.params import LORA_OWNED
+
+    hints = typing.get_type_hints(LoraConfig)
+    ours = {"r", "bias", "target_modules", "peft_type", "auto_mapping", "peft_version", "revision"}
+    fields = {f.name for f in dataclasses.fields(LoraConfig) if f.init} - set(LORA_OWNED) - ours
+    for key, value in lora.options.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, [*fields, "r", "alpha", "dropout", "bias", "target_modules"], n=1)
+            mean = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(f"train.lora.{key} is not a peft.LoraConfig option{mean}: see peft.LoraConfig for the keys")
+        if key == "init_lora_weights":
+            _check_init(value)
+        elif not _accepts(hints[key], value):
+            raise UserError(f"train.lora.{key} must be {_describe(hints[key])}, got {value!r}{_fix(hints[key], value)}")
+    try:
+        LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, **lora.options)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"train.lora: peft.LoraConfig rejects these options: {err}") from None
+
+
+def _check_init(value: Any) -> None:
+    ok = isinstance(value, bool) or (
+        isinstance(value, str) and (value.lower() in INITS[2:] or re.fullmatch(r"pissa_niter_[1-9][0-9]*", value))
+    )
+    if not ok:
+        raise UserError(
+            f"train.lora.init_lora_weights {value!r}: the pipeline runs {', '.join(INITS)} (eva, corda, lora_ga and "
+            "loftq need a calibration pass or a quantized base the pipeline does not make)"
+        )
+
+
+def check_modules_to_save(names: list[str], base_dir: Path) -> None:
+    """Every train.lora.modules_to_save entry names a module of the base; warn how many bytes each version
+    then stores (a whole trained copy of each, e.g. the embeddings)."""
+    model = meta_model(base_dir)
+    if model is None:
+        return  # loading it will say why
+    modules = dict(model.named_modules())
+    total = 0
+    for name in names:
+        hits = [m for n, m in modules.items() if n == name or n.endswith(f".{name}")]
+        if not hits:
+            raise UserError(f"train.lora.modules_to_save: {name} is not a module of the base ({type(model).__name__})")
+        total += sum(p.numel() * 4 for m in hits for p in m.parameters())  # trained in fp32 unless lora.dtype says
+    warnings.warn(
+        f"train.lora.modules_to_save stores a whole trained copy of {', '.join(names)} in every version: about "
+        f"{total / 1e6:,.0f} MB in fp32, against a few MB for the LoRA pairs (python -m bench.storage --lora ...)",
+        stacklevel=2,
+    )

@@ -88,10 +88,28 @@ def list_warnings(rows: list[dict[str, Any]], shown: int = 10) -> list[str]:
 
 def lora_line(lora: dict[str, Any]) -> str:
     ranks = "/".join(map(str, lora["ranks"]))
-    return (
+    line = (
         f"r={ranks} alpha={lora['alpha']} on {', '.join(lora['target_modules'])} "
         f"({lora['modules']} modules, {lora['trainable_parameters']:,} trainable parameters)"
     )
+    kinds = [text for text in (variant(lora), saved_modules(lora)) if text != "-"]
+    return "; ".join([line, *kinds])
+
+
+def variant(lora: dict[str, Any]) -> str:
+    """rsLoRA and DoRA as read from the adapter (its config and magnitude vectors); "-" for plain LoRA."""
+    parts = ["rsLoRA"] if lora.get("use_rslora") else []
+    if dora := lora.get("dora"):
+        parts.append(
+            f"DoRA magnitude mean {dora['magnitude_mean']:.4g} "
+            f"[{dora['magnitude_min']:.4g}, {dora['magnitude_max']:.4g}] over {dora['modules']} modules"
+        )
+    return ", ".join(parts) or "-"
+
+
+def saved_modules(lora: dict[str, Any]) -> str:
+    saved = lora.get("modules_to_save") or {}
+    return ", ".join(f"whole {name} ({size:,} B)" for name, size in saved.items()) or "-"
 
 
 def show(info: dict[str, Any]) -> str:
@@ -148,6 +166,8 @@ def compare(result: dict[str, Any], ref_a: str, ref_b: str) -> str:
         ["  target modules", *both(lambda lora: ", ".join(lora["target_modules"]))],
         ["  alpha", *both(lambda lora: str(lora["alpha"]))],
         ["  scaling", *both(lambda lora: "/".join(map(str, lora["scaling"])))],
+        ["  variant", *both(variant)],
+        ["  whole modules", *both(saved_modules)],
         ["  trainable params", *both(lambda lora: f"{lora['trainable_parameters']:,}")],
         ["  weight dtype", *both(lambda lora: "/".join(lora["dtypes"]))],
         ["  adapter file", *both(lambda lora: f"{lora['adapter_bytes']:,} B")],

@@ -39,8 +39,10 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def build(cls: type, data: Any, prefix: str, *, extra: str | None = None) -> Any:
     """Build dataclass `cls` from a mapping, checking keys and types recursively.
 
-    Unknown keys are an error, or with `extra` (the name of a dict field of `cls`) are kept there.
+    Unknown keys are an error, or with `extra` (the name of a dict field of `cls`, or the class's own
+    `EXTRA_KEYS`) are kept there.
     """
+    extra = extra or getattr(cls, "EXTRA_KEYS", None)
     if not isinstance(data, dict):
         raise UserError(f"{prefix or 'the file'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -71,8 +73,13 @@ def _convert(value: Any, hint: Any, key: str, extra: str | None = None) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (hint,) = [a for a in args if a is not type(None)]
-        return _convert(value, hint, key, extra)
+        options = [a for a in args if a is not type(None)]
+        for hint in options[:-1]:  # the first type that takes the value (list[str] | str: a list, else a string)
+            try:
+                return _convert(value, hint, key, extra)
+            except UserError:
+                continue
+        return _convert(value, options[-1], key, extra)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, key, extra=extra)
     if origin is list:

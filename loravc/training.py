@@ -29,18 +29,44 @@ from loravc.tracking import live_callback, open_live
 
 
 def lora_config(params: LoraParams) -> Any:
+    """peft.LoraConfig from train.lora: the project's keys, and every other key as a LoraConfig option."""
     from peft import LoraConfig
 
-    targets = list(params.target_modules)
-    all_linear = [t.lower() for t in targets] == [preflight.ALL_LINEAR]  # PEFT knows the shorthand as a string only
+    targets = params.target_modules
+    if not isinstance(targets, str) and [t.lower() for t in targets] == [preflight.ALL_LINEAR]:
+        targets = preflight.ALL_LINEAR  # PEFT knows the shorthand as a string only
     return LoraConfig(
         r=params.r,
         lora_alpha=params.alpha,
         lora_dropout=params.dropout,
         bias=params.bias,
-        target_modules=preflight.ALL_LINEAR if all_linear else targets,
+        target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
+        **params.options,
     )
+
+
+def save_initial_adapter(model: Any, directory: Path) -> None:
+    """Before training with PiSSA/OLoRA: the adapter as initialised, saved so that `save_adapter` can convert.
+
+    Saved with init_lora_weights true (PEFT's recipe): loading it back must not decompose the base again.
+    """
+    config = model.peft_config["default"]
+    init, config.init_lora_weights = config.init_lora_weights, True
+    try:
+        model.save_pretrained(directory, safe_serialization=True)
+    finally:
+        config.init_lora_weights = init
+
+
+def save_adapter(model: Any, out_dir: Path, state_dict: dict[str, Any] | None, initial: Path | None) -> None:
+    """The trained adapter as safetensors. With `initial` (PiSSA/OLoRA, whose training changed the base's
+    weights) it is converted to a plain LoRA of twice the rank that applies to the unchanged base."""
+    if initial is None:
+        model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+        return
+    # No state_dict: PEFT loads the initial adapter into the model and subtracts it (this process holds it all)
+    model.save_pretrained(out_dir, safe_serialization=True, path_initial_model_for_weight_conversion=str(initial))
 
 
 def sft_config(params: TrainParams, device: str, output_dir: Path, plan: labels.LossPlan | None = None) -> Any:
@@ -213,6 +239,9 @@ def train(
         )
         lora_dtype = adapter_dtype(tp, device)
         cast_adapter(trainer.model, lora_dtype)
+        initial = Path(scratch) / "initial_adapter" if preflight.mutating_init(tp.lora) else None
+        if initial and main:
+            save_initial_adapter(trainer.model, initial)  # PiSSA/OLoRA: to convert the trained one against
         # A second Live would clear the directory: only the main process opens one.
         live = open_live(live_dir, resume=resume is not None) if main else None
         trainer.add_callback(live_callback(live))
@@ -229,16 +258,15 @@ def train(
         validation_loss = _last_logged(trainer.state.log_history, "eval_loss")
         if validation_loss is None:  # eval_strategy "no": evaluate once at the end
             validation_loss = trainer.evaluate()["eval_loss"]
-    finished = utc_now()
+        finished = utc_now()
 
-    # Every process takes part: FSDP and DeepSpeed ZeRO-3 gather their shards here (DDP holds whole copies).
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
-        tokenizer.chat_template = plain_template  # the version keeps the base's template for inference
-        save_tokenizer(tokenizer, out_dir)
+        # Every process takes part: FSDP and DeepSpeed ZeRO-3 gather their shards here (DDP holds whole copies).
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        if main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_adapter(trainer.accelerator.unwrap_model(trainer.model), out_dir, state_dict, initial)
+            tokenizer.chat_template = plain_template  # the version keeps the base's template for inference
+            save_tokenizer(tokenizer, out_dir)
     state = trainer.state
     metrics = {
         "train_loss": round(_run_train_loss(result.training_loss, state.log_history, resume), 6),
@@ -261,7 +289,8 @@ def train(
             alpha=lora.alpha,
             dropout=lora.dropout,
             bias=lora.bias,
-            target_modules=list(lora.target_modules),
+            target_modules=[lora.target_modules] if isinstance(lora.target_modules, str) else list(lora.target_modules),
+            options=dict(lora.options),
             dtype="/".join(sorted(saved)) or lora_dtype,
             trainable_parameters=trainable,
         ),

@@ -107,6 +107,8 @@ def test_throughput_rejects_a_bad_variant_and_a_missing_base(tmp_path: Path, mon
         ("restore", ["--link-types", "hardlinks"], r"hardlinks is not a DVC cache\.type"),
         ("restore", ["--repeat", "0"], r"--repeat must be at least 1"),
         ("storage", ["--versions", "0"], r"--versions must be at least 1"),
+        ("storage", ["--lora", "use_dora"], r"--lora 'use_dora': write KEY=VALUE"),
+        ("storage", ["--lora", "rank=8"], r"train\.lora\.rank is not a peft\.LoraConfig option"),
         ("overheads", ["--repeat", "0"], r"--repeat must be at least 1"),
     ],
 )
@@ -117,6 +119,19 @@ def test_bad_benchmark_options_are_named_before_any_work(
     monkeypatch.setattr(sys, "argv", [f"bench.{name}", *base, *args])
     with pytest.raises(UserError, match=message):
         importlib.import_module(f"bench.{name}").main()
+
+
+def test_storage_shows_the_bytes_of_whole_modules_saved(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--base", str(tiny_model_dir), "--versions", "1", "--lora", "modules_to_save=[lm_head]"]
+    result = run_bench("storage", args, tmp_path, monkeypatch)
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    head = config["vocab_size"] * config["hidden_size"] * 4  # a whole fp32 copy of the output head
+    lora_bytes = lora_weight_bytes(tiny_model_dir, result["rank"])
+    assert result["lora_options"] == {"modules_to_save": ["lm_head"]}
+    assert lora_bytes + head < result["adapter_bytes"] < lora_bytes + head + 8192
+    assert 'modules_to_save=["lm_head"]' in capsys.readouterr().out
 
 
 def test_storage_caches_the_base_once_and_each_version_small(

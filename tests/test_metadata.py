@@ -30,6 +30,7 @@ CURRENT: dict[str, Any] = {
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
         "trainable_parameters": 460800,
         "dtype": "float32",
+        "options": {"use_dora": True},
     },
     "data": {
         "sha256": "ab12",

@@ -52,6 +52,17 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     assert key in str(err.value) and str(path) in str(err.value)
 
 
+def test_other_lora_keys_are_peft_options(tmp_path: Path) -> None:
+    text = "train:\n  lora:\n    target_modules: all-linear\n    use_dora: true\n    modules_to_save: [lm_head]\n"
+    lora = load_params(write(tmp_path, text)).train.lora
+    assert lora.target_modules == "all-linear" and lora.r == 4
+    assert lora.options == {"use_dora": True, "modules_to_save": ["lm_head"]}
+    from loravc.training import lora_config
+
+    config = lora_config(lora)
+    assert config.use_dora and config.modules_to_save == ["lm_head"] and config.target_modules == "all-linear"
+
+
 def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not valid YAML"):
         load_params(write(tmp_path, "train: [unclosed\n"))
@@ -74,6 +85,8 @@ def test_params_yaml_ships_the_dataclass_defaults() -> None:
     def fields_of(cls: type, prefix: str) -> set[str]:
         names = set()
         for f in dataclasses.fields(cls):
+            if f.name == getattr(cls, "EXTRA_KEYS", None):  # the keys left over (train.lora's PEFT options)
+                continue
             if dataclasses.is_dataclass(f.type):
                 names |= fields_of(f.type, f"{prefix}{f.name}.")
             else:

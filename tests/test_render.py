@@ -84,6 +84,18 @@ def test_compare_shows_differences_and_b_minus_a() -> None:
     assert "  (none)" in render.compare({"a": a, "b": a, "params": {}, "metrics": {}}, "main", "main")
 
 
+def test_dora_rslora_and_whole_modules_are_named_from_the_weights() -> None:
+    plain = {"ranks": [4], "alpha": 16, "target_modules": ["q_proj"], "modules": 2, "trainable_parameters": 9}
+    dora = {"modules": 2, "magnitude_mean": 1.23456, "magnitude_min": 0.5, "magnitude_max": 2.0}
+    tuned = plain | {"use_rslora": True, "dora": dora, "modules_to_save": {"lm_head": 1024}}
+    assert render.variant(plain) == "-" and render.saved_modules(plain) == "-"
+    assert render.lora_line(plain).endswith("9 trainable parameters)")
+    assert render.variant(tuned) == "rsLoRA, DoRA magnitude mean 1.235 [0.5, 2] over 2 modules"
+    assert render.lora_line(tuned).endswith(
+        "; rsLoRA, DoRA magnitude mean 1.235 [0.5, 2] over 2 modules; whole lm_head (1,024 B)"
+    )
+
+
 def test_verify_prints_one_ok_line_per_check() -> None:
     report = {
         "rev": "c" * 40,

@@ -160,8 +160,16 @@ def test_lora_config_passes_all_linear_as_peft_s_shorthand() -> None:
         ({"trainer": {"learning_rate": "fast"}}, r"train\.trainer\.learning_rate must be a number, got 'fast'"),
         ({"trainer": {"num_train_epochs": 0}}, r"train\.trainer\.num_train_epochs is 0 and train\.trainer\.max_steps"),
         ({"lora": LoraParams(target_modules=["nonexistent_proj"])}, r"nonexistent_proj is not a module of the base"),
+        (
+            {"lora": LoraParams(target_modules="attn_q|attn_k")},
+            r"target_modules 'attn_q\|attn_k' \(a regular expression",
+        ),
+        (
+            {"lora": LoraParams(options={"modules_to_save": ["score"]})},
+            r"train\.lora\.modules_to_save: score is not a module of the base \(LlamaForCausalLM\)",
+        ),
     ],
-    ids=["type", "zero steps", "target module"],
+    ids=["type", "zero steps", "target module", "target pattern", "module to save"],
 )
 def test_bad_train_params_stop_before_any_model_loads_or_checkpoint_is_discarded(
     tmp_path: Path, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, train_params: dict, message: str
@@ -207,3 +215,93 @@ def test_a_resumed_run_counts_the_training_time_before_the_resume(
     assert 1000.0 < resumed.metrics.train_seconds < 1000.0 + whole.metrics.train_seconds + 30
     # and the checkpoint the resumed run saves carries it on, for a second resume
     assert 1000.0 < checkpoints.list_checkpoints(run_dir)[-1].train_seconds <= resumed.metrics.train_seconds + 0.01
+
+
+def test_peft_options_train_and_load_end_to_end(tmp_path: Path, prepared: tuple[Path, Path]) -> None:
+    """DoRA, rsLoRA, all-linear targets and a whole saved module: trained, recorded, read from the weights,
+    loaded on the base and merged with the logits check `loravc merge` applies."""
+    import torch
+
+    from loravc.use import MERGE_TOLERANCE
+
+    base, prepared_dir = prepared
+    options = {"use_dora": True, "use_rslora": True, "modules_to_save": ["lm_head"]}
+    lora = LoraParams(r=4, target_modules="all-linear", options=options)
+    params = Params(train=TrainParams(device="cpu", max_length=32, lora=lora, trainer={"max_steps": 2}))
+    with pytest.warns(UserWarning, match=r"modules_to_save stores a whole trained copy of lm_head"):
+        meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    assert meta.lora.options == options and meta.lora.target_modules == ["all-linear"]
+
+    facts = lora_facts(tmp_path / "adapter")
+    assert facts["modules"] == 14 and facts["ranks"] == [4]  # 7 linear layers x 2 blocks, not the lm_head
+    assert facts["use_rslora"] and facts["scaling"] == [16 / 2]  # alpha / sqrt(r)
+    assert facts["dora"]["modules"] == 14 and facts["dora"]["magnitude_min"] > 0
+    assert list(facts["modules_to_save"]) == ["lm_head"]
+    config = json.loads((base / "config.json").read_text())
+    assert facts["modules_to_save"] == {"lm_head": config["vocab_size"] * config["hidden_size"] * 4}  # whole, fp32
+    model, tokenizer = load_base_and_adapter(base, tmp_path / "adapter", "cpu")
+    inputs = tokenizer("The statement number 3 is evaluated", return_tensors="pt")
+    with torch.no_grad():
+        tuned = model(**inputs).logits
+        with model.disable_adapter():
+            plain = model(**inputs).logits
+        merged = model.merge_and_unload()(**inputs).logits
+    assert (tuned - plain).abs().max() > 1e-3  # the adapter, DoRA and the saved head act
+    assert (merged - tuned).abs().max() < MERGE_TOLERANCE
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_pissa_and_olora_save_an_adapter_for_the_unchanged_base(
+    tmp_path: Path, tiny_model_dir: Path, init: str
+) -> None:
+    """PiSSA/OLoRA move part of the base into the adapter while training: the saved adapter, converted, applied
+    to the base as shipped gives the trained model's logits (without the conversion it would not)."""
+    import torch
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from loravc.training import save_adapter, save_initial_adapter
+
+    lora = LoraParams(r=4, target_modules=["q_proj", "v_proj"], options={"init_lora_weights": init})
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_config(lora))
+    save_initial_adapter(model, tmp_path / "initial_adapter")
+    torch.manual_seed(1)
+    with torch.no_grad():  # "training": every adapter weight moves
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn_like(param) * 0.05)
+    inputs = torch.tensor([[5, 17, 42, 99, 3]])
+    model.eval()  # no adapter dropout
+    with torch.no_grad():
+        trained = model(inputs).logits
+    save_adapter(model, tmp_path / "adapter", None, tmp_path / "initial_adapter")
+    save_adapter(model, tmp_path / "unconverted", None, None)  # PEFT would decompose the base again on load:
+    config_file = tmp_path / "unconverted" / "adapter_config.json"  # as a plain LoRA pair, it is not the model
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"init_lora_weights": True}))
+
+    def on_the_base(adapter: Path) -> Any:
+        fresh = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter)
+        with torch.no_grad():
+            return fresh(inputs).logits
+
+    assert lora_rank_from_weights(tmp_path / "adapter") == {8}  # [A | A0], [B | -B0]: twice the rank
+    assert (on_the_base(tmp_path / "adapter") - trained).abs().max() < 1e-4
+    assert (on_the_base(tmp_path / "unconverted") - trained).abs().max() > 1e-2
+
+
+def test_a_pissa_run_records_its_options_and_its_version_loads_on_the_base(
+    tmp_path: Path, prepared: tuple[Path, Path]
+) -> None:
+    base, prepared_dir = prepared
+    lora = LoraParams(r=4, options={"init_lora_weights": "pissa_niter_2"})
+    params = Params(train=TrainParams(device="cpu", max_length=32, lora=lora, trainer={"max_steps": 2}))
+    meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    assert meta.lora.options == {"init_lora_weights": "pissa_niter_2"} and meta.lora.r == 4
+    assert lora_rank_from_weights(tmp_path / "adapter") == {8}
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["init_lora_weights"] is True and config["r"] == 8 and config["lora_alpha"] == 32
+    # the trained model's validation loss, recomputed from the unchanged base + the saved adapter
+    model, tokenizer = load_base_and_adapter(base, tmp_path / "adapter", "cpu")
+    records = data.read_split(prepared_dir, "validation")
+    recomputed = perplexity(model, tokenizer, records, max_length=32, batch_size=8)["loss"]
+    assert meta.metrics.validation_loss == pytest.approx(recomputed, rel=0.02)
