@@ -212,6 +212,43 @@ LORA_OWNED = {
 }
 
 
+# Validation metrics early stopping can watch (SFTTrainer's evaluation logs them) and which way is better
+EARLY_STOPPING_METRICS = {"eval_loss": "minimize", "eval_mean_token_accuracy": "maximize"}
+# SFTConfig settings early stopping sets: evaluation and checkpoints every eval_steps, the best restored at the end
+EARLY_STOPPING_KEYS = (
+    "eval_strategy",
+    "eval_steps",
+    "save_strategy",
+    "save_steps",
+    "load_best_model_at_end",
+    "metric_for_best_model",
+    "greater_is_better",
+    "restore_callback_states_from_checkpoint",
+)
+
+
+@dataclass
+class EarlyStoppingParams:
+    """Stop when the validation metric stops improving (transformers' EarlyStoppingCallback); the weights of the
+    best evaluation become the version."""
+
+    patience: int = knob(0, "evaluations without improvement before training stops (0: off, every step trains)")
+    eval_steps: int = knob(10, "optimizer steps between evaluations (and checkpoints) while it is on")
+    metric: str = knob("eval_loss", "the validation metric watched: eval_loss or eval_mean_token_accuracy")
+    min_delta: float = knob(0.0, "the least change of the metric that counts as an improvement")
+
+    def __post_init__(self) -> None:
+        _require(self.patience >= 0, "train.early_stopping.patience", "must be 0 (off) or more")
+        _require(self.eval_steps >= 1, "train.early_stopping.eval_steps", "must be at least 1")
+        metrics = ", ".join(EARLY_STOPPING_METRICS)
+        _require(self.metric in EARLY_STOPPING_METRICS, "train.early_stopping.metric", f"must be one of {metrics}")
+        _require(self.min_delta >= 0, "train.early_stopping.min_delta", "must be 0 or more")
+
+    @property
+    def on(self) -> bool:
+        return self.patience > 0
+
+
 @dataclass
 class TrainParams:
     """Fine-tuning; `trainer` is passed through to trl.SFTConfig, which checks its own keys."""
@@ -226,6 +263,7 @@ class TrainParams:
         1, "data-parallel processes; above 1 train runs under `accelerate launch` (one per GPU; gloo on a CPU)"
     )
     lora: LoraParams = field(default_factory=LoraParams)
+    early_stopping: EarlyStoppingParams = field(default_factory=EarlyStoppingParams)
     trainer: dict[str, Any] = knob(
         {key: TRAINER_DEFAULTS[key] for key in ("num_train_epochs", "learning_rate", "logging_steps")},
         "passed to trl.SFTConfig (it validates the keys) on top of TRAINER_DEFAULTS and the profile",
@@ -239,6 +277,10 @@ class TrainParams:
         _require(self.processes >= 1, "train.processes", "must be at least 1")
         for key, why in _OWNED_KEYS.items():
             _require(key not in self.trainer, f"train.trainer.{key}", why)
+        if self.early_stopping.on:
+            for key in EARLY_STOPPING_KEYS:
+                why = "is set by train.early_stopping while it is on (patience above 0): remove it here"
+                _require(key not in self.trainer, f"train.trainer.{key}", why)
 
 
 _OWNED_KEYS = {

@@ -38,6 +38,7 @@ def check_train_params(params: Params, base_dir: Path, prepared_dir: Path, profi
     steps = check_steps(trainer_settings(trainer, profile), records, world_size, prepared_dir / "train.jsonl")
     check_target_modules(params.train.lora.target_modules, base_dir)
     check_lora_options(params.train.lora, base_dir)
+    check_early_stopping(params.train.early_stopping, prepared_dir, steps)
     return steps
 
 
@@ -354,3 +355,20 @@ def check_modules_to_save(names: list[str], base_dir: Path) -> None:
         f"{total / 1e6:,.0f} MB in fp32, against a few MB for the LoRA pairs (python -m bench.storage --lora ...)",
         stacklevel=2,
     )
+
+
+def check_early_stopping(es: Any, prepared_dir: Path, steps: int) -> None:
+    """Early stopping needs validation records to evaluate, and at least one evaluation within the run."""
+    if not es.on:
+        return
+    path = prepared_dir / "validation.jsonl"
+    if not path.is_file() or not any(line.strip() for line in path.read_bytes().splitlines()):
+        raise UserError(
+            f"train.early_stopping is on (patience {es.patience}) but {path} holds no record to evaluate: set "
+            "prepare.validation_records, or train.early_stopping.patience: 0"
+        )
+    if es.eval_steps > steps:
+        raise UserError(
+            f"train.early_stopping.eval_steps is {es.eval_steps} but the run has {steps} optimizer steps: it would "
+            f"never evaluate; set eval_steps to at most {steps} (a few evaluations per run, e.g. {max(1, steps // 6)})"
+        )

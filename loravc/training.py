@@ -24,7 +24,16 @@ from loravc.metadata import (
     version_id,
     write_metadata,
 )
-from loravc.params import PROFILES, TRAINER_DEFAULTS, LoraParams, Params, TrainParams, run_batch
+from loravc.params import (
+    EARLY_STOPPING_METRICS,
+    PROFILES,
+    TRAINER_DEFAULTS,
+    EarlyStoppingParams,
+    LoraParams,
+    Params,
+    TrainParams,
+    run_batch,
+)
 from loravc.tracking import live_callback, open_live
 
 
@@ -106,6 +115,7 @@ def sft_config(params: TrainParams, device: str, output_dir: Path, plan: labels.
             "train.trainer.use_liger_kernel is true but liger-kernel is not installed: pip install liger-kernel"
         )
     kwargs = run_batch(kwargs, PROFILES[profile])  # the recipe's examples per step, in the profile's micro-batches
+    kwargs |= early_stopping_settings(params.early_stopping)
     kwargs |= {"output_dir": str(output_dir), "seed": params.seed, "max_length": params.max_length}
     try:
         return SFTConfig(**kwargs)
@@ -113,6 +123,50 @@ def sft_config(params: TrainParams, device: str, output_dir: Path, plan: labels.
         raise UserError(f"train.trainer: {err} (see trl.SFTConfig for the keys it accepts)") from None
     except ValueError as err:
         raise UserError(f"train.trainer: {err}") from None
+
+
+def early_stopping_settings(es: EarlyStoppingParams) -> dict[str, Any]:
+    """SFTConfig settings early stopping needs: evaluation and a checkpoint every es.eval_steps steps (per-epoch
+    evaluation would give a one-epoch run a single look), the best checkpoint restored at the end; {} when off."""
+    if not es.on:
+        return {}
+    return {
+        "eval_strategy": "steps",
+        "eval_steps": es.eval_steps,
+        "save_strategy": "steps",
+        "save_steps": es.eval_steps,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": es.metric,
+        "greater_is_better": EARLY_STOPPING_METRICS[es.metric] == "maximize",
+        "restore_callback_states_from_checkpoint": True,  # a resumed run keeps counting evaluations without gain
+    }
+
+
+def early_stopping_record(es: EarlyStoppingParams, state: Any) -> dict[str, Any] | None:
+    """For metadata: what early stopping watched, the best evaluation (whose weights are the version), where
+    training stopped and why; None when it was off."""
+    if not es.on:
+        return None
+    stopped_early = state.global_step < state.max_steps
+    best = state.best_global_step
+    if stopped_early:
+        reason = (
+            f"{es.metric} did not improve by more than {es.min_delta} in {es.patience} evaluation(s) after step {best}"
+        )
+    else:
+        reason = f"ran all {state.max_steps} planned steps; the best {es.metric} was at step {best}"
+    return {
+        "metric": es.metric,
+        "patience": es.patience,
+        "eval_steps": es.eval_steps,
+        "min_delta": es.min_delta,
+        "best_step": best,
+        "best_value": state.best_metric,
+        "stopped_at_step": state.global_step,
+        "planned_steps": state.max_steps,
+        "stopped_early": stopped_early,
+        "reason": reason,
+    }
 
 
 def base_dtype(profile: str, device: str) -> str:
@@ -197,7 +251,7 @@ def train(
     Checkpoints go to checkpoints_dir (a temporary directory if None): a run resumes from the
     newest one made with the same train params, data and base, and clears them when it is done.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, set_seed
     from trl import SFTTrainer
 
     tp = params.train
@@ -252,10 +306,17 @@ def train(
         report = pruning.callback(trial) if trial and tp.processes == 1 else None
         if report:
             trainer.add_callback(report)
+        if tp.early_stopping.on:  # stateful: its count of evaluations without improvement resumes with a checkpoint
+            patience, threshold = tp.early_stopping.patience, tp.early_stopping.min_delta
+            trainer.add_callback(
+                EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)
+            )
         result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
         if report and report.pruned:
             raise pruning.TrialPruned(report.pruned)
         validation_loss = _last_logged(trainer.state.log_history, "eval_loss")
+        if tp.early_stopping.on:  # the best evaluation's weights were restored: its loss is the version's
+            validation_loss = _logged_at(trainer.state.log_history, "eval_loss", trainer.state.best_global_step)
         if validation_loss is None:  # eval_strategy "no": evaluate once at the end
             validation_loss = trainer.evaluate()["eval_loss"]
         finished = utc_now()
@@ -313,6 +374,7 @@ def train(
             chat_template=plan.template_name,
             precision=precision(trainer.args, device),
             attention=trainer.model.config._attn_implementation,
+            early_stopping=early_stopping_record(tp.early_stopping, state),
         ),
         metrics=TrainMetrics(**metrics),
         code=git_revision(),
@@ -337,6 +399,11 @@ def _run_train_loss(trainer_figure: float, history: list[dict[str, Any]], resume
     return trainer_figure if logged is None else logged
 
 
+def _logged_at(history: list[dict[str, Any]], key: str, step: int | None) -> float | None:
+    values = [entry[key] for entry in history if key in entry and entry.get("step") == step]
+    return values[-1] if values else None
+
+
 def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:
     values = [entry[key] for entry in history if key in entry]
     return values[-1] if values else None
@@ -359,6 +426,10 @@ def _trainer_args(args: Any) -> dict[str, Any]:
         "gradient_checkpointing",
         "packing",
         "optim",
+        "eval_strategy",
+        "eval_steps",
+        "load_best_model_at_end",
+        "metric_for_best_model",
     )
     found = args.to_dict()
     return {key: found[key] for key in keys if key in found}

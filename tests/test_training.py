@@ -14,7 +14,7 @@ from loravc.errors import UserError
 from loravc.evaluation import load_base_and_adapter, perplexity
 from loravc.inspection import lora_facts
 from loravc.metadata import SCHEMA_VERSION, VERSION_ID_RE
-from loravc.params import BaseParams, LoraParams, Params, PrepareParams, TrainParams
+from loravc.params import BaseParams, EarlyStoppingParams, LoraParams, Params, PrepareParams, TrainParams
 from loravc.preparation import prepare
 from loravc.training import lora_config, sft_config, train
 from tests.conftest import lora_rank_from_weights
@@ -305,3 +305,81 @@ def test_a_pissa_run_records_its_options_and_its_version_loads_on_the_base(
     records = data.read_split(prepared_dir, "validation")
     recomputed = perplexity(model, tokenizer, records, max_length=32, batch_size=8)["loss"]
     assert meta.metrics.validation_loss == pytest.approx(recomputed, rel=0.02)
+
+
+def early_stopping_params(**trainer: Any) -> Params:
+    # A learning rate far too high: validation loss improves at first, then gets worse, and training stops
+    es = EarlyStoppingParams(patience=2, eval_steps=1)
+    settings = {"num_train_epochs": 4, "per_device_train_batch_size": 2, "learning_rate": 0.3, **trainer}
+    return Params(train=TrainParams(device="cpu", max_length=32, early_stopping=es, trainer=settings))
+
+
+def test_early_stopping_stops_and_keeps_the_best_evaluation(tmp_path: Path, prepared: tuple[Path, Path]) -> None:
+    base, prepared_dir = prepared
+    meta = train(early_stopping_params(), base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    record = meta.training.early_stopping
+    assert record["stopped_early"] and record["stopped_at_step"] == meta.metrics.steps < record["planned_steps"]
+    assert record["best_step"] + 2 == record["stopped_at_step"]  # patience 2, an evaluation every step
+    assert meta.training.trainer["load_best_model_at_end"] is True
+    curve = (tmp_path / "live" / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()
+    assert len(curve) == record["stopped_at_step"] + 1  # a header line, an evaluation per step
+    # the version holds the best evaluation's weights, not the last step's
+    assert meta.metrics.validation_loss == pytest.approx(record["best_value"])
+    model, tokenizer = load_base_and_adapter(base, tmp_path / "adapter", "cpu")
+    records = data.read_split(prepared_dir, "validation")
+    recomputed = perplexity(model, tokenizer, records, max_length=32, batch_size=8)["loss"]
+    assert recomputed == pytest.approx(record["best_value"], rel=0.02)
+
+
+def test_early_stopping_resumes_after_a_kill_with_its_count(
+    tmp_path: Path, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loravc import checkpoints
+
+    base, prepared_dir = prepared
+    params = early_stopping_params(save_total_limit=5)  # keep every step's checkpoint, not only the best and last
+    run_dir = tmp_path / "checkpoints"
+    with monkeypatch.context() as keep:
+        keep.setattr(checkpoints, "clear", lambda directory: 0)
+        whole = train(params, base, prepared_dir, tmp_path / "whole", tmp_path / "live", run_dir)
+    record = whole.training.early_stopping
+    # killed one step before it stopped: one evaluation without improvement already counted in the checkpoint
+    for checkpoint in checkpoints.list_checkpoints(run_dir):
+        if checkpoint.step >= record["stopped_at_step"]:
+            shutil.rmtree(checkpoint.path)
+    resumed = train(params, base, prepared_dir, tmp_path / "resumed", tmp_path / "live", run_dir)
+    assert resumed.training.resumed_from_step == record["stopped_at_step"] - 1
+    assert resumed.training.early_stopping == record
+    assert resumed.metrics.validation_loss == pytest.approx(whole.metrics.validation_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("es", "trainer", "message"),
+    [
+        ({"eval_steps": 500}, {}, r"train\.early_stopping\.eval_steps is 500 but the run has \d+ optimizer steps"),
+        ({}, {"eval_strategy": "epoch"}, r"train\.trainer\.eval_strategy is set by train\.early_stopping"),
+        ({"metric": "eval_bleu"}, {}, r"train\.early_stopping\.metric must be one of eval_loss"),
+    ],
+)
+def test_bad_early_stopping_stops_before_any_model_loads(
+    tmp_path: Path, prepared: tuple[Path, Path], es: dict, trainer: dict, message: str
+) -> None:
+    base, prepared_dir = prepared
+    with pytest.raises(UserError, match=message):
+        settings = EarlyStoppingParams(**{"patience": 2} | es)
+        train(
+            Params(train=TrainParams(device="cpu", early_stopping=settings, trainer=trainer)),
+            base,
+            prepared_dir,
+            tmp_path / "adapter",
+            tmp_path / "live",
+        )
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "live").exists()
+
+
+def test_early_stopping_needs_validation_records(tmp_path: Path, prepared: tuple[Path, Path]) -> None:
+    base, prepared_dir = prepared
+    (prepared_dir / "validation.jsonl").write_text("")
+    params = Params(train=TrainParams(device="cpu", early_stopping=EarlyStoppingParams(patience=1)))
+    with pytest.raises(UserError, match=r"train\.early_stopping is on \(patience 1\) but .*validation\.jsonl holds no"):
+        train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
