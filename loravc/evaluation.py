@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loravc import data, labels, scoring
+from loravc import data, labels, quantization, scoring
 from loravc.errors import UserError
 
 
@@ -18,15 +18,28 @@ def load_tokenizer(adapter_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(adapter_dir)
 
 
-def load_base_and_adapter(base_dir: Path, adapter_dir: Path, device: str, tokenizer: Any = None) -> tuple[Any, Any]:
-    """(PeftModel, tokenizer) on `device`; `model.disable_adapter()` gives the base back."""
+def load_base_and_adapter(
+    base_dir: Path, adapter_dir: Path, device: str, tokenizer: Any = None, *, quantized: bool = True
+) -> tuple[Any, Any]:
+    """(PeftModel, tokenizer) on `device`; `model.disable_adapter()` gives the base back.
+
+    A version trained on a k-bit base (its metadata's training.quantization) gets its base quantized the same
+    way, unless `quantized` is False (merging: the full-precision base)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     tokenizer = tokenizer or load_tokenizer(adapter_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, adapter_dir).to(device)
+    bits = quantization.recorded(adapter_dir) if quantized else None
+    if bits is None:
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, adapter_dir).to(device)
+    else:
+        quantization.check_available(bits, device, key=f"{adapter_dir}/metadata.json training.quantization.bits")
+        options = quantization.load_options(bits, device)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, **options)
+        quantization.after_load(base)
+        model = PeftModel.from_pretrained(base, adapter_dir)  # placed by the device map
     model.eval()
     return model, tokenizer
 

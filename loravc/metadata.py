@@ -66,6 +66,7 @@ class TrainingRecord:
     precision: str | None = None  # "fp32", "bf16 autocast (avx512_bf16|amx|cuda|emulated)" (absent before 2026-11-29)
     attention: str | None = None  # the attention implementation, e.g. "eager", "sdpa" (absent before 2026-11-29)
     early_stopping: dict[str, Any] | None = None  # train.early_stopping's outcome: best and stop step, why
+    quantization: dict[str, Any] | None = None  # train.quantization: bits, type, compute dtype, bitsandbytes
     extra: dict[str, Any] = field(default_factory=dict)
 
 

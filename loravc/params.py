@@ -212,6 +212,27 @@ LORA_OWNED = {
 }
 
 
+@dataclass
+class QuantizationParams:
+    """QLoRA: the frozen base in 4 or 8 bits (bitsandbytes, the `qlora` extra); the adapter trains in full precision."""
+
+    bits: int | None = knob(None, "4 or 8: load the frozen base quantized (QLoRA); null: full precision")
+    quant_type: str = knob("nf4", "4-bit data type: nf4 or fp4")
+    double_quant: bool = knob(True, "4-bit: quantize the quantization constants too (about 0.4 bits a weight less)")
+    compute_dtype: str = knob(
+        "auto", "4-bit matrix products in: auto (bfloat16 where native, else float32), float32 or bfloat16"
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.bits in (None, 4, 8), "train.quantization.bits", f"must be 4, 8 or null, got {self.bits!r}")
+        _require(self.quant_type in ("nf4", "fp4"), "train.quantization.quant_type", "must be nf4 or fp4")
+        _require(
+            self.compute_dtype in LORA_DTYPES,
+            "train.quantization.compute_dtype",
+            f"must be one of {', '.join(LORA_DTYPES)}",
+        )
+
+
 # Validation metrics early stopping can watch (SFTTrainer's evaluation logs them) and which way is better
 EARLY_STOPPING_METRICS = {"eval_loss": "minimize", "eval_mean_token_accuracy": "maximize"}
 # SFTConfig settings early stopping sets: evaluation and checkpoints every eval_steps, the best restored at the end
@@ -263,6 +284,7 @@ class TrainParams:
         1, "data-parallel processes; above 1 train runs under `accelerate launch` (one per GPU; gloo on a CPU)"
     )
     lora: LoraParams = field(default_factory=LoraParams)
+    quantization: QuantizationParams = field(default_factory=QuantizationParams)
     early_stopping: EarlyStoppingParams = field(default_factory=EarlyStoppingParams)
     trainer: dict[str, Any] = knob(
         {key: TRAINER_DEFAULTS[key] for key in ("num_train_epochs", "learning_rate", "logging_steps")},

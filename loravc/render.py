@@ -278,8 +278,10 @@ def verify_cache(report: dict[str, Any]) -> str:
 
 def merged(record: dict[str, Any], dest: str) -> str:
     source, check = record["merged_from"], record["logits_check"]
+    bits = record.get("trained_on_bits")
+    into = f"its full-precision base (it trained on the {bits}-bit one)" if bits else "its base"
     return (
-        f"merged {source['version_id']} ({source['rev'][:7]}) into its base -> {dest}\n"
+        f"merged {source['version_id']} ({source['rev'][:7]}) into {into} -> {dest}\n"
         f"logits match base + adapter: max |difference| {check['max_abs_difference']:.2e} "
         f"<= {check['tolerance']:.0e}"
     )

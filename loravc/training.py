@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from loravc import attention, checkpoints, data, labels, preflight, pruning
+from loravc import attention, checkpoints, data, labels, preflight, pruning, quantization
 from loravc.base_model import read_identity, save_tokenizer
 from loravc.card import card_text
 from loravc.devices import bf16_supported, cpu_bf16, keep_freed_memory, resolve_device
@@ -258,6 +258,7 @@ def train(
     device = resolve_device(tp.device, "train.device")
     # A wrong type, zero steps or an unknown target module: a UserError now, not after loading and tokenizing
     preflight.check_train_params(params, base_dir, prepared_dir, resolve_profile(tp.profile, device), tp.processes)
+    quantization.check_available(tp.quantization, device)
     identity = read_identity(base_dir)
     info = data.read_info(prepared_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -282,7 +283,13 @@ def train(
         seconds_before = resume.train_seconds if resume else 0.0  # the training time up to the checkpoint
         set_seed(tp.seed)
         tokenizer.chat_template = plan.chat_template or plain_template  # the marked one for training only
-        model = AutoModelForCausalLM.from_pretrained(base_dir, **model_options(tp.profile, device))
+        options = model_options(tp.profile, device) | quantization.load_options(tp.quantization, device)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, **options)
+        if tp.quantization.bits:  # QLoRA: PEFT's k-bit preparation (norms and embeddings in fp32, input grads)
+            from peft import prepare_model_for_kbit_training
+
+            quantization.after_load(model)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
         trainer = SFTTrainer(
             model=model,
             args=config,
@@ -375,6 +382,7 @@ def train(
             precision=precision(trainer.args, device),
             attention=trainer.model.config._attn_implementation,
             early_stopping=early_stopping_record(tp.early_stopping, state),
+            quantization=quantization.record(tp.quantization, device),
         ),
         metrics=TrainMetrics(**metrics),
         code=git_revision(),

@@ -17,14 +17,15 @@ MERGE_TOLERANCE = 1e-4  # max |logit difference| between merged weights and base
 PROBE_TEXT = "The assert statement is a convenient way to insert debugging assertions into a program."
 
 
-def load(versions: Versions, version: Version, device: str = "cpu") -> tuple[Any, Any]:
-    """(PeftModel, tokenizer) of a version on one device; a missing device is a clear error up front."""
+def load(versions: Versions, version: Version, device: str = "cpu", *, quantized: bool = True) -> tuple[Any, Any]:
+    """(PeftModel, tokenizer) of a version on one device; a missing device is a clear error up front. A version
+    trained on a k-bit base loads on that base quantized the same way (`quantized=False`: full precision)."""
     from loravc.devices import resolve_device
     from loravc.evaluation import load_base_and_adapter
 
     resolved = resolve_device(device, "device")
     base_dir, adapter_dir = versions.directories(version)
-    return load_base_and_adapter(base_dir, adapter_dir, resolved)
+    return load_base_and_adapter(base_dir, adapter_dir, resolved, quantized=quantized)
 
 
 def load_version(ref: str, device: str = "cpu", repo: str | Path = ".") -> tuple[Any, Any]:
@@ -91,7 +92,8 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
     """Merge the adapter into the base and save it (safetensors, tokenizer, metadata.json, README.md: the card).
 
     Before saving, the merged model's logits on a probe sentence must match base + adapter within
-    MERGE_TOLERANCE; the measured difference goes into the metadata.
+    MERGE_TOLERANCE; the measured difference goes into the metadata. A version trained on a k-bit base
+    (QLoRA) merges into the full-precision base, and the record says so (`base`).
     """
     import torch
 
@@ -101,7 +103,8 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
     if dest.exists():
         raise UserError(f"{dest} already exists: choose another directory (nothing was overwritten)")
     card = version_card(version, merged=True, directory=str(dest))
-    model, tokenizer = load(versions, version, device)
+    model, tokenizer = load(versions, version, device, quantized=False)  # k-bit weights do not merge exactly
+    quantized = (version.metadata.training.quantization if version.metadata else None) or {}
     inputs = tokenizer(PROBE_TEXT, return_tensors="pt").to(next(model.parameters()).device)
     with torch.no_grad():
         expected = model(**inputs).logits
@@ -118,6 +121,8 @@ def merge(versions: Versions, version: Version, dest: Path, device: str = "cpu")
             "merged_from": version.provenance(),
             "merged": utc_now().isoformat(),
             "logits_check": {"max_abs_difference": difference, "tolerance": MERGE_TOLERANCE, "probe": PROBE_TEXT},
+            "base": "float32",  # the dtype the merged weights are saved in
+            "trained_on_bits": quantized.get("bits"),  # QLoRA: the k-bit base it trained on; None: this one
             "version": version.metadata.to_dict() if version.metadata else None,
         }
         write_json(scratch, record)

@@ -51,6 +51,8 @@ CURRENT: dict[str, Any] = {
         "chat_template": None,
         "precision": "bf16 autocast (avx512_bf16)",
         "attention": "sdpa_varlen",
+        "early_stopping": None,
+        "quantization": {"bits": 4, "bitsandbytes": "0.50.2", "quant_type": "nf4", "double_quant": True},
     },
     "metrics": {
         "train_loss": 3.1816,

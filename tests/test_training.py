@@ -14,7 +14,15 @@ from loravc.errors import UserError
 from loravc.evaluation import load_base_and_adapter, perplexity
 from loravc.inspection import lora_facts
 from loravc.metadata import SCHEMA_VERSION, VERSION_ID_RE
-from loravc.params import BaseParams, EarlyStoppingParams, LoraParams, Params, PrepareParams, TrainParams
+from loravc.params import (
+    BaseParams,
+    EarlyStoppingParams,
+    LoraParams,
+    Params,
+    PrepareParams,
+    QuantizationParams,
+    TrainParams,
+)
 from loravc.preparation import prepare
 from loravc.training import lora_config, sft_config, train
 from tests.conftest import lora_rank_from_weights
@@ -383,3 +391,64 @@ def test_early_stopping_needs_validation_records(tmp_path: Path, prepared: tuple
     params = Params(train=TrainParams(device="cpu", early_stopping=EarlyStoppingParams(patience=1)))
     with pytest.raises(UserError, match=r"train\.early_stopping is on \(patience 1\) but .*validation\.jsonl holds no"):
         train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_trains_on_a_quantized_base_and_loads_it_the_same_way(
+    tmp_path: Path, prepared: tuple[Path, Path], bits: int
+) -> None:
+    import bitsandbytes as bnb
+    import torch
+
+    from loravc.use import MERGE_TOLERANCE
+
+    base, prepared_dir = prepared
+    # Two epochs, an evaluation after each: on an AVX512-BF16 CPU, bitsandbytes 0.50.2 would stop the gradients
+    # after the first one (loravc.quantization.after_load); the second epoch must still learn
+    trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-2, "logging_steps": 1}
+    quant = QuantizationParams(bits=bits)
+    params = Params(train=TrainParams(device="cpu", max_length=32, quantization=quant, trainer=trainer))
+    meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    record = meta.training.quantization
+    assert record["bits"] == bits and record["bitsandbytes"] == importlib.metadata.version("bitsandbytes")
+    if bits == 4:
+        assert (record["quant_type"], record["double_quant"]) == ("nf4", True)
+        assert record["compute_dtype"] == ("bfloat16" if cpu_bf16() else "float32")
+    norms = (tmp_path / "live" / "plots" / "metrics" / "grad_norm.tsv").read_text().splitlines()[1:]
+    after_first_evaluation = [float(line.split("\t")[1]) for line in norms if int(line.split("\t")[0]) > 2]
+    assert after_first_evaluation and min(after_first_evaluation) > 0
+
+    model, tokenizer = load_base_and_adapter(base, tmp_path / "adapter", "cpu")  # quantized as it trained
+    layer = bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt
+    assert any(isinstance(module, layer) for module in model.modules())
+    records = data.read_split(prepared_dir, "validation")
+    recomputed = perplexity(model, tokenizer, records, max_length=32, batch_size=8)["loss"]
+    assert meta.metrics.validation_loss == pytest.approx(recomputed, rel=0.02)
+    # merged into the full-precision base: exact against that base + adapter
+    full, _ = load_base_and_adapter(base, tmp_path / "adapter", "cpu", quantized=False)
+    assert not any(isinstance(module, layer) for module in full.modules())
+    inputs = tokenizer("The statement number 3 is evaluated", return_tensors="pt")
+    with torch.no_grad():
+        expected = full(**inputs).logits
+        assert (full.merge_and_unload()(**inputs).logits - expected).abs().max() < MERGE_TOLERANCE
+
+
+def test_quantization_without_bitsandbytes_is_a_clear_error_before_any_model_loads(
+    tmp_path: Path, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    import transformers
+
+    base, prepared_dir = prepared
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a)
+    )
+    for auto in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        monkeypatch.setattr(auto, "from_pretrained", lambda *a, **k: pytest.fail("loaded before the check"))
+    params = Params(train=TrainParams(device="cpu", quantization=QuantizationParams(bits=4)))
+    message = r"train\.quantization\.bits is 4: 4-bit bases need bitsandbytes, which is not installed: pip install"
+    with pytest.raises(UserError, match=message):
+        train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "live").exists()

@@ -1,0 +1,94 @@
+"""QLoRA: the frozen base loaded in 4 or 8 bits through bitsandbytes (train.quantization), and loaded the same
+way wherever the version is used again (evaluate, verify, generate); `merge` uses the full-precision base.
+
+bitsandbytes is an optional dependency (the `qlora` extra); asking for quantization without it, or on a device
+it does not run on, is a UserError before any model loads.
+"""
+
+import importlib.metadata
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from loravc.errors import UserError
+from loravc.params import QuantizationParams
+
+BITSANDBYTES = "bitsandbytes==0.50.2"  # the version the CPU workaround below is written for (pyproject's qlora extra)
+
+
+def check_available(q: QuantizationParams, device: str, key: str = "train.quantization.bits") -> None:
+    """UserError where train.quantization cannot run: bitsandbytes missing, or a device it does not support."""
+    if q.bits is None:
+        return
+    own = key.startswith("train.")  # params the user can change (not a version's record)
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(
+            f"{key} is {q.bits}: {q.bits}-bit bases need bitsandbytes, which is not installed: "
+            f"pip install -e '.[qlora]' (or pip install {BITSANDBYTES})" + (f", or set {key}: null" if own else "")
+        )
+    if device == "mps" or device.startswith("mps:"):
+        raise UserError(f"{key} is {q.bits}: bitsandbytes does not run on mps: use cpu or cuda")
+
+
+def bnb_config(q: QuantizationParams, device: str) -> Any:
+    """transformers' BitsAndBytesConfig for train.quantization (compute dtype "auto": bf16 where native)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from loravc.devices import bf16_supported
+
+    if q.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = q.compute_dtype
+    if compute == "auto":
+        compute = "bfloat16" if bf16_supported(device) else "float32"
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, compute),
+    )
+
+
+def load_options(q: QuantizationParams, device: str) -> dict[str, Any]:
+    """from_pretrained options of a k-bit base on `device` ({} when train.quantization is off)."""
+    if q.bits is None:
+        return {}
+    import os
+
+    place = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device.startswith("cuda") else device
+    return {"quantization_config": bnb_config(q, device), "device_map": {"": place}}
+
+
+def after_load(model: Any) -> None:
+    """bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a 4-bit layer's weights the first time it runs without
+    gradients (an evaluation); backward then no longer reaches through them and training silently stops learning
+    (and layers whose width is not a multiple of 32 fail). Keep the layout that trains."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def record(q: QuantizationParams, device: str) -> dict[str, Any] | None:
+    """For metadata: how the base was quantized, with the bitsandbytes version (None when off)."""
+    if q.bits is None:
+        return None
+    config = bnb_config(q, device)
+    fields = {"bits": q.bits, "bitsandbytes": importlib.metadata.version("bitsandbytes")}
+    if q.bits == 4:
+        compute = str(config.bnb_4bit_compute_dtype).removeprefix("torch.")
+        fields |= {"quant_type": q.quant_type, "double_quant": q.double_quant, "compute_dtype": compute}
+    return fields
+
+
+def recorded(adapter_dir: Path) -> QuantizationParams | None:
+    """The quantization a version trained with, from its metadata.json (None: a full-precision base)."""
+    path = adapter_dir / "metadata.json"
+    if not path.is_file():
+        return None
+    found = (json.loads(path.read_text(encoding="utf-8")).get("training") or {}).get("quantization")
+    if not found:
+        return None
+    keys = ("quant_type", "double_quant", "compute_dtype")
+    return QuantizationParams(bits=found["bits"], **{key: found[key] for key in keys if key in found})
