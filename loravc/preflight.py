@@ -313,7 +313,8 @@ def check_lora_keys(lora: Any) -> None:
     fields = {f.name for f in dataclasses.fields(LoraConfig) if f.init} - set(LORA_OWNED) - ours
     for key, value in lora.options.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, [*fields, "r", "alpha", "dropout", "bias", "target_modules"], n=1)
+            close = difflib.get_close_matches(key, [*fields, "alpha", "dropout", "bias", "target_modules"], n=1)
+            close = ["r"] if key in ("rank", "lora_r", "lora_rank") else close
             mean = f" (did you mean {close[0]}?)" if close else ""
             raise UserError(f"train.lora.{key} is not a peft.LoraConfig option{mean}: see peft.LoraConfig for the keys")
         if key == "init_lora_weights":

@@ -33,7 +33,27 @@ def test_exponent_without_dot_is_a_float_as_dvc_reads_it(tmp_path: Path) -> None
     [
         ("train:\n  lora:\n    r: 0\n", "train.lora.r"),
         ("train:\n  lora:\n    r: eight\n", "train.lora.r"),
-        ("train:\n  lora:\n    rank: 8\n", "train.lora.rank"),
+        ("train:\n  lora:\n    rank: 8\n", "train.lora.rank is not a peft.LoraConfig option (did you mean r?)"),
+        (
+            "train:\n  lora:\n    use_dorra: true\n",
+            "train.lora.use_dorra is not a peft.LoraConfig option (did you mean use_dora?)",
+        ),
+        ("train:\n  lora:\n    use_dora: yes please\n", "train.lora.use_dora must be true or false, got 'yes please'"),
+        ("train:\n  lora:\n    lora_alpha: 8\n", "train.lora.lora_alpha is PEFT's name for train.lora.alpha"),
+        ("train:\n  lora:\n    init_lora_weights: eva\n", "train.lora.init_lora_weights 'eva': the pipeline runs"),
+        (
+            "train:\n  lora:\n    layers_pattern: layers\n",
+            "peft.LoraConfig rejects these options: When `layers_pattern`",
+        ),
+        ("train:\n  lora:\n    target_modules: 5\n", "train.lora.target_modules must be"),
+        ("train:\n  quantization:\n    bits: 3\n", "train.quantization.bits must be 4, 8 or null, got 3"),
+        ("train:\n  quantization:\n    quant_type: int4\n", "train.quantization.quant_type must be nf4 or fp4"),
+        ("train:\n  early_stopping:\n    metric: bleu\n", "train.early_stopping.metric must be one of eval_loss"),
+        ("train:\n  early_stopping:\n    patience: -1\n", "train.early_stopping.patience must be 0 (off) or more"),
+        (
+            "train:\n  early_stopping:\n    patience: 2\n  trainer:\n    eval_steps: 5\n",
+            "train.trainer.eval_steps is set by train.early_stopping while it is on",
+        ),
         ("train:\n  lora:\n    dropout: 1.5\n", "train.lora.dropout"),
         ("train:\n  lora:\n    dtype: float16\n", "train.lora.dtype"),
         ("train:\n  device: tpu\n", "train.device"),
