@@ -59,6 +59,7 @@ class Recipe:
     lora: dict[str, Any] = field(default_factory=dict)  # LoraConfig overrides
     model: dict[str, Any] = field(default_factory=dict)  # from_pretrained/from_config overrides (dtype, attention)
     once: bool = False  # run in the first round only (a slow-to-start variant such as torch.compile)
+    quantization: dict[str, Any] = field(default_factory=dict)  # train.quantization keys: a k-bit base (QLoRA)
 
 
 @dataclass
@@ -82,8 +83,15 @@ def parse_variant(text: str) -> Recipe:
         extra = json.loads(spec) if spec else {}
     except json.JSONDecodeError as err:
         raise UserError(f"--variant {name}: not valid JSON ({err})") from None
-    if not name or not isinstance(extra, dict) or set(extra) - {"trainer", "lora", "model", "once"}:
-        raise UserError(f"--variant {text!r}: use NAME=JSON with keys trainer, lora, model, once")
+    if not name or not isinstance(extra, dict) or set(extra) - {"trainer", "lora", "model", "once", "quantization"}:
+        raise UserError(f"--variant {text!r}: use NAME=JSON with keys trainer, lora, model, once, quantization")
+    if "quantization" in extra:
+        from loravc.params import QuantizationParams
+
+        try:
+            QuantizationParams(**extra["quantization"])
+        except TypeError as err:
+            raise UserError(f"--variant {name}: quantization: {err}") from None
     return Recipe(name=name, kind="project", **extra)
 
 
@@ -114,6 +122,8 @@ def build_model(setup: Setup, recipe: Recipe) -> Any:
     dtype = options.pop("dtype")
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     torch.manual_seed(0)
+    if recipe.quantization:
+        return quantized_model(setup, recipe, dtype, options)
     if not setup.random_weights:
         return AutoModelForCausalLM.from_pretrained(setup.base, dtype=dtype, **options)
     attention = options.pop("attn_implementation", None)
@@ -121,6 +131,29 @@ def build_model(setup: Setup, recipe: Recipe) -> Any:
     if setup.shrink:
         config.update(SHRINK)
     return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
+
+
+def quantized_model(setup: Setup, recipe: Recipe, dtype: Any, options: dict[str, Any]) -> Any:
+    """The base loaded k-bit as the train stage loads it for train.quantization (random weights: saved first)."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    from loravc import quantization
+    from loravc.params import QuantizationParams
+
+    q = QuantizationParams(**recipe.quantization)
+    quantization.check_available(q, setup.device, key=f"--variant {recipe.name}: quantization.bits")
+    with tempfile.TemporaryDirectory(prefix="bench-random-base-") as scratch:
+        source = setup.base
+        if setup.random_weights:  # bitsandbytes quantizes while loading: write the random weights first
+            plain = Recipe(name=recipe.name, kind=recipe.kind, model=recipe.model)
+            build_model(setup, plain).save_pretrained(scratch, safe_serialization=True)
+            source = Path(scratch)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, **options, **quantization.load_options(q, setup.device)
+        )
+    quantization.after_load(model)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def train_params(setup: Setup, recipe: Recipe, trainer: dict[str, Any] | None = None) -> Any:
@@ -250,6 +283,10 @@ def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str,
             "packing": bool(args.packing),
             "lora": f"r={lora.r} alpha={lora.lora_alpha} dropout={lora.lora_dropout}",
             "adapter_dtype": str(next(p.dtype for p in trainer.model.parameters() if p.requires_grad)),
+            "quantization": recipe.quantization or None,
+            "quantized_layers": sum(
+                1 for m in trainer.model.modules() if type(m).__module__.startswith("bitsandbytes")
+            ),
         }
         if setup.device.startswith("cuda"):
             found["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

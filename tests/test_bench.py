@@ -121,6 +121,18 @@ def test_bad_benchmark_options_are_named_before_any_work(
         importlib.import_module(f"bench.{name}").main()
 
 
+def test_throughput_measures_a_qlora_base_beside_the_project(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    variant = 'nf4={"quantization": {"bits": 4}}'
+    args = ["--base", str(tiny_model_dir), "--random-weights", "--device", "cpu", "--recipes", "project"]
+    result = run_bench("throughput", [*args, "--variant", variant], tmp_path, monkeypatch)
+    trials = {t["recipe"]: t for t in result["trials"]}
+    assert trials["project"]["quantization"] is None and trials["project"]["quantized_layers"] == 0
+    assert trials["nf4"]["quantization"] == {"bits": 4}
+    assert trials["nf4"]["quantized_layers"] == 14  # every linear layer of the 2 blocks; the head stays
+
+
 def test_storage_shows_the_bytes_of_whole_modules_saved(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
