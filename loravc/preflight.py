@@ -370,6 +370,7 @@ def check_early_stopping(es: Any, prepared_dir: Path, steps: int) -> None:
         )
     if es.eval_steps > steps:
         raise UserError(
-            f"train.early_stopping.eval_steps is {es.eval_steps} but the run has {steps} optimizer steps: it would "
-            f"never evaluate; set eval_steps to at most {steps} (a few evaluations per run, e.g. {max(1, steps // 6)})"
+            f"train.early_stopping.eval_steps is {es.eval_steps} but the run has at most {steps} optimizer steps "
+            f"(fewer where packing joins records): it would evaluate once, at the end, with nothing to compare; set "
+            f"eval_steps well below {steps} (a few evaluations per run, e.g. {max(1, steps // 6)})"
         )

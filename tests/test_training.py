@@ -364,7 +364,11 @@ def test_early_stopping_resumes_after_a_kill_with_its_count(
 @pytest.mark.parametrize(
     ("es", "trainer", "message"),
     [
-        ({"eval_steps": 500}, {}, r"train\.early_stopping\.eval_steps is 500 but the run has \d+ optimizer steps"),
+        (
+            {"eval_steps": 500},
+            {},
+            r"train\.early_stopping\.eval_steps is 500 but the run has at most \d+ optimizer steps",
+        ),
         ({}, {"eval_strategy": "epoch"}, r"train\.trainer\.eval_strategy is set by train\.early_stopping"),
         ({"metric": "eval_bleu"}, {}, r"train\.early_stopping\.metric must be one of eval_loss"),
     ],
