@@ -456,3 +456,29 @@ def test_quantization_without_bitsandbytes_is_a_clear_error_before_any_model_loa
     with pytest.raises(UserError, match=message):
         train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "live").exists()
+
+
+@pytest.mark.parametrize("options", [{"init_lora_weights": "pissa"}, {"use_dora": True}], ids=["pissa", "dora"])
+def test_a_run_with_peft_options_resumes_after_a_kill_to_the_same_adapter(
+    tmp_path: Path, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, options: dict
+) -> None:
+    """PiSSA decomposes the base again on the resumed run; the checkpoint's adapter must land on that, not twice."""
+    from safetensors.torch import load_file
+
+    from loravc import checkpoints
+
+    base, prepared_dir = prepared
+    trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 1.0e-2}
+    lora = LoraParams(r=4, dropout=0.0, options=options)
+    params = Params(train=TrainParams(device="cpu", max_length=32, lora=lora, trainer={**trainer, "bf16": False}))
+    run_dir = tmp_path / "checkpoints"
+    with monkeypatch.context() as keep:
+        keep.setattr(checkpoints, "clear", lambda directory: 0)
+        whole = train(params, base, prepared_dir, tmp_path / "whole", tmp_path / "live", run_dir)
+    shutil.rmtree(checkpoints.list_checkpoints(run_dir)[-1].path)  # killed in epoch 2
+    resumed = train(params, base, prepared_dir, tmp_path / "resumed", tmp_path / "live", run_dir)
+    assert resumed.training.resumed_from_step == 1
+    a, b = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("whole", "resumed"))
+    assert a.keys() == b.keys()
+    assert max(float((a[key] - b[key]).abs().max()) for key in a) < 1e-5
+    assert resumed.metrics.validation_loss == pytest.approx(whole.metrics.validation_loss, rel=1e-5)
