@@ -8,7 +8,7 @@ accelerate) and only the main process writes the version. Which engine runs it:
   starts several processes only through mpirun with `--mpirun_hostfile`; without MPI it starts one.)
 - an accelerate config (`accelerate config` writes it to accelerate's default path): used as is, so
   FSDP, DeepSpeed, mixed precision and multi-node settings come from it; N is the total count of
-  processes over all machines, as in accelerate.
+  processes over all machines, as in accelerate. (CPU processes get DDP from an FSDP config: `engine`.)
 A run whose world size differs from `train.processes` stops before training (see `check_world_size`).
 """
 
@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from loravc.errors import UserError
 
@@ -87,6 +88,28 @@ def check_world_size(processes: int, world_size: int) -> None:
     else:
         fix = f"set train.processes: {world_size} and run the stage without a launcher: it launches itself"
     raise UserError(f"train.processes is {processes} but {world_size} process(es) are training: {fix}")
+
+
+def engine(accelerator: Any) -> str | None:
+    """What runs a multi-process training, for metadata: accelerate's distributed type ("FSDP", "DEEPSPEED",
+    "MULTI_GPU": DDP on GPUs, "MULTI_CPU": DDP on CPUs over gloo, ...); None in one process.
+
+    accelerate turns an FSDP config into FSDP only for GPUs and other accelerators: CPU processes train with
+    DDP instead (accelerate 1.15, AcceleratorState; the same updates, whole copies of the model), silently.
+    The main process says so (docs/scale-out.md).
+    """
+    if accelerator.num_processes == 1:
+        return None
+    kind = str(accelerator.distributed_type.value)
+    fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_asked and kind != "FSDP" and accelerator.is_main_process:
+        print(
+            f"train: the accelerate config asks for FSDP, but accelerate runs {kind} on this device "
+            f"({accelerator.device.type}): each of the {accelerator.num_processes} processes holds the whole "
+            "model (DDP); accelerate runs FSDP on GPUs (docs/scale-out.md)",
+            flush=True,
+        )
+    return kind
 
 
 def is_main_process() -> bool:

@@ -67,6 +67,8 @@ class TrainingRecord:
     attention: str | None = None  # the attention implementation, e.g. "eager", "sdpa" (absent before 2026-11-29)
     early_stopping: dict[str, Any] | None = None  # train.early_stopping's outcome: best and stop step, why
     quantization: dict[str, Any] | None = None  # train.quantization: bits, type, compute dtype, bitsandbytes
+    # accelerate's distributed type of a multi-process run: FSDP, MULTI_CPU (DDP over gloo), MULTI_GPU (DDP), ...
+    distributed: str | None = None  # None: one process (absent before 2026-11-29)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

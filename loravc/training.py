@@ -11,7 +11,7 @@ from loravc.base_model import read_identity, save_tokenizer
 from loravc.card import card_text
 from loravc.devices import bf16_supported, cpu_bf16, keep_freed_memory, resolve_device
 from loravc.errors import UserError
-from loravc.launch import check_world_size, is_main_process
+from loravc.launch import check_world_size, engine, is_main_process
 from loravc.metadata import (
     DataRecord,
     LoraRecord,
@@ -194,10 +194,12 @@ def keeps_freed_memory(args: Any, device: str) -> bool:
 
 def precision(args: Any, device: str) -> str:
     """How the run computed, for metadata: "fp32", or "bf16 autocast (X)" with X the device's native bf16
-    (avx512_bf16, amx, cuda), "emulated" on a CPU without it (train.trainer.bf16 asked for), or the device."""
-    if args.fp16:
+    (avx512_bf16, amx, cuda), "emulated" on a CPU without it (train.trainer.bf16 asked for), or the device.
+    An accelerate config's mixed_precision counts too: accelerate autocasts with it when train.trainer does not."""
+    mixed = getattr(args, "mixed_precision", "no")  # TrainingArguments: fp16/bf16, else ACCELERATE_MIXED_PRECISION
+    if args.fp16 or mixed == "fp16":
         return f"fp16 autocast ({device})"
-    if not args.bf16:
+    if not (args.bf16 or mixed == "bf16"):
         return "fp32"
     if device == "cpu":
         return f"bf16 autocast ({cpu_bf16() or 'emulated'})"
@@ -298,6 +300,7 @@ def train(
             processing_class=tokenizer,
             peft_config=lora_config(tp.lora),
         )
+        distributed = engine(trainer.accelerator)  # FSDP, DDP, ...: what accelerate chose (not always the config's)
         lora_dtype = adapter_dtype(tp, device)
         cast_adapter(trainer.model, lora_dtype)
         initial = Path(scratch) / "initial_adapter" if preflight.mutating_init(tp.lora) else None
@@ -383,6 +386,7 @@ def train(
             attention=trainer.model.config._attn_implementation,
             early_stopping=early_stopping_record(tp.early_stopping, state),
             quantization=quantization.record(tp.quantization, device),
+            distributed=distributed,
         ),
         metrics=TrainMetrics(**metrics),
         code=git_revision(),

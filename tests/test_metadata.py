@@ -53,6 +53,7 @@ CURRENT: dict[str, Any] = {
         "attention": "sdpa_varlen",
         "early_stopping": None,
         "quantization": {"bits": 4, "bitsandbytes": "0.50.2", "quant_type": "nf4", "double_quant": True},
+        "distributed": None,
     },
     "metrics": {
         "train_loss": 3.1816,

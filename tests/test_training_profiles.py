@@ -79,6 +79,9 @@ def test_precision_names_the_path_taken(cpu_kind: str | None) -> None:
     assert precision(SimpleNamespace(bf16=True, fp16=False), "cpu") == f"bf16 autocast ({cpu_kind or 'emulated'})"
     assert precision(SimpleNamespace(bf16=True, fp16=False), "cuda") == "bf16 autocast (cuda)"
     assert precision(SimpleNamespace(bf16=False, fp16=True), "cpu") == "fp16 autocast (cpu)"  # not the bf16 path
+    # an accelerate config's mixed_precision (ACCELERATE_MIXED_PRECISION) autocasts where train.trainer does not
+    mixed = SimpleNamespace(bf16=False, fp16=False, mixed_precision="bf16")
+    assert precision(mixed, "cpu") == f"bf16 autocast ({cpu_kind or 'emulated'})"
 
 
 def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> None:
