@@ -189,7 +189,7 @@ def model_options(profile: str, device: str) -> dict[str, Any]:
 
 def keeps_freed_memory(args: Any, device: str) -> bool:
     """Whether training with these SFTConfig args has glibc keep freed memory: fp32 on a CPU (keep_freed_memory)."""
-    return device == "cpu" and not (args.bf16 or args.fp16)
+    return device == "cpu" and precision(args, device) == "fp32"  # an accelerate config's bf16 counts too
 
 
 def precision(args: Any, device: str) -> str:

@@ -14,6 +14,7 @@ from loravc.training import (
     adapter_dtype,
     base_dtype,
     cast_adapter,
+    keeps_freed_memory,
     model_options,
     precision,
     resolve_profile,
@@ -82,6 +83,9 @@ def test_precision_names_the_path_taken(cpu_kind: str | None) -> None:
     # an accelerate config's mixed_precision (ACCELERATE_MIXED_PRECISION) autocasts where train.trainer does not
     mixed = SimpleNamespace(bf16=False, fp16=False, mixed_precision="bf16")
     assert precision(mixed, "cpu") == f"bf16 autocast ({cpu_kind or 'emulated'})"
+    # glibc keeps freed memory for fp32 steps only: bf16 from the config grows the heap as the cpu profile's would
+    assert keeps_freed_memory(SimpleNamespace(bf16=False, fp16=False), "cpu") and not keeps_freed_memory(mixed, "cpu")
+    assert not keeps_freed_memory(SimpleNamespace(bf16=False, fp16=False), "cuda")
 
 
 def test_gpu_profile_settings_and_clean_fallbacks_off_gpu(tmp_path: Path) -> None:
