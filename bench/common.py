@@ -211,7 +211,7 @@ class AdapterWriter:
     """Writes version directories like the train stage does (PEFT adapter, tokenizer, metadata.json) without
     training: LoRA weights drawn from a seed, on the base's architecture built from its config.json."""
 
-    def __init__(self, base: Path, rank: int = 8, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, base: Path, lora: Any = None) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -221,7 +221,7 @@ class AdapterWriter:
         torch.manual_seed(0)
         self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
         self.tokenizer = AutoTokenizer.from_pretrained(base)
-        self.lora = lora_config(LoraParams(r=rank, options=options or {}))  # options: other LoraConfig keys
+        self.lora = lora_config(lora or LoraParams(r=8))  # a loravc.params.LoraParams
         self.base = base
 
     def write(self, out: Path, seed: int) -> Path:

@@ -14,7 +14,6 @@ Output ends with (measured figures per rank: docs/performance.md):
     per version after the first: <bytes> bytes = <percent>% of the base (target 0.5%: met or not met); ...
 """
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,19 +30,20 @@ from bench.common import (
     write_json,
 )
 from loravc.errors import UserError, run_main
+from loravc.params import LoraParams
 from loravc.project import ROOT
-from loravc.schema import parse_yaml
+from loravc.schema import build, parse_yaml
 
 TARGET = 0.005  # of the base's bytes, per version
 
 
-def run(base: Path, versions: int, rank: int, workdir: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(base: Path, versions: int, lora: LoraParams, workdir: Path) -> dict[str, Any]:
     repo = repo_with_base(base, workdir / "repo")
     cache = repo / ".dvc" / "cache"
     base_bytes = tree_bytes(repo / "models" / "base")
     cached = tree_bytes(cache)
     rows: list[dict[str, Any]] = [{"commit": "base", "added": cached, "fraction": cached / base_bytes}]
-    writer = AdapterWriter(repo / "models" / "base", rank=rank, options=options)
+    writer = AdapterWriter(repo / "models" / "base", lora)
     for number in range(1, versions + 1):
         writer.commit(repo, number, f"version {number}")
         now = tree_bytes(cache)
@@ -52,8 +52,8 @@ def run(base: Path, versions: int, rank: int, workdir: Path, options: dict[str, 
     later = [r["added"] for r in rows[2:]] or [rows[1]["added"]]
     return {
         "base_bytes": base_bytes,
-        "rank": rank,
-        "lora_options": options or {},
+        "rank": lora.r,
+        "lora_options": lora.options,
         "commits": rows,
         "adapter_bytes": (repo / "models" / "adapter" / "adapter_model.safetensors").stat().st_size,
         "per_version": max(later),
@@ -63,18 +63,15 @@ def run(base: Path, versions: int, rank: int, workdir: Path, options: dict[str, 
     }
 
 
-def lora_options(pairs: list[str]) -> dict[str, Any]:
-    """--lora KEY=VALUE pairs (values in YAML) as train.lora options, checked as params.yaml's are."""
-    from loravc.params import LoraParams
-
-    options: dict[str, Any] = {}
+def lora_params(rank: int, pairs: list[str]) -> LoraParams:
+    """train.lora with r=rank and --lora KEY=VALUE pairs (values in YAML), checked as params.yaml's is."""
+    section: dict[str, Any] = {"r": rank}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise UserError(f"--lora {pair!r}: write KEY=VALUE, e.g. use_dora=true")
-        options[key.strip()] = parse_yaml(value)
-    LoraParams(options=options)  # the same checks as params.yaml's train.lora
-    return options
+        section[key.strip()] = parse_yaml(value)
+    return build(LoraParams, section, "train.lora")
 
 
 def main() -> None:
@@ -95,12 +92,12 @@ def main() -> None:
         from loravc.params import load_params
 
         args.rank = load_params(ROOT / "params.yaml").train.lora.r
-    options = lora_options(args.lora)
+    lora = lora_params(args.rank, args.lora)
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
-        result = run(args.base, args.versions, args.rank, Path(tmp), options)
+        result = run(args.base, args.versions, lora, Path(tmp))
     result["machine"] = report_machine()
-    extra = "".join(f", {key}={json.dumps(value)}" for key, value in options.items())
-    print(f"base: {args.base} ({result['base_bytes']:,} bytes), LoRA r={args.rank}{extra}")
+    extra = "".join(f", {pair}" for pair in args.lora)
+    print(f"base: {args.base} ({result['base_bytes']:,} bytes), LoRA r={lora.r}{extra}")
     print(
         table(
             ["commit", "bytes added to the cache", "of the base"],

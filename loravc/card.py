@@ -230,6 +230,12 @@ def training_text(meta: VersionMetadata) -> str:
         + (f", loss on {training.loss_on} tokens" if training.loss_on else ""),
         f"- loss: train {trained.train_loss}, validation {trained.validation_loss}",
     ]
+    if q := training.quantization:  # QLoRA: evaluate measured the scores on this base too
+        kind = f"{q['bits']}-bit" + (f" {q['quant_type']}, compute {q['compute_dtype']}" if q["bits"] == 4 else "")
+        lines.append(
+            f"- QLoRA: trained and evaluated on the base quantized to {kind} (bitsandbytes {q['bitsandbytes']}); "
+            "load it with the same BitsAndBytesConfig to reproduce the scores"
+        )
     return "\n".join(lines)
 
 

@@ -30,13 +30,13 @@ def load_base_and_adapter(
     from transformers import AutoModelForCausalLM
 
     tokenizer = tokenizer or load_tokenizer(adapter_dir)
-    bits = quantization.recorded(adapter_dir) if quantized else None
-    if bits is None:
+    recorded = quantization.recorded(adapter_dir) if quantized else None
+    if recorded is None:
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, adapter_dir).to(device)
     else:
-        quantization.check_available(bits, device, key=f"{adapter_dir}/metadata.json training.quantization.bits")
-        options = quantization.load_options(bits, device)
+        quantization.check_available(recorded, device, key=f"{adapter_dir}/metadata.json training.quantization.bits")
+        options = quantization.load_options(recorded, device)
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, **options)
         quantization.after_load(base)
         model = PeftModel.from_pretrained(base, adapter_dir)  # placed by the device map

@@ -390,7 +390,7 @@ def export(
             record["tensors"] = write_lora(adapter_dir, config, lora, scratch / ADAPTER_FILE, general)
             files, model_file, adapter, tokenizer_dir = [ADAPTER_FILE], BASE_FILE, ADAPTER_FILE, adapter_dir
         else:
-            peft_model, tokenizer = load(versions, version, "cpu")
+            peft_model, tokenizer = load(versions, version, "cpu", quantized=False)  # QLoRA: the full-precision base
             if base_only:
                 with peft_model.disable_adapter():
                     expected = probe_logits(peft_model, tokenizer)  # the base alone

@@ -49,16 +49,16 @@ def _dora(weights: Path, keys: list[str]) -> dict[str, Any] | None:
     the spread of their values; None for a plain LoRA adapter."""
     if not keys:
         return None
+    import torch
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as f:  # torch: numpy has no bfloat16
-        values = [f.get_tensor(key).float() for key in keys]
-    flat = [v for tensor in values for v in tensor.flatten().tolist()]
+        values = torch.cat([f.get_tensor(key).float().flatten() for key in keys])
     return {
         "modules": len(keys),
-        "magnitude_mean": round(sum(flat) / len(flat), 6),
-        "magnitude_min": round(min(flat), 6),
-        "magnitude_max": round(max(flat), 6),
+        "magnitude_mean": round(float(values.mean()), 6),
+        "magnitude_min": round(float(values.min()), 6),
+        "magnitude_max": round(float(values.max()), 6),
     }
 
 

@@ -299,6 +299,13 @@ class TrainParams:
         _require(self.processes >= 1, "train.processes", "must be at least 1")
         for key, why in _OWNED_KEYS.items():
             _require(key not in self.trainer, f"train.trainer.{key}", why)
+        if self.quantization.bits and str(self.lora.options.get("init_lora_weights", "")).startswith(
+            ("pissa", "olora")
+        ):
+            raise UserError(
+                "train.lora.init_lora_weights moves part of the base into the adapter, which a quantized base "
+                "(train.quantization.bits) cannot give back exactly: use one or the other"
+            )
         if self.early_stopping.on:
             for key in EARLY_STOPPING_KEYS:
                 why = "is set by train.early_stopping while it is on (patience above 0): remove it here"

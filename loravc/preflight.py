@@ -321,15 +321,42 @@ def check_lora_keys(lora: Any) -> None:
             _check_init(value)
         elif not _accepts(hints[key], value):
             raise UserError(f"train.lora.{key} must be {_describe(hints[key])}, got {value!r}{_fix(hints[key], value)}")
+    check_conversion(lora)
     try:
         LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, **lora.options)
     except (TypeError, ValueError) as err:
         raise UserError(f"train.lora: peft.LoraConfig rejects these options: {err}") from None
 
 
+def check_conversion(lora: Any) -> None:
+    """PiSSA/OLoRA versions are saved converted to plain LoRA pairs (loravc.training.save_adapter); PEFT's
+    conversion keeps only those pairs, so what else the adapter would hold cannot go with them."""
+    if not mutating_init(lora):
+        return
+    options = lora.options
+    other = [
+        what
+        for what, present in (
+            ("use_dora (its magnitudes do not convert)", options.get("use_dora")),
+            ("modules_to_save (dropped by the conversion)", options.get("modules_to_save")),
+            (f"bias: {lora.bias} (dropped by the conversion)", lora.bias != "none"),
+            (
+                "use_rslora with rank_pattern or alpha_pattern (PEFT cannot convert them)",
+                options.get("use_rslora") and (options.get("rank_pattern") or options.get("alpha_pattern")),
+            ),
+        )
+        if present
+    ]
+    if other:
+        raise UserError(
+            f"train.lora.init_lora_weights {options['init_lora_weights']!r} is saved converted to plain LoRA pairs for "
+            f"the unchanged base, which cannot hold {'; '.join(other)}: drop one or the other"
+        )
+
+
 def _check_init(value: Any) -> None:
     ok = isinstance(value, bool) or (
-        isinstance(value, str) and (value.lower() in INITS[2:] or re.fullmatch(r"pissa_niter_[1-9][0-9]*", value))
+        isinstance(value, str) and (value in INITS[2:] or re.fullmatch(r"pissa_niter_[1-9][0-9]*", value))
     )
     if not ok:
         raise UserError(
@@ -368,7 +395,7 @@ def check_early_stopping(es: Any, prepared_dir: Path, steps: int) -> None:
             f"train.early_stopping is on (patience {es.patience}) but {path} holds no record to evaluate: set "
             "prepare.validation_records, or train.early_stopping.patience: 0"
         )
-    if es.eval_steps > steps:
+    if es.eval_steps >= steps:
         raise UserError(
             f"train.early_stopping.eval_steps is {es.eval_steps} but the run has at most {steps} optimizer steps "
             f"(fewer where packing joins records): it would evaluate once, at the end, with nothing to compare; set "

@@ -57,7 +57,7 @@ def load_options(q: QuantizationParams, device: str) -> dict[str, Any]:
         return {}
     import os
 
-    place = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device.startswith("cuda") else device
+    place = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else device  # cuda:N as given
     return {"quantization_config": bnb_config(q, device), "device_map": {"": place}}
 
 

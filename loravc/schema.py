@@ -74,12 +74,15 @@ def _convert(value: Any, hint: Any, key: str, extra: str | None = None) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        for hint in options[:-1]:  # the first type that takes the value (list[str] | str: a list, else a string)
+        if len(options) == 1:
+            return _convert(value, options[0], key, extra)
+        for hint in options:  # the first type that takes the value (list[str] | str: a list, else a string)
             try:
                 return _convert(value, hint, key, extra)
             except UserError:
                 continue
-        return _convert(value, options[-1], key, extra)
+        names = " or ".join("a list of strings" if a == list[str] else getattr(a, "__name__", str(a)) for a in options)
+        raise UserError(f"{key} must be {names}, got {value!r}")
     if dataclasses.is_dataclass(hint):
         return build(hint, value, key, extra=extra)
     if origin is list:

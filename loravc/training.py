@@ -304,6 +304,12 @@ def train(
         lora_dtype = adapter_dtype(tp, device)
         cast_adapter(trainer.model, lora_dtype)
         initial = Path(scratch) / "initial_adapter" if preflight.mutating_init(tp.lora) else None
+        if initial and distributed in ("FSDP", "DEEPSPEED"):  # the conversion needs the whole model in one process
+            raise UserError(
+                f"train.lora.init_lora_weights {tp.lora.options['init_lora_weights']!r} is converted for the unchanged "
+                f"base in the main process, which under {distributed} holds a shard: train it with DDP (no accelerate "
+                "config) or in one process"
+            )
         if initial and main:
             save_initial_adapter(trainer.model, initial)  # PiSSA/OLoRA: to convert the trained one against
         # A second Live would clear the directory: only the main process opens one.

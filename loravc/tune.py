@@ -44,7 +44,7 @@ from typing import Any
 from loravc import pruning
 from loravc.errors import UserError
 from loravc.gitrepo import GitRepo
-from loravc.params import Knob, Params, TuneParams, load_params
+from loravc.params import Knob, LoraParams, Params, TuneParams, load_params
 from loravc.project import dvc_cmd, tool_env
 from loravc.schema import build, flatten, read_yaml
 
@@ -155,8 +155,10 @@ def _dimension(key: str, knob: Knob, raw: dict[str, Any], flat: dict[str, Any]) 
     where = f"tune.space.{key}"
     if key.startswith("tune.") or key == "tune":
         raise UserError(f"{where}: the tune section is not a knob of the pipeline")
+    # keys of the free-form blocks: any trl.SFTConfig setting, any peft.LoraConfig option (a `+` override)
     trainer_key = key.startswith("train.trainer.") and key.count(".") == 2
-    if key not in flat and not trainer_key:
+    lora_key = key.startswith("train.lora.") and key.count(".") == 2
+    if key not in flat and not (trainer_key or lora_key):
         if any(k.startswith(key + ".") for k in flat):
             raise UserError(f"{where}: {key} is a section of params.yaml; name one of its keys")
         close = difflib.get_close_matches(key, list(flat), n=1)
@@ -167,6 +169,11 @@ def _dimension(key: str, knob: Knob, raw: dict[str, Any], flat: dict[str, Any]) 
         from loravc.preflight import check_trainer_types
 
         check_trainer_types({key.split(".")[2]: None})  # not a trl.SFTConfig setting: an error naming it
+    if lora_key and declared is None:
+        try:
+            LoraParams(options={key.split(".")[2]: None})  # not a peft.LoraConfig option: an error naming it
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
     for name in ("low", "high", "step"):
         value = getattr(knob, name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -197,6 +204,10 @@ def _declared_type(key: str) -> Any:
         from loravc.preflight import sft_config_types
 
         hint = sft_config_types().get(key.split(".")[2])
+    elif key.startswith("train.lora.") and key.split(".")[2] not in typing.get_type_hints(LoraParams):
+        from peft import LoraConfig
+
+        hint = typing.get_type_hints(LoraConfig).get(key.split(".")[2])
     else:
         hint: Any = Params
         for part in key.split("."):

@@ -26,8 +26,8 @@ os.environ.update(QUIET_ENV)  # for what the tests run in-process (DVC's API, lo
 CHAT_TEMPLATE = SMOLLM2_CHATML  # the shipped base's template family, so chat data trains as on SmolLM2
 
 
-def build_tiny_model(out_dir: Path, texts: list[str]) -> Path:
-    """A 2-layer Llama (hidden 16) and a 400-token byte-level BPE trained on `texts`, saved to out_dir."""
+def build_tiny_model(out_dir: Path, texts: list[str], hidden: int = 16) -> Path:
+    """A 2-layer Llama (hidden 16, or `hidden`) and a 400-token byte-level BPE trained on `texts`, saved to out_dir."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -47,8 +47,8 @@ def build_tiny_model(out_dir: Path, texts: list[str]) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,

@@ -108,7 +108,8 @@ def test_throughput_rejects_a_bad_variant_and_a_missing_base(tmp_path: Path, mon
         ("restore", ["--repeat", "0"], r"--repeat must be at least 1"),
         ("storage", ["--versions", "0"], r"--versions must be at least 1"),
         ("storage", ["--lora", "use_dora"], r"--lora 'use_dora': write KEY=VALUE"),
-        ("storage", ["--lora", "rank=8"], r"train\.lora\.rank is not a peft\.LoraConfig option"),
+        ("storage", ["--lora", "rank=8"], r"train\.lora\.rank is not a peft\.LoraConfig option \(did you mean r\?\)"),
+        ("storage", ["--lora", "alpha=0"], r"train\.lora\.alpha must be a positive integer"),
         ("overheads", ["--repeat", "0"], r"--repeat must be at least 1"),
     ],
 )
@@ -143,7 +144,7 @@ def test_storage_shows_the_bytes_of_whole_modules_saved(
     lora_bytes = lora_weight_bytes(tiny_model_dir, result["rank"])
     assert result["lora_options"] == {"modules_to_save": ["lm_head"]}
     assert lora_bytes + head < result["adapter_bytes"] < lora_bytes + head + 8192
-    assert 'modules_to_save=["lm_head"]' in capsys.readouterr().out
+    assert "LoRA r=4, modules_to_save=[lm_head]" in capsys.readouterr().out
 
 
 def test_storage_caches_the_base_once_and_each_version_small(

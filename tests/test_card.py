@@ -146,3 +146,19 @@ def test_the_train_stage_writes_the_card_into_the_version_directory(built_repo: 
     assert "The evaluate stage runs after this card is written" in text
     assert f"- loss: train {meta.metrics.train_loss}, validation {meta.metrics.validation_loss}" in text
     assert "[More Information Needed]" not in text  # PEFT's template says this throughout
+
+
+def test_a_qlora_version_and_its_lora_options_are_on_its_card(tmp_path: Path) -> None:
+    record = json.loads(DEFAULT.read_text())
+    record["lora"]["options"] = {"use_dora": True}
+    quantized = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}
+    record["training"]["quantization"] = quantized | {"bitsandbytes": "0.50.2"}
+    path = tmp_path / DEFAULT.name
+    path.write_text(json.dumps(record))
+    text = ModelCard(version_card(version_of(path, METRICS))).text
+    assert "on q_proj, k_proj, v_proj, o_proj, 460,800 trainable parameters, float32, use_dora true" in text
+    assert (
+        "- QLoRA: trained and evaluated on the base quantized to 4-bit nf4, compute bfloat16 (bitsandbytes 0.50.2)"
+        in text
+    )
+    assert "QLoRA" not in ModelCard(version_card(version_of(DEFAULT, METRICS))).text

@@ -45,8 +45,26 @@ def test_exponent_without_dot_is_a_float_as_dvc_reads_it(tmp_path: Path) -> None
             "train:\n  lora:\n    layers_pattern: layers\n",
             "peft.LoraConfig rejects these options: When `layers_pattern`",
         ),
-        ("train:\n  lora:\n    target_modules: 5\n", "train.lora.target_modules must be"),
+        (
+            "train:\n  lora:\n    target_modules: [1, 2]\n",
+            "train.lora.target_modules must be a list of strings or str, got [1, 2]",
+        ),
         ("train:\n  quantization:\n    bits: 3\n", "train.quantization.bits must be 4, 8 or null, got 3"),
+        (
+            "train:\n  lora:\n    init_lora_weights: pissa\n    use_dora: true\n",
+            "train.lora.init_lora_weights 'pissa' is saved converted to plain LoRA pairs for the unchanged base, which "
+            "cannot hold use_dora",
+        ),
+        (
+            "train:\n  lora:\n    init_lora_weights: olora\n    modules_to_save: [lm_head]\n",
+            "cannot hold modules_to_save",
+        ),
+        ("train:\n  lora:\n    init_lora_weights: pissa\n    bias: all\n", "cannot hold bias: all"),
+        ("train:\n  lora:\n    init_lora_weights: PISSA\n", "train.lora.init_lora_weights 'PISSA': the pipeline runs"),
+        (
+            "train:\n  lora:\n    init_lora_weights: pissa\n  quantization:\n    bits: 4\n",
+            "train.lora.init_lora_weights moves part of the base into the adapter, which a quantized base",
+        ),
         ("train:\n  quantization:\n    quant_type: int4\n", "train.quantization.quant_type must be nf4 or fp4"),
         ("train:\n  early_stopping:\n    metric: bleu\n", "train.early_stopping.metric must be one of eval_loss"),
         ("train:\n  early_stopping:\n    patience: -1\n", "train.early_stopping.patience must be 0 (off) or more"),

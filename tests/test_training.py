@@ -401,15 +401,15 @@ def test_early_stopping_needs_validation_records(tmp_path: Path, prepared: tuple
 def test_qlora_trains_on_a_quantized_base_and_loads_it_the_same_way(
     tmp_path: Path, prepared: tuple[Path, Path], bits: int
 ) -> None:
+    """Trained on the k-bit base, evaluated and loaded on it again; merged into the full-precision one. Two epochs
+    with an evaluation between them (tests/test_quantization.py: what an evaluation must not change)."""
     import bitsandbytes as bnb
     import torch
 
     from loravc.use import MERGE_TOLERANCE
 
     base, prepared_dir = prepared
-    # Two epochs, an evaluation after each: on an AVX512-BF16 CPU, bitsandbytes 0.50.2 would stop the gradients
-    # after the first one (loravc.quantization.after_load); the second epoch must still learn
-    trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-2, "logging_steps": 1}
+    trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-2}
     quant = QuantizationParams(bits=bits)
     params = Params(train=TrainParams(device="cpu", max_length=32, quantization=quant, trainer=trainer))
     meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
@@ -418,10 +418,6 @@ def test_qlora_trains_on_a_quantized_base_and_loads_it_the_same_way(
     if bits == 4:
         assert (record["quant_type"], record["double_quant"]) == ("nf4", True)
         assert record["compute_dtype"] == ("bfloat16" if cpu_bf16() else "float32")
-    norms = (tmp_path / "live" / "plots" / "metrics" / "grad_norm.tsv").read_text().splitlines()[1:]
-    after_first_evaluation = [float(line.split("\t")[1]) for line in norms if int(line.split("\t")[0]) > 2]
-    assert after_first_evaluation and min(after_first_evaluation) > 0
-
     model, tokenizer = load_base_and_adapter(base, tmp_path / "adapter", "cpu")  # quantized as it trained
     layer = bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt
     assert any(isinstance(module, layer) for module in model.modules())

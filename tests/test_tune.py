@@ -39,7 +39,7 @@ def params_with(tmp_path: Path, tune: dict[str, Any]) -> Path:
     ("tune", "message"),
     [
         ({"space": {"train.lora.rank": {"choices": [4]}}},
-         r"train\.lora\.rank: train\.lora\.rank is not a params\.yaml key \(did you mean train\.lora\.r\?"),
+         r"tune\.space\.train\.lora\.rank: train\.lora\.rank is not a peft\.LoraConfig option \(did you mean r\?"),
         ({"space": {LR: {"low": 1.0e-3, "high": 1.0e-4}}},
          r"tune\.space\.train\.trainer\.learning_rate is an empty range: low 0\.001 is not below high 0\.0001$"),
         ({"space": {"train.lora.r": {"choices": []}}}, r"tune\.space\.train\.lora\.r has an empty list of choices$"),
@@ -62,6 +62,9 @@ def params_with(tmp_path: Path, tune: dict[str, Any]) -> Path:
         ({"direction": "maximize"}, r"tune\.direction: validation_loss is better when lower: set tune\.direction"),
         ({"space": {"train.trainer.bf16": {"low": 0, "high": 1}}}, r"bf16 is not a number \(bool\): give a list"),
         ({"study": "my study"}, r"tune\.study must be a letter, then letters, digits, _ or -$"),
+        ({"space": {"train.lora.use_dorra": {"choices": [True]}}},
+         r"train\.lora\.use_dorra is not a peft\.LoraConfig option"),
+        ({"space": {"train.lora.use_dora": {"choices": ["yes"]}}}, r"train\.lora\.use_dora must be true or false"),
     ],
 )  # fmt: skip
 def test_a_bad_tune_section_is_one_error_naming_the_key(tmp_path: Path, tune: dict[str, Any], message: str) -> None:
@@ -78,10 +81,13 @@ def test_knobs_become_overrides_dvc_accepts(tmp_path: Path) -> None:
         "train.trainer.num_train_epochs": {"low": 1, "high": 3, "step": 1},  # a float in trl.SFTConfig
         "train.trainer.gradient_accumulation_steps": {"low": 1, "high": 4},  # an int there: integers
         "data.loss_on": {"choices": ["auto", "all"]},
+        "train.lora.use_dora": {"choices": [False, True]},  # a peft.LoraConfig option: `-S +key=value` too
     }
     _, dims = check(params_with(tmp_path, {"space": space}))
     by_key = {d.key: d for d in dims}
-    assert [by_key[k].kind for k in space] == ["choice", "float", "float", "choice", "float", "int", "choice"]
+    kinds = ["choice", "float", "float", "choice", "float", "int", "choice", "choice"]
+    assert [by_key[k].kind for k in space] == kinds
+    assert by_key["train.lora.use_dora"].override(True) == "+train.lora.use_dora=true"
     assert by_key["train.lora.r"].override(8) == "train.lora.r=8"
     assert by_key[LR].override(0.00041) == "train.trainer.learning_rate=0.00041"
     assert by_key["train.trainer.weight_decay"].override(0.05) == "+train.trainer.weight_decay=0.05"

@@ -1,0 +1,74 @@
+"""loravc.quantization: bitsandbytes settings from train.quantization, and the CPU layout that must stay off."""
+
+from pathlib import Path
+
+import pytest
+
+from loravc import quantization
+from loravc.params import QuantizationParams
+from tests.conftest import build_tiny_model
+
+
+def test_an_evaluation_does_not_change_what_backward_reaches(tmp_path: Path) -> None:
+    """bitsandbytes 0.50.2 repacks a 4-bit layer for inference the first time it runs in eval mode without
+    gradients (on a CPU with AVX512-BF16); backward through it is then wrong. after_load keeps the training layout:
+    the input gradient after an evaluation is the one before it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    pytest.importorskip("bitsandbytes")
+    base = build_tiny_model(
+        tmp_path / "wide", ["The statement number is evaluated from left to right."] * 50, hidden=64
+    )
+    model = AutoModelForCausalLM.from_pretrained(base, **quantization.load_options(QuantizationParams(bits=4), "cpu"))
+    quantization.after_load(model)
+    ids = torch.tensor([[5, 17, 42, 99, 3, 7, 8]])
+
+    def input_gradient() -> torch.Tensor:
+        model.train()
+        embedded = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        model(inputs_embeds=embedded).logits.float().pow(2).mean().backward()
+        return embedded.grad
+
+    before = input_gradient()
+    model.eval()
+    with torch.no_grad():
+        model(ids)  # an evaluation
+    assert before.abs().max() > 1e-3 and torch.equal(input_gradient(), before)
+
+
+def test_settings_follow_train_quantization(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from loravc import devices
+
+    monkeypatch.setattr(devices, "bf16_supported", lambda device: device == "cuda")
+    four = quantization.bnb_config(QuantizationParams(bits=4, quant_type="fp4", double_quant=False), "cpu")
+    assert four.load_in_4bit and four.bnb_4bit_quant_type == "fp4" and not four.bnb_4bit_use_double_quant
+    assert four.bnb_4bit_compute_dtype == torch.float32  # auto: no native bf16 here
+    assert quantization.bnb_config(QuantizationParams(bits=4), "cuda").bnb_4bit_compute_dtype == torch.bfloat16
+    assert quantization.bnb_config(QuantizationParams(bits=8), "cpu").load_in_8bit
+    assert quantization.load_options(QuantizationParams(), "cpu") == {}
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert quantization.load_options(QuantizationParams(bits=8), "cuda")["device_map"] == {"": "cuda:1"}
+    assert quantization.load_options(QuantizationParams(bits=8), "cuda:3")["device_map"] == {"": "cuda:3"}
+    assert quantization.load_options(QuantizationParams(bits=8), "cpu")["device_map"] == {"": "cpu"}
+
+
+def test_a_version_s_record_is_read_back(tmp_path: Path) -> None:
+    import json
+
+    assert quantization.recorded(tmp_path) is None  # no metadata.json: a full-precision base
+    record = {
+        "bits": 4,
+        "quant_type": "fp4",
+        "double_quant": False,
+        "compute_dtype": "float32",
+        "bitsandbytes": "0.50.2",
+    }
+    (tmp_path / "metadata.json").write_text(json.dumps({"training": {"quantization": record}}))
+    assert quantization.recorded(tmp_path) == QuantizationParams(
+        bits=4, quant_type="fp4", double_quant=False, compute_dtype="float32"
+    )
+    (tmp_path / "metadata.json").write_text(json.dumps({"training": {"seed": 1}}))  # before QLoRA existed
+    assert quantization.recorded(tmp_path) is None
