@@ -2,8 +2,10 @@
 # Set up .venv: the project with its dev tools, the right torch build, and the embedded base model.
 # Safe to rerun. Afterwards everything runs offline. Use PYTHON=python3.11 to pick the interpreter.
 # torch: the CPU build on a machine without a CUDA GPU, the CUDA build (and the `gpu` extra) where
-# nvidia-smi sees one; GPU=1 or GPU=0 decides instead. SETUP_DRY_RUN=1 prints the choice and the
-# pip commands without running them.
+# nvidia-smi sees one; GPU=1 or GPU=0 decides instead. QLORA=1 adds bitsandbytes (the qlora extra:
+# train.quantization); PEFT imports it in every process where it is installed (2.4 s, 124 MB on a CPU),
+# so it is not there unless asked for. SETUP_DRY_RUN=1 prints the choice and the pip commands without
+# running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,11 @@ else
 fi
 extras=dev
 [ "$build" = cuda ] && extras=dev,gpu
+case "${QLORA:-0}" in
+  1) extras="$extras,qlora" ;;
+  0) ;;
+  *) echo "setup: QLORA=$QLORA: use QLORA=1 (add bitsandbytes) or QLORA=0" >&2; exit 2 ;;
+esac
 echo "setup: torch $build build ($why)"
 if [ "${SETUP_DRY_RUN:-0}" = 1 ]; then
   pip() { echo "pip $*"; }

@@ -233,3 +233,17 @@ def default_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         },
     )
     return {"repo": repo, "out": dvc(repo, "repro").stdout}
+
+
+def needs_bitsandbytes() -> Any:
+    """bitsandbytes (the qlora extra); missing, the test is skipped on a developer's machine and fails in CI
+    (.ci/run sets it up with QLORA=1)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        if os.environ.get("CI"):
+            pytest.fail("bitsandbytes is missing: .ci/run installs it (QLORA=1 bash scripts/setup.sh)")
+        pytest.skip("bitsandbytes is not installed (QLORA=1 bash scripts/setup.sh)")
+    import bitsandbytes
+
+    return bitsandbytes

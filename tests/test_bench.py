@@ -19,7 +19,7 @@ from loravc.errors import UserError
 from loravc.params import load_params
 from loravc.project import ROOT, dvc_cmd, run
 from loravc.schema import read_yaml
-from tests.conftest import UP_TO_DATE
+from tests.conftest import UP_TO_DATE, needs_bitsandbytes
 
 
 def lora_weight_bytes(base: Path, rank: int) -> int:
@@ -125,6 +125,7 @@ def test_bad_benchmark_options_are_named_before_any_work(
 def test_throughput_measures_a_qlora_base_beside_the_project(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    needs_bitsandbytes()
     variant = 'nf4={"quantization": {"bits": 4}}'
     args = ["--base", str(tiny_model_dir), "--random-weights", "--device", "cpu", "--recipes", "project"]
     result = run_bench("throughput", [*args, "--variant", variant], tmp_path, monkeypatch)

@@ -6,7 +6,7 @@ import pytest
 
 from loravc import quantization
 from loravc.params import QuantizationParams
-from tests.conftest import build_tiny_model
+from tests.conftest import build_tiny_model, needs_bitsandbytes
 
 
 def test_an_evaluation_does_not_change_what_backward_reaches(tmp_path: Path) -> None:
@@ -16,7 +16,7 @@ def test_an_evaluation_does_not_change_what_backward_reaches(tmp_path: Path) -> 
     import torch
     from transformers import AutoModelForCausalLM
 
-    pytest.importorskip("bitsandbytes")
+    needs_bitsandbytes()
     base = build_tiny_model(
         tmp_path / "wide", ["The statement number is evaluated from left to right."] * 50, hidden=64
     )

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT
 
 
-def dry_run(tmp_path: Path, gpu: str | None = None, nvidia_smi: bool = False) -> list[str]:
+def dry_run(tmp_path: Path, gpu: str | None = None, nvidia_smi: bool = False, qlora: str | None = None) -> list[str]:
     """What setup.sh would run in a fresh copy (no .venv), with or without an nvidia-smi that sees a GPU."""
     (tmp_path / "scripts").mkdir(exist_ok=True)
     shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
@@ -22,7 +22,8 @@ def dry_run(tmp_path: Path, gpu: str | None = None, nvidia_smi: bool = False) ->
         fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n")
         fake.chmod(0o755)
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "nvidia-smi").exists())
-    env = {k: v for k, v in os.environ.items() if k != "GPU"} | {"SETUP_DRY_RUN": "1", "PATH": f"{bin_dir}:{path}"}
+    env = {k: v for k, v in os.environ.items() if k not in ("GPU", "QLORA")}
+    env |= {"SETUP_DRY_RUN": "1", "PATH": f"{bin_dir}:{path}"} | ({"QLORA": qlora} if qlora else {})
     if gpu is not None:
         env["GPU"] = gpu
     done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -50,6 +51,11 @@ def test_setup_installs_the_torch_build_the_machine_needs(
     else:
         assert torch_lines == ["pip install torch==2.13.0"]
         assert lines[-1] == "pip install -e .[dev,gpu]"
+
+
+@pytest.mark.parametrize(("gpu", "extras"), [("0", "dev,qlora"), ("1", "dev,gpu,qlora")])
+def test_qlora_1_adds_bitsandbytes(tmp_path: Path, gpu: str, extras: str) -> None:
+    assert dry_run(tmp_path, gpu, qlora="1")[-1] == f"pip install -e .[{extras}]"
 
 
 def test_an_unknown_gpu_switch_is_refused(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from loravc.params import (
 )
 from loravc.preparation import prepare
 from loravc.training import lora_config, sft_config, train
-from tests.conftest import lora_rank_from_weights
+from tests.conftest import lora_rank_from_weights, needs_bitsandbytes
 
 
 def test_lora_config_from_params() -> None:
@@ -403,8 +403,9 @@ def test_qlora_trains_on_a_quantized_base_and_loads_it_the_same_way(
 ) -> None:
     """Trained on the k-bit base, evaluated and loaded on it again; merged into the full-precision one. Two epochs
     with an evaluation between them (tests/test_quantization.py: what an evaluation must not change)."""
-    import bitsandbytes as bnb
     import torch
+
+    bnb = needs_bitsandbytes()
 
     from loravc.use import MERGE_TOLERANCE
 
