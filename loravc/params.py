@@ -201,6 +201,15 @@ class LoraParams:
 
             check_lora_keys(self)
 
+    @property
+    def mutates_base(self) -> bool:
+        """Whether init_lora_weights changes the base's weights while training (PiSSA, OLoRA): saved converted."""
+        init = self.options.get("init_lora_weights", True)
+        return isinstance(init, str) and init.startswith(MUTATING_INITS)
+
+
+MUTATING_INITS = ("pissa", "olora")  # init_lora_weights that move part of the base's weights into the adapter
+
 
 # peft.LoraConfig arguments the project sets itself: from its own keys, or always (task_type)
 LORA_OWNED = {
@@ -299,9 +308,7 @@ class TrainParams:
         _require(self.processes >= 1, "train.processes", "must be at least 1")
         for key, why in _OWNED_KEYS.items():
             _require(key not in self.trainer, f"train.trainer.{key}", why)
-        if self.quantization.bits and str(self.lora.options.get("init_lora_weights", "")).startswith(
-            ("pissa", "olora")
-        ):
+        if self.quantization.bits and self.lora.mutates_base:
             raise UserError(
                 "train.lora.init_lora_weights moves part of the base into the adapter, which a quantized base "
                 "(train.quantization.bits) cannot give back exactly: use one or the other"

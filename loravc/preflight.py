@@ -285,13 +285,6 @@ def check_target_pattern(pattern: str, base_dir: Path) -> None:
 # init_lora_weights values the pipeline runs: PEFT's others need a calibration pass or a quantized base it does
 # not make (eva, corda, lora_ga, loftq) or change the base's weights in ways no conversion undoes (mica).
 INITS = ("true", "false", "gaussian", "pissa", "pissa_niter_N", "olora", "orthogonal")
-MUTATING_INITS = ("pissa", "olora")  # move part of the base's weights into the adapter: saved converted
-
-
-def mutating_init(lora: Any) -> bool:
-    """Whether train.lora's init_lora_weights changes the base's weights while training (PiSSA, OLoRA)."""
-    init = lora.options.get("init_lora_weights", True)
-    return isinstance(init, str) and init.lower().startswith(MUTATING_INITS)
 
 
 def check_lora_options(lora: Any, base_dir: Path) -> None:
@@ -331,7 +324,7 @@ def check_lora_keys(lora: Any) -> None:
 def check_conversion(lora: Any) -> None:
     """PiSSA/OLoRA versions are saved converted to plain LoRA pairs (loravc.training.save_adapter); PEFT's
     conversion keeps only those pairs, so what else the adapter would hold cannot go with them."""
-    if not mutating_init(lora):
+    if not lora.mutates_base:
         return
     options = lora.options
     other = [

@@ -303,7 +303,7 @@ def train(
         distributed = engine(trainer.accelerator)  # FSDP, DDP, ...: what accelerate chose (not always the config's)
         lora_dtype = adapter_dtype(tp, device)
         cast_adapter(trainer.model, lora_dtype)
-        initial = Path(scratch) / "initial_adapter" if preflight.mutating_init(tp.lora) else None
+        initial = Path(scratch) / "initial_adapter" if tp.lora.mutates_base else None
         if initial and distributed in ("FSDP", "DEEPSPEED"):  # the conversion needs the whole model in one process
             raise UserError(
                 f"train.lora.init_lora_weights {tp.lora.options['init_lora_weights']!r} is converted for the unchanged "
