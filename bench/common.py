@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loravc.project import ROOT, dvc_cmd, git, init_repo, run
+from loravc.errors import UserError
+from loravc.params import Params
+from loravc.project import ROOT, dvc_cmd, git, init_repo, merge_params, run
+from loravc.schema import build, parse_yaml, read_yaml
 
 BENCHMARKS = (
     "throughput",
@@ -250,3 +253,28 @@ class AdapterWriter:
         """A version in repo: write(repo / "models" / "adapter", seed), `dvc add` it and commit (and tag)."""
         self.write(repo / "models" / "adapter", seed)
         commit(repo, "models/adapter", message, tag)
+
+
+def params_changes(items: list[str], flag: str = "--set") -> dict[str, Any]:
+    """`--set a.b=VALUE` items as nested params changes; VALUE is read as YAML (`3`, `1.0e-3`, `[x, y]`). The
+    changed params.yaml is checked as the pipeline reads it; `flag` is the option errors name."""
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"{flag} {item!r}: expected KEY=VALUE with a dotted params key, e.g. train.seed=7")
+        node = changes
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{flag} {item!r}: an earlier --set gave {part} a value, not a section")
+        try:
+            node[last] = parse_yaml(value)
+        except Exception as err:  # ruamel's several error kinds
+            raise UserError(f"{flag} {item!r}: the value is not YAML ({str(err).splitlines()[0]})") from None
+    try:  # the changed params.yaml must load as the pipeline reads it: a misspelt key or bad value stops here
+        build(Params, merge_params(read_yaml(ROOT / "params.yaml"), changes), "")
+    except UserError as err:
+        raise UserError(f"{flag} {' '.join(items)}: {err}") from None
+    return changes

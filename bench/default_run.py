@@ -26,11 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import report_machine, table, write_json
+from bench.common import params_changes, report_machine, table, write_json
 from loravc.errors import UserError, run_main
-from loravc.params import Params
-from loravc.project import ROOT, dvc_cmd, merge_params, project_repo, smoke_params, tool_env
-from loravc.schema import build, parse_yaml, read_yaml
+from loravc.project import dvc_cmd, merge_params, project_repo, smoke_params, tool_env
 
 TARGET_SECONDS, TARGET_BYTES = 360, 4 * 10**9
 
@@ -131,30 +129,6 @@ def main() -> None:
         f"(target {TARGET_BYTES / 1e9:.0f} GB: {'met' if memory_ok else 'NOT met'})"
     )
     write_json(args.json, {"machine": info, **result, "peak_rss": peak})
-
-
-def params_changes(items: list[str]) -> dict[str, Any]:
-    """`--set a.b=VALUE` items as nested params changes; VALUE is read as YAML (`3`, `1.0e-3`, `[x, y]`)."""
-    changes: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise UserError(f"--set {item!r}: expected KEY=VALUE with a dotted params key, e.g. train.seed=7")
-        node = changes
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {item!r}: an earlier --set gave {part} a value, not a section")
-        try:
-            node[last] = parse_yaml(value)
-        except Exception as err:  # ruamel's several error kinds
-            raise UserError(f"--set {item!r}: the value is not YAML ({str(err).splitlines()[0]})") from None
-    try:  # the changed params.yaml must load as the pipeline reads it: a misspelt key or bad value stops here
-        build(Params, merge_params(read_yaml(ROOT / "params.yaml"), changes), "")
-    except UserError as err:
-        raise UserError(f"--set {' '.join(items)}: {err}") from None
-    return changes
 
 
 def _gb(value: int | None) -> str:

@@ -22,6 +22,7 @@ from bench.common import (
     AdapterWriter,
     at_least_one,
     base_parser,
+    params_changes,
     repo_with_base,
     report_machine,
     require_base,
@@ -31,8 +32,9 @@ from bench.common import (
 )
 from loravc.errors import UserError, run_main
 from loravc.params import LoraParams
+from loravc.preflight import check_lora_keys
 from loravc.project import ROOT
-from loravc.schema import build, parse_yaml
+from loravc.schema import build
 
 TARGET = 0.005  # of the base's bytes, per version
 
@@ -64,14 +66,14 @@ def run(base: Path, versions: int, lora: LoraParams, workdir: Path) -> dict[str,
 
 
 def lora_params(rank: int, pairs: list[str]) -> LoraParams:
-    """train.lora with r=rank and --lora KEY=VALUE pairs (values in YAML), checked as params.yaml's is."""
-    section: dict[str, Any] = {"r": rank}
+    """train.lora with r=rank and --lora KEY=VALUE pairs (values in YAML), checked as the pipeline checks it."""
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
+        if "=" not in pair:
             raise UserError(f"--lora {pair!r}: write KEY=VALUE, e.g. use_dora=true")
-        section[key.strip()] = parse_yaml(value)
-    return build(LoraParams, section, "train.lora")
+    changes = params_changes([f"train.lora.{pair}" for pair in pairs], flag="--lora") if pairs else {}
+    lora = build(LoraParams, {"r": rank} | changes.get("train", {}).get("lora", {}), "train.lora")
+    check_lora_keys(lora)
+    return lora
 
 
 def main() -> None:

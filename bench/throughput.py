@@ -85,13 +85,15 @@ def parse_variant(text: str) -> Recipe:
         raise UserError(f"--variant {name}: not valid JSON ({err})") from None
     if not name or not isinstance(extra, dict) or set(extra) - {"trainer", "lora", "model", "once", "quantization"}:
         raise UserError(f"--variant {text!r}: use NAME=JSON with keys trainer, lora, model, once, quantization")
-    if "quantization" in extra:
+    if "quantization" in extra:  # train.quantization's keys, checked as params.yaml's are; no bits: none
         from loravc.params import QuantizationParams
+        from loravc.schema import build
 
         try:
-            QuantizationParams(**extra["quantization"])
-        except TypeError as err:
-            raise UserError(f"--variant {name}: quantization: {err}") from None
+            bits = build(QuantizationParams, extra["quantization"], "quantization").bits
+        except UserError as err:
+            raise UserError(f"--variant {name}: {err}") from None
+        extra["quantization"] = extra["quantization"] if bits else {}
     return Recipe(name=name, kind="project", **extra)
 
 
@@ -135,7 +137,6 @@ def build_model(setup: Setup, recipe: Recipe) -> Any:
 
 def quantized_model(setup: Setup, recipe: Recipe, dtype: Any, options: dict[str, Any]) -> Any:
     """The base loaded k-bit as the train stage loads it for train.quantization (random weights: saved first)."""
-    from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     from loravc import quantization
@@ -152,8 +153,7 @@ def quantized_model(setup: Setup, recipe: Recipe, dtype: Any, options: dict[str,
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, **options, **quantization.load_options(q, setup.device)
         )
-    quantization.after_load(model)
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return quantization.prepare(model, checkpointing=False)  # the project's profiles: no activation checkpointing
 
 
 def train_params(setup: Setup, recipe: Recipe, trainer: dict[str, Any] | None = None) -> Any:

@@ -194,12 +194,10 @@ class LoraParams:
         _require(bool(self.target_modules), "train.lora.target_modules", "must list at least one module")
         dtypes = ", ".join(LORA_DTYPES)
         _require(self.dtype in LORA_DTYPES, "train.lora.dtype", f"must be one of {dtypes}: {self.dtype!r}")
-        for key, why in LORA_OWNED.items():
-            _require(key not in self.options, f"train.lora.{key}", why)
-        if self.options:  # PEFT's own keys and types (imports peft: only when there are any)
-            from loravc.preflight import check_lora_keys
+        if self.options:  # what needs no PEFT import; keys and types against peft.LoraConfig: preflight
+            from loravc.preflight import check_lora_values
 
-            check_lora_keys(self)
+            check_lora_values(self)
 
     @property
     def mutates_base(self) -> bool:

@@ -9,6 +9,7 @@ and raises a UserError naming the params key.
 import dataclasses
 import difflib
 import enum
+import functools
 import math
 import re
 import types
@@ -37,6 +38,7 @@ def check_train_params(params: Params, base_dir: Path, prepared_dir: Path, profi
     records = train_records(prepared_dir)
     steps = check_steps(trainer_settings(trainer, profile), records, world_size, prepared_dir / "train.jsonl")
     check_target_modules(params.train.lora.target_modules, base_dir)
+    check_lora_keys(params.train.lora)
     check_lora_options(params.train.lora, base_dir)
     check_early_stopping(params.train.early_stopping, prepared_dir, steps)
     return steps
@@ -148,11 +150,11 @@ def trainer_settings(trainer: dict[str, Any], profile: str) -> dict[str, Any]:
     return run_batch(defaults | TRAINER_DEFAULTS | PROFILES[profile].trainer | trainer, PROFILES[profile])
 
 
-def train_records(prepared_dir: Path) -> int:
-    """The records of the prepared train split: its non-blank lines (train() reads and validates them)."""
-    path = prepared_dir / "train.jsonl"
+def train_records(prepared_dir: Path, split: str = "train") -> int:
+    """The records of a prepared split: its non-blank lines (train() reads and validates them)."""
+    path = prepared_dir / f"{split}.jsonl"
     if not path.is_file():
-        return len(data.read_split(prepared_dir, "train"))  # raises: not found, run `dvc repro prepare`
+        return len(data.read_split(prepared_dir, split))  # raises: not found, run `dvc repro prepare`
     return sum(1 for line in path.read_bytes().splitlines() if line.strip())
 
 
@@ -255,6 +257,7 @@ def base_modules(base_dir: Path) -> tuple[str, dict[str, str], set[str]] | None:
     return type(model).__name__, {name: type(module).__name__ for name, module in named}, adaptable
 
 
+@functools.cache  # target modules, a pattern and modules_to_save are each checked against it
 def meta_model(base_dir: Path) -> Any:
     """The base built from its config.json on the meta device (no weights read); None if transformers cannot."""
     import torch
@@ -284,41 +287,70 @@ def check_target_pattern(pattern: str, base_dir: Path) -> None:
 
 # init_lora_weights values the pipeline runs: PEFT's others need a calibration pass or a quantized base it does
 # not make (eva, corda, lora_ga, loftq) or change the base's weights in ways no conversion undoes (mica).
-INITS = ("true", "false", "gaussian", "pissa", "pissa_niter_N", "olora", "orthogonal")
+INITS = ("gaussian", "pissa", "olora", "orthogonal")  # besides true and false (YAML booleans) and pissa_niter_N
 
 
 def check_lora_options(lora: Any, base_dir: Path) -> None:
     """train.lora's options against the base: modules_to_save names its modules (and costs bytes: a warning
-    says how many). Their keys, types and values were checked when params loaded (check_lora_keys)."""
+    says how many). check_lora_keys checked their keys, types and values."""
     if saved := lora.options.get("modules_to_save"):
         check_modules_to_save(saved, base_dir)
 
 
+def check_lora_values(lora: Any) -> None:
+    """What params can check of train.lora's options without importing PEFT (LoraParams calls it when params
+    load): PEFT's names for the project's keys, the initialisations the pipeline runs, what PiSSA/OLoRA carry."""
+    from loravc.params import LORA_OWNED
+
+    for key, why in LORA_OWNED.items():
+        if key in lora.options:
+            raise UserError(f"train.lora.{key} {why}")
+    if "init_lora_weights" in lora.options:
+        _check_init(lora.options["init_lora_weights"])
+    check_conversion(lora)
+
+
 def check_lora_keys(lora: Any) -> None:
-    """train.lora's other keys are peft.LoraConfig options of the right type, with values PEFT accepts and the
-    pipeline can run (called by LoraParams when params load: every stage and `loravc` verb checks them)."""
+    """train.lora's other keys are peft.LoraConfig options of the right type, with values PEFT accepts (imports
+    PEFT: run by check_train_params before any model loads, and by `loravc tune` for its knobs)."""
+    if not lora.options:
+        return
     from peft import LoraConfig
 
     from loravc.params import LORA_OWNED
 
     hints = typing.get_type_hints(LoraConfig)
     ours = {"r", "bias", "target_modules", "peft_type", "auto_mapping", "peft_version", "revision"}
-    fields = {f.name for f in dataclasses.fields(LoraConfig) if f.init} - set(LORA_OWNED) - ours
+    fields = {f.name for f in dataclasses.fields(LoraConfig) if f.init} - set(LORA_OWNED) - ours - set(UNRUN)
     for key, value in lora.options.items():
+        if key in UNRUN:
+            raise UserError(f"train.lora.{key}: {UNRUN[key]}")
         if key not in fields:
             close = difflib.get_close_matches(key, [*fields, "alpha", "dropout", "bias", "target_modules"], n=1)
             close = ["r"] if key in ("rank", "lora_r", "lora_rank") else close
             mean = f" (did you mean {close[0]}?)" if close else ""
             raise UserError(f"train.lora.{key} is not a peft.LoraConfig option{mean}: see peft.LoraConfig for the keys")
-        if key == "init_lora_weights":
-            _check_init(value)
-        elif not _accepts(hints[key], value):
+        if key != "init_lora_weights" and not _accepts(hints[key], value):
             raise UserError(f"train.lora.{key} must be {_describe(hints[key])}, got {value!r}{_fix(hints[key], value)}")
-    check_conversion(lora)
+        for name, item in value.items() if key in PATTERNS and isinstance(value, dict) else []:
+            number = int if key == "rank_pattern" else int | float
+            if isinstance(item, bool) or not isinstance(item, number) or item <= 0:
+                raise UserError(f"train.lora.{key}.{name} must be a positive {PATTERNS[key]}, got {item!r}")
     try:
         LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, **lora.options)
     except (TypeError, ValueError) as err:
         raise UserError(f"train.lora: peft.LoraConfig rejects these options: {err}") from None
+
+
+PATTERNS = {"rank_pattern": "integer (a rank)", "alpha_pattern": "number (an alpha)"}  # per-module overrides
+# LoraConfig options whose initialisation or engine the pipeline does not run
+UNRUN = {
+    "megatron_config": "Megatron-LM layers are not something the pipeline trains: remove it",
+    "megatron_core": "Megatron-LM layers are not something the pipeline trains: remove it",
+    "eva_config": "goes with init_lora_weights eva, which needs a calibration pass the pipeline does not run",
+    "corda_config": "goes with init_lora_weights corda, which needs a calibration pass the pipeline does not run",
+    "loftq_config": "goes with init_lora_weights loftq, which needs a quantized base the pipeline does not make",
+}
 
 
 def check_conversion(lora: Any) -> None:
@@ -349,12 +381,13 @@ def check_conversion(lora: Any) -> None:
 
 def _check_init(value: Any) -> None:
     ok = isinstance(value, bool) or (
-        isinstance(value, str) and (value in INITS[2:] or re.fullmatch(r"pissa_niter_[1-9][0-9]*", value))
+        isinstance(value, str) and (value in INITS or re.fullmatch(r"pissa_niter_[1-9][0-9]*", value))
     )
     if not ok:
         raise UserError(
-            f"train.lora.init_lora_weights {value!r}: the pipeline runs {', '.join(INITS)} (eva, corda, lora_ga and "
-            "loftq need a calibration pass or a quantized base the pipeline does not make)"
+            f"train.lora.init_lora_weights {value!r}: the pipeline runs true, false (unquoted), {', '.join(INITS)} "
+            "or pissa_niter_N (eva, corda, lora_ga and loftq need a calibration pass or a quantized base the "
+            "pipeline does not make)"
         )
 
 
@@ -383,7 +416,7 @@ def check_early_stopping(es: Any, prepared_dir: Path, steps: int) -> None:
     if not es.on:
         return
     path = prepared_dir / "validation.jsonl"
-    if not path.is_file() or not any(line.strip() for line in path.read_bytes().splitlines()):
+    if not train_records(prepared_dir, "validation"):
         raise UserError(
             f"train.early_stopping is on (patience {es.patience}) but {path} holds no record to evaluate: set "
             "prepare.validation_records, or train.early_stopping.patience: 0"

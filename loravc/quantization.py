@@ -7,12 +7,12 @@ it does not run on, is a UserError before any model loads.
 
 import importlib.metadata
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
 from loravc.errors import UserError
 from loravc.params import QuantizationParams
+from loravc.schema import build
 
 BITSANDBYTES = "bitsandbytes==0.50.2"  # the version the CPU workaround below is written for (pyproject's qlora extra)
 
@@ -36,19 +36,23 @@ def bnb_config(q: QuantizationParams, device: str) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
-    from loravc.devices import bf16_supported
-
     if q.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
-    compute = q.compute_dtype
-    if compute == "auto":
-        compute = "bfloat16" if bf16_supported(device) else "float32"
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.quant_type,
         bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=getattr(torch, compute),
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype(q, device)),
     )
+
+
+def compute_dtype(q: QuantizationParams, device: str) -> str:
+    """The 4-bit matrix products' dtype: train.quantization.compute_dtype, for "auto" bf16 where native."""
+    from loravc.devices import bf16_supported
+
+    if q.compute_dtype != "auto":
+        return q.compute_dtype
+    return "bfloat16" if bf16_supported(device) else "float32"
 
 
 def load_options(q: QuantizationParams, device: str) -> dict[str, Any]:
@@ -59,6 +63,15 @@ def load_options(q: QuantizationParams, device: str) -> dict[str, Any]:
 
     place = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else device  # cuda:N as given
     return {"quantization_config": bnb_config(q, device), "device_map": {"": place}}
+
+
+def prepare(model: Any, checkpointing: bool) -> Any:
+    """A base just loaded k-bit, made ready for LoRA training: after_load, then PEFT's k-bit preparation (norms
+    and embeddings in fp32, input gradients; `checkpointing`: activation checkpointing as SFTConfig has it)."""
+    from peft import prepare_model_for_kbit_training
+
+    after_load(model)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
 
 
 def after_load(model: Any) -> None:
@@ -74,21 +87,32 @@ def record(q: QuantizationParams, device: str) -> dict[str, Any] | None:
     """For metadata: how the base was quantized, with the bitsandbytes version (None when off)."""
     if q.bits is None:
         return None
-    config = bnb_config(q, device)
     fields = {"bits": q.bits, "bitsandbytes": importlib.metadata.version("bitsandbytes")}
     if q.bits == 4:
-        compute = str(config.bnb_4bit_compute_dtype).removeprefix("torch.")
-        fields |= {"quant_type": q.quant_type, "double_quant": q.double_quant, "compute_dtype": compute}
+        fields |= {
+            "quant_type": q.quant_type,
+            "double_quant": q.double_quant,
+            "compute_dtype": compute_dtype(q, device),
+        }
     return fields
 
 
 def recorded(adapter_dir: Path) -> QuantizationParams | None:
-    """The quantization a version trained with, from its metadata.json (None: a full-precision base)."""
-    path = adapter_dir / "metadata.json"
-    if not path.is_file():
+    """The quantization a version trained with, from its metadata.json (None: a full-precision base, or no
+    metadata.json); a damaged file or record is a UserError naming the file."""
+    from loravc.metadata import METADATA_FILE, read_metadata
+
+    if not (adapter_dir / METADATA_FILE).is_file():
         return None
-    found = (json.loads(path.read_text(encoding="utf-8")).get("training") or {}).get("quantization")
+    found = read_metadata(adapter_dir).training.quantization
     if not found:
         return None
-    keys = ("quant_type", "double_quant", "compute_dtype")
-    return QuantizationParams(bits=found["bits"], **{key: found[key] for key in keys if key in found})
+    keys = ("bits", "quant_type", "double_quant", "compute_dtype")
+    fix = "restore it with `dvc checkout` (or `dvc pull` if the cache lacks it)"
+    try:
+        q = build(QuantizationParams, {key: found[key] for key in keys if key in found}, "training.quantization")
+    except UserError as err:
+        raise UserError(f"{adapter_dir / METADATA_FILE}: {err}: {fix}") from None
+    if q.bits is None:
+        raise UserError(f"{adapter_dir / METADATA_FILE}: training.quantization names no bits: {fix}")
+    return q

@@ -287,11 +287,8 @@ def train(
         tokenizer.chat_template = plan.chat_template or plain_template  # the marked one for training only
         options = model_options(tp.profile, device) | quantization.load_options(tp.quantization, device)
         model = AutoModelForCausalLM.from_pretrained(base_dir, **options)
-        if tp.quantization.bits:  # QLoRA: PEFT's k-bit preparation (norms and embeddings in fp32, input grads)
-            from peft import prepare_model_for_kbit_training
-
-            quantization.after_load(model)
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        if tp.quantization.bits:  # QLoRA
+            model = quantization.prepare(model, config.gradient_checkpointing)
         trainer = SFTTrainer(
             model=model,
             args=config,
@@ -332,7 +329,7 @@ def train(
             raise pruning.TrialPruned(report.pruned)
         validation_loss = _last_logged(trainer.state.log_history, "eval_loss")
         if tp.early_stopping.on:  # the best evaluation's weights were restored: its loss is the version's
-            validation_loss = _logged_at(trainer.state.log_history, "eval_loss", trainer.state.best_global_step)
+            validation_loss = _last_logged(trainer.state.log_history, "eval_loss", trainer.state.best_global_step)
         if validation_loss is None:  # eval_strategy "no": evaluate once at the end
             validation_loss = trainer.evaluate()["eval_loss"]
         finished = utc_now()
@@ -417,13 +414,9 @@ def _run_train_loss(trainer_figure: float, history: list[dict[str, Any]], resume
     return trainer_figure if logged is None else logged
 
 
-def _logged_at(history: list[dict[str, Any]], key: str, step: int | None) -> float | None:
-    values = [entry[key] for entry in history if key in entry and entry.get("step") == step]
-    return values[-1] if values else None
-
-
-def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:
-    values = [entry[key] for entry in history if key in entry]
+def _last_logged(history: list[dict[str, Any]], key: str, step: int | None = None) -> float | None:
+    """The last value of `key` the Trainer logged (at `step`, if given)."""
+    values = [entry[key] for entry in history if key in entry and step in (None, entry.get("step"))]
     return values[-1] if values else None
 
 

@@ -170,8 +170,10 @@ def _dimension(key: str, knob: Knob, raw: dict[str, Any], flat: dict[str, Any]) 
 
         check_trainer_types({key.split(".")[2]: None})  # not a trl.SFTConfig setting: an error naming it
     if lora_key and declared is None:
+        from loravc.preflight import check_lora_keys
+
         try:
-            LoraParams(options={key.split(".")[2]: None})  # not a peft.LoraConfig option: an error naming it
+            check_lora_keys(LoraParams(options={key.split(".")[2]: None}))  # not a LoraConfig option: naming it
         except UserError as err:
             raise UserError(f"{where}: {err}") from None
     for name in ("low", "high", "step"):
@@ -232,6 +234,10 @@ def _check_value(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
             from loravc.preflight import check_trainer_types
 
             check_trainer_types(params.train.trainer)
+        if key.startswith("train.lora."):
+            from loravc.preflight import check_lora_keys
+
+            check_lora_keys(params.train.lora)
     except UserError as err:
         raise UserError(f"{where}: {value!r} is not a valid value: {err}") from None
 

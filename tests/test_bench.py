@@ -98,6 +98,11 @@ def test_throughput_rejects_a_bad_variant_and_a_missing_base(tmp_path: Path, mon
         run_bench("throughput", ["--base", str(tmp_path / "nothing")], tmp_path, monkeypatch)
     with pytest.raises(UserError, match="keys trainer, lora, model"):
         parse_variant("fast=5")
+    with pytest.raises(UserError, match=r"--variant q3: train\.quantization\.bits must be 4, 8 or null, got 3"):
+        parse_variant('q3={"quantization": {"bits": 3}}')
+    with pytest.raises(UserError, match=r"--variant qx: unknown key 'quantization\.kind'"):
+        parse_variant('qx={"quantization": {"kind": "nf4"}}')
+    assert parse_variant('plain={"quantization": {"bits": null}}').quantization == {}  # no bits: no quantization
 
 
 @pytest.mark.parametrize(
@@ -145,7 +150,7 @@ def test_storage_shows_the_bytes_of_whole_modules_saved(
     lora_bytes = lora_weight_bytes(tiny_model_dir, result["rank"])
     assert result["lora_options"] == {"modules_to_save": ["lm_head"]}
     assert lora_bytes + head < result["adapter_bytes"] < lora_bytes + head + 8192
-    assert "LoRA r=4, modules_to_save=[lm_head]" in capsys.readouterr().out
+    assert f"LoRA r={result['rank']}, modules_to_save=[lm_head]" in capsys.readouterr().out
 
 
 def test_storage_caches_the_base_once_and_each_version_small(

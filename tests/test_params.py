@@ -33,18 +33,8 @@ def test_exponent_without_dot_is_a_float_as_dvc_reads_it(tmp_path: Path) -> None
     [
         ("train:\n  lora:\n    r: 0\n", "train.lora.r"),
         ("train:\n  lora:\n    r: eight\n", "train.lora.r"),
-        ("train:\n  lora:\n    rank: 8\n", "train.lora.rank is not a peft.LoraConfig option (did you mean r?)"),
-        (
-            "train:\n  lora:\n    use_dorra: true\n",
-            "train.lora.use_dorra is not a peft.LoraConfig option (did you mean use_dora?)",
-        ),
-        ("train:\n  lora:\n    use_dora: yes please\n", "train.lora.use_dora must be true or false, got 'yes please'"),
         ("train:\n  lora:\n    lora_alpha: 8\n", "train.lora.lora_alpha is PEFT's name for train.lora.alpha"),
         ("train:\n  lora:\n    init_lora_weights: eva\n", "train.lora.init_lora_weights 'eva': the pipeline runs"),
-        (
-            "train:\n  lora:\n    layers_pattern: layers\n",
-            "peft.LoraConfig rejects these options: When `layers_pattern`",
-        ),
         (
             "train:\n  lora:\n    target_modules: [1, 2]\n",
             "train.lora.target_modules must be a list of strings or str, got [1, 2]",
@@ -99,6 +89,56 @@ def test_other_lora_keys_are_peft_options(tmp_path: Path) -> None:
 
     config = lora_config(lora)
     assert config.use_dora and config.modules_to_save == ["lm_head"] and config.target_modules == "all-linear"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  lora:\n    rank: 8\n", "train.lora.rank is not a peft.LoraConfig option (did you mean r?)"),
+        (
+            "train:\n  lora:\n    use_dorra: true\n",
+            "train.lora.use_dorra is not a peft.LoraConfig option (did you mean use_dora?)",
+        ),
+        ("train:\n  lora:\n    use_dora: yes please\n", "train.lora.use_dora must be true or false, got 'yes please'"),
+        (
+            "train:\n  lora:\n    layers_pattern: layers\n",
+            "peft.LoraConfig rejects these options: When `layers_pattern`",
+        ),
+        (
+            "train:\n  lora:\n    rank_pattern: {q_proj: x}\n",
+            "train.lora.rank_pattern.q_proj must be a positive integer",
+        ),
+        (
+            "train:\n  lora:\n    alpha_pattern: {q_proj: 0}\n",
+            "train.lora.alpha_pattern.q_proj must be a positive number",
+        ),
+        ("train:\n  lora:\n    megatron_config: {a: 1}\n", "train.lora.megatron_config: Megatron-LM layers"),
+    ],
+)
+def test_peft_options_are_checked_against_peft_before_any_model_loads(tmp_path: Path, text: str, message: str) -> None:
+    """Keys and types against peft.LoraConfig: preflight (train) and `loravc tune` run it; loading params does not
+    import PEFT."""
+    from loravc.preflight import check_lora_keys
+
+    lora = load_params(write(tmp_path, text)).train.lora
+    with pytest.raises(UserError) as err:
+        check_lora_keys(lora)
+    assert message in str(err.value)
+
+
+def test_loading_params_with_peft_options_imports_no_ml_library(tmp_path: Path) -> None:
+    """Every stage loads params (source on every repro): train.lora's options must not pull in torch or PEFT."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, "train:\n  lora:\n    use_dora: true\n    init_lora_weights: gaussian\n")
+    probe = (
+        "import sys; from loravc.params import load_params; "
+        f"assert load_params({str(path)!r}).train.lora.options['use_dora']; "
+        "print(sorted(m for m in ('torch', 'peft', 'transformers', 'bitsandbytes') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:

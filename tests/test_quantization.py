@@ -55,9 +55,20 @@ def test_settings_follow_train_quantization(monkeypatch: pytest.MonkeyPatch) -> 
     assert quantization.load_options(QuantizationParams(bits=8), "cpu")["device_map"] == {"": "cpu"}
 
 
-def test_a_version_s_record_is_read_back(tmp_path: Path) -> None:
+FIXTURE = Path(__file__).parent / "fixtures" / "metadata" / "3e16f18486b2023c85389b9268e81cf2.json"  # the default
+
+
+def with_quantization(directory: Path, record: object) -> Path:
+    """A version's metadata.json (the default pin's) with training.quantization set to `record`."""
     import json
 
+    meta = json.loads(FIXTURE.read_text())
+    meta["training"]["quantization"] = record
+    (directory / "metadata.json").write_text(json.dumps(meta))
+    return directory
+
+
+def test_a_version_s_record_is_read_back(tmp_path: Path) -> None:
     assert quantization.recorded(tmp_path) is None  # no metadata.json: a full-precision base
     record = {
         "bits": 4,
@@ -66,9 +77,28 @@ def test_a_version_s_record_is_read_back(tmp_path: Path) -> None:
         "compute_dtype": "float32",
         "bitsandbytes": "0.50.2",
     }
-    (tmp_path / "metadata.json").write_text(json.dumps({"training": {"quantization": record}}))
-    assert quantization.recorded(tmp_path) == QuantizationParams(
+    assert quantization.recorded(with_quantization(tmp_path, record)) == QuantizationParams(
         bits=4, quant_type="fp4", double_quant=False, compute_dtype="float32"
     )
-    (tmp_path / "metadata.json").write_text(json.dumps({"training": {"seed": 1}}))  # before QLoRA existed
-    assert quantization.recorded(tmp_path) is None
+    assert quantization.recorded(with_quantization(tmp_path, None)) is None  # trained on the full-precision base
+    (tmp_path / "metadata.json").write_text(FIXTURE.read_text().replace('"quantization": null,', ""))
+    assert quantization.recorded(tmp_path) is None  # made before QLoRA existed
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (4, r"metadata\.json is damaged \(training\.quantization must be a mapping"),
+        ({"quant_type": "nf4"}, r"metadata\.json: training\.quantization names no bits"),
+        ({"bits": 3}, r"metadata\.json: train\.quantization\.bits must be 4, 8 or null, got 3"),
+    ],
+)
+def test_a_damaged_record_names_the_file(tmp_path: Path, record: object, message: str) -> None:
+    from loravc.errors import UserError
+
+    with pytest.raises(UserError, match=message) as err:
+        quantization.recorded(with_quantization(tmp_path, record))
+    assert str(tmp_path / "metadata.json") in str(err.value)
+    (tmp_path / "metadata.json").write_text("{broken")
+    with pytest.raises(UserError, match=r"metadata\.json is damaged \(Expecting property name"):
+        quantization.recorded(tmp_path)

@@ -58,10 +58,18 @@ def test_qlora_1_adds_bitsandbytes(tmp_path: Path, gpu: str, extras: str) -> Non
     assert dry_run(tmp_path, gpu, qlora="1")[-1] == f"pip install -e .[{extras}]"
 
 
+def test_an_unknown_qlora_switch_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    env = os.environ | {"GPU": "0", "QLORA": "yes", "SETUP_DRY_RUN": "1"}
+    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "use QLORA=1 (add bitsandbytes) or QLORA=0" in done.stderr
+
+
 def test_an_unknown_gpu_switch_is_refused(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
-    env = os.environ | {"GPU": "yes", "SETUP_DRY_RUN": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "QLORA"} | {"GPU": "yes", "SETUP_DRY_RUN": "1"}
     done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 2 and "use GPU=1 (the CUDA build) or GPU=0" in done.stderr
 
@@ -74,7 +82,7 @@ def rerun_with_torch(tmp_path: Path, installed: str) -> list[str]:
     fake.parent.mkdir(parents=True)
     fake.write_text(f"#!/bin/sh\necho '{installed}'\n")  # what setup.sh asks the venv's python about torch
     fake.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k != "GPU"} | {"SETUP_DRY_RUN": "1", "GPU": "0"}
+    env = {k: v for k, v in os.environ.items() if k not in ("GPU", "QLORA")} | {"SETUP_DRY_RUN": "1", "GPU": "0"}
     done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
