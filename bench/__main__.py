@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 from bench.common import BENCHMARKS, require_base, shrunk_base
-from loravc.errors import run_main
-from loravc.project import ROOT
+from bench.project import ROOT
+from loravc.core.errors import run_main
 
 
 def main() -> None:

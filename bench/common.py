@@ -1,6 +1,6 @@
 """What every benchmark shares: the machine it ran on, timing, tables, scratch repositories of a base and adapters.
 
-Scratch copies of the whole project (and running git/dvc in them) are loravc.project's, shared with the tests.
+Scratch copies of the whole project (and running git/dvc in them) are bench.project's, shared with the tests.
 """
 
 import argparse
@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loravc.errors import UserError
+from bench.project import ROOT, git, init_repo, merge_params, run
+from loravc.core.errors import UserError
+from loravc.core.schema import build, parse_yaml, read_yaml
+from loravc.core.tools import dvc_cmd
 from loravc.params import Params
-from loravc.project import ROOT, dvc_cmd, git, init_repo, merge_params, run
-from loravc.schema import build, parse_yaml, read_yaml
 
 BENCHMARKS = (
     "throughput",
@@ -39,7 +40,7 @@ def base_parser(doc: str) -> argparse.ArgumentParser:
 
 def require_base(base: Path) -> None:
     """A UserError saying how to make one unless `base` holds a model's config.json."""
-    from loravc.errors import UserError
+    from loravc.core.errors import UserError
 
     if not (base / "config.json").is_file():
         raise UserError(f"{base}/config.json not found: run `dvc repro base`, or pass --base DIR")
@@ -145,7 +146,7 @@ def commit(repo: Path, path: str, message: str, tag: str | None = None) -> None:
 
 
 def at_least_one(value: int, option: str) -> None:
-    from loravc.errors import UserError
+    from loravc.core.errors import UserError
 
     if value < 1:
         raise UserError(f"{option} must be at least 1, got {value}")
@@ -218,20 +219,19 @@ class AdapterWriter:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        from loravc.params import LoraParams
-        from loravc.training import lora_config
+        from loravc.train.lora import LoraParams, lora_config
 
         torch.manual_seed(0)
         self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
         self.tokenizer = AutoTokenizer.from_pretrained(base)
-        self.lora = lora_config(lora or LoraParams(r=8))  # a loravc.params.LoraParams
+        self.lora = lora_config(lora or LoraParams(r=8))  # a loravc.train.lora.LoraParams
         self.base = base
 
     def write(self, out: Path, seed: int) -> Path:
         import torch
         from peft import get_peft_model
 
-        from loravc import metadata
+        from loravc.core import metadata
 
         peft_model = get_peft_model(self.model, self.lora)
         generator = torch.Generator().manual_seed(seed)

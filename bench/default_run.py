@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import params_changes, report_machine, table, write_json
-from loravc.errors import UserError, run_main
-from loravc.project import dvc_cmd, merge_params, project_repo, smoke_params, tool_env
+from bench.project import merge_params, project_repo, smoke_params
+from loravc.core.errors import UserError, run_main
+from loravc.core.tools import dvc_cmd, tool_env
 
 TARGET_SECONDS, TARGET_BYTES = 360, 4 * 10**9
 

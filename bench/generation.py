@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import at_least_one, base_parser, report_machine, require_base, table, timed, write_json
-from loravc.errors import UserError, run_main
-from loravc.project import ROOT
+from bench.project import ROOT
+from loravc.core.errors import UserError, run_main
 
 
 def main() -> None:
@@ -41,8 +41,9 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from loravc import data, labels
-    from loravc.evaluation import generate, generate_batched
+    from loravc.data import labels
+    from loravc.data import records as data
+    from loravc.evaluate.evaluation import generate, generate_batched
 
     records = data.read_jsonl(args.data)[: args.records]
     tokenizer = AutoTokenizer.from_pretrained(args.base)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCHMARKS, at_least_one, report_machine, table, timed_sh, write_json
-from loravc.errors import UserError, run_main
-from loravc.project import ROOT, dvc_cmd, git, project_repo, run, update_params
+from bench.project import ROOT, git, project_repo, run, update_params
+from loravc.core.errors import UserError, run_main
+from loravc.core.tools import dvc_cmd
 
 TARGETS = {"repro": 1.5, "exp_show": 3.0, "help": 1.0}
 
@@ -40,7 +41,7 @@ def timed_runs(cmd: list[str], cwd: Path, repeat: int, warm: bool) -> tuple[floa
 
 def stage_outputs(repo: Path) -> list[str]:
     """Every out, metric and plot path of dvc.yaml."""
-    from loravc.schema import read_yaml
+    from loravc.core.schema import read_yaml
 
     paths = []
     for stage in read_yaml(repo / "dvc.yaml")["stages"].values():

@@ -48,9 +48,10 @@ from bench.common import (
     tree_bytes,
     write_json,
 )
-from loravc.base_model import sha256_directory
-from loravc.errors import UserError, run_main
-from loravc.project import dvc_cmd, git, init_repo, run
+from bench.project import git, init_repo, run
+from loravc.base.model import sha256_directory
+from loravc.core.errors import UserError, run_main
+from loravc.core.tools import dvc_cmd
 
 RECOMMENDED = "reflink,hardlink,symlink,copy"
 
@@ -61,7 +62,7 @@ def _timed(cmd: list[str], cwd: Path) -> float:
 
 
 def models_digest(repo: Path) -> str:
-    """What models/base and models/adapter hold: loravc.base_model.sha256_directory of each (files streamed)."""
+    """What models/base and models/adapter hold: loravc.base.model.sha256_directory of each (files streamed)."""
     return "+".join(sha256_directory(repo / "models" / part) for part in ("base", "adapter"))
 
 

@@ -30,11 +30,10 @@ from bench.common import (
     tree_bytes,
     write_json,
 )
-from loravc.errors import UserError, run_main
-from loravc.params import LoraParams
-from loravc.preflight import check_lora_keys
-from loravc.project import ROOT
-from loravc.schema import build
+from bench.project import ROOT
+from loravc.core.errors import UserError, run_main
+from loravc.core.schema import build
+from loravc.train.lora import LoraParams, check_lora_keys
 
 TARGET = 0.005  # of the base's bytes, per version
 

@@ -6,7 +6,7 @@ slows both alike. Tokens are TRL's own count (`num_tokens`: non-padding tokens);
 `--warmup` steps of each run are left out, the rest is wall time between step ends (data loading,
 forward, backward, optimizer step and logging all included).
 
-- project:  loravc.training.sft_config + lora_config from params.yaml (train section, with the
+- project:  loravc.train.training.sft_config + lora_config from params.yaml (train section, with the
             profile for the device: `train.profile`), i.e. exactly what `dvc repro train` uses.
 - tutorial: TRL's SFTTrainer defaults (activation checkpointing on, bf16=True) as they run on the
             device: bf16 autocast on a GPU with bf16, and on a CPU with AMX or AVX512-BF16 (given
@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import SHRINK, base_parser, describe, machine, require_base, table, write_json
-from loravc.errors import UserError, run_main
-from loravc.project import ROOT
+from bench.project import ROOT
+from loravc.core.errors import UserError, run_main
 
 TUTORIAL_LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1}
 TUTORIAL_FP32 = "tutorial-fp32"  # the tutorial in fp32 also where the CPU has bf16 (the definition before 2026-11-29)
@@ -86,8 +86,8 @@ def parse_variant(text: str) -> Recipe:
     if not name or not isinstance(extra, dict) or set(extra) - {"trainer", "lora", "model", "once", "quantization"}:
         raise UserError(f"--variant {text!r}: use NAME=JSON with keys trainer, lora, model, once, quantization")
     if "quantization" in extra:  # train.quantization's keys, checked as params.yaml's are; no bits: none
-        from loravc.params import QuantizationParams
-        from loravc.schema import build
+        from loravc.core.quantization import QuantizationParams
+        from loravc.core.schema import build
 
         try:
             bits = build(QuantizationParams, extra["quantization"], "quantization").bits
@@ -98,10 +98,11 @@ def parse_variant(text: str) -> Recipe:
 
 
 def load_records(path: Path, tokenizer: Any, count: int | None) -> Any:
-    """The data as TRL tokenizes it for training (loravc.labels), cycled to `count` records; tokenized once."""
+    """The data as TRL tokenizes it for training (loravc.data.labels), cycled to `count` records; tokenized once."""
     from datasets import Dataset
 
-    from loravc import data, labels
+    from loravc.data import labels
+    from loravc.data import records as data
 
     records = data.read_jsonl(path)
     plan = labels.loss_plan(data.record_shape(records[0]), tokenizer)
@@ -115,7 +116,7 @@ def build_model(setup: Setup, recipe: Recipe) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from loravc.training import model_options
+    from loravc.train.training import model_options
 
     options: dict[str, Any] = {"dtype": torch.float32}
     if recipe.kind == "project":  # the base dtype and attention the train stage loads for this device's profile
@@ -139,8 +140,8 @@ def quantized_model(setup: Setup, recipe: Recipe, dtype: Any, options: dict[str,
     """The base loaded k-bit as the train stage loads it for train.quantization (random weights: saved first)."""
     from transformers import AutoModelForCausalLM
 
-    from loravc import quantization
-    from loravc.params import QuantizationParams
+    from loravc.core import quantization
+    from loravc.core.quantization import QuantizationParams
 
     q = QuantizationParams(**recipe.quantization)
     quantization.check_available(q, setup.device, key=f"--variant {recipe.name}: quantization.bits")
@@ -171,8 +172,9 @@ def configs(setup: Setup, recipe: Recipe, out: Path) -> tuple[Any, Any]:
     from peft import LoraConfig
     from trl import SFTConfig
 
-    from loravc.devices import bf16_supported
-    from loravc.training import lora_config, sft_config
+    from loravc.core.devices import bf16_supported
+    from loravc.train.lora import lora_config
+    from loravc.train.training import sft_config
 
     shared = {
         "max_steps": setup.steps,
@@ -244,7 +246,7 @@ def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str,
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    from loravc.training import adapter_dtype, cast_adapter
+    from loravc.train.training import adapter_dtype, cast_adapter
 
     model = build_model(setup, recipe)
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as out:
@@ -395,7 +397,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from loravc.devices import cpu_bf16, resolve_device
+    from loravc.core.devices import cpu_bf16, resolve_device
     from loravc.params import load_params
 
     hf_logging.set_verbosity_error()
@@ -403,8 +405,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from loravc.devices import keep_freed_memory
-    from loravc.training import keeps_freed_memory
+    from loravc.core.devices import keep_freed_memory
+    from loravc.train.training import keeps_freed_memory
 
     require_base(args.base)
     params = load_params(args.params)

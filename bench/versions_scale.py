@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import at_least_one, report_machine, table, timed_sh, write_json
-from loravc.errors import run_main
-from loravc.pins import load_yaml12, parse_pins
-from loravc.project import ROOT, git, init_repo, run
+from bench.project import ROOT, git, init_repo, run
+from loravc.core.errors import run_main
+from loravc.versions.pins import load_yaml12, parse_pins
 
 TARGETS = {"list, cold": 10.0, "list, warm": 2.0, "show": 1.0, "compare": 1.0}
 FIXTURE = ROOT / "tests" / "fixtures" / "metadata" / "71d2886e3dad32e63d883e1598928430.json"  # a real version's

@@ -1,5 +1,5 @@
 """`python -m loravc` is the `loravc` command."""
 
-from loravc.cli import run
+from loravc.cli.main import run
 
 run()

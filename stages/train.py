@@ -4,14 +4,14 @@ Writes the version directory (adapter_model.safetensors, adapter_config.json, to
 files, metadata.json) and dvclive metrics and plots. Saves a checkpoint after each epoch; a
 run that was killed resumes from the newest checkpoint made with the same params, data and
 base (any other is discarded, with a message). With train.processes above 1 it runs itself
-again under `accelerate launch` (loravc.launch). Its output ends with (the default run's figures: README):
+again under `accelerate launch` (loravc.train.launch). Its output ends with (the default run's figures: README):
     train: v_<UTC time>_<6 hex> r=<rank>, <steps> steps, train loss <loss>, validation loss <loss> -> models/adapter
 """
 
 import sys
 
-from loravc.errors import run_main
-from loravc.stage import arguments
+from loravc.core.errors import run_main
+from loravc.core.stage import arguments
 
 
 def main() -> None:
@@ -26,13 +26,14 @@ def main() -> None:
         {"checkpoints": "directory for per-epoch checkpoints (default: a temporary one)"},
     )
 
-    from loravc import launch
-    from loravc.params import load_params
-    from loravc.training import train
+    from loravc.core.params import load_sections
+    from loravc.train import launch
+    from loravc.train.params import TrainParams
+    from loravc.train.training import train
 
-    params = load_params(args.params)
-    if params.train.processes > 1 and not launch.launched():
-        launch.relaunch(params.train.processes, params.train.device, "stages.train", sys.argv[1:])
+    params = load_sections(args.params, train=TrainParams).train
+    if params.processes > 1 and not launch.launched():
+        launch.relaunch(params.processes, params.device, "stages.train", sys.argv[1:])
         return
     meta = train(params, args.base, args.data, args.out, args.live, args.checkpoints)
     if launch.is_main_process():

@@ -9,19 +9,33 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loravc.labels import SMOLLM2_CHATML
-
 # The project scaffolding the benchmarks use too; test modules import ROOT, run, git, update_params from here.
-from loravc.project import QUIET_ENV, ROOT, dvc_cmd, git, project_repo, run, smoke_params, update_params
+from bench.project import ROOT, git, project_repo, run, smoke_params, update_params
+from loravc.core.tools import QUIET_ENV, dvc_cmd
+from loravc.data.labels import SMOLLM2_CHATML
 
 RAW = ROOT / "data" / "raw" / "pydoc_topics.jsonl"
 
 os.environ.update(QUIET_ENV)  # for what the tests run in-process (DVC's API, loravc) as for their subprocesses
+
+# Every pipeline stage the session runs records the project modules it loaded (tests/stage_imports), and
+# test_stage_imports, run last, checks them against that stage's deps in dvc.yaml.
+STAGE_IMPORTS = Path(tempfile.mkdtemp(prefix="loravc-stage-imports-"))
+os.environ["LORAVC_STAGE_IMPORTS"] = str(STAGE_IMPORTS)
+RECORDER = ROOT / "tests" / "stage_imports"  # its sitecustomize.py
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RECORDER), os.environ.get("PYTHONPATH")]))
+LAST = "tests/test_stage_imports.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The stage-imports check runs after every other test, so that it sees every pipeline run they made."""
+    items.sort(key=lambda item: item.nodeid.startswith(LAST))
 
 CHAT_TEMPLATE = SMOLLM2_CHATML  # the shipped base's template family, so chat data trains as on SmolLM2
 
@@ -64,8 +78,9 @@ def build_tiny_model(out_dir: Path, texts: list[str], hidden: int = 16) -> Path:
 
 @pytest.fixture(params=["avx512_bf16", None], ids=["native-bf16-cpu", "emulated-bf16-cpu"])
 def cpu_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
-    """This CPU as one with AVX512-BF16, then as one without (AVX2 only): what loravc.devices.cpu_bf16 says."""
-    from loravc import devices, training
+    """This CPU as one with AVX512-BF16, then as one without (AVX2 only): what loravc.core.devices.cpu_bf16 says."""
+    from loravc.core import devices
+    from loravc.train import training
 
     monkeypatch.setattr(devices, "cpu_bf16", lambda: request.param)
     monkeypatch.setattr(training, "cpu_bf16", lambda: request.param)
@@ -173,8 +188,8 @@ def versions_repo(tmp_path_factory: pytest.TempPathFactory, built_repo_template:
     to prod; the experiment `rank-two` (`dvc exp run -S train.lora.r=2`), whose results stay in the
     workspace. Every commit's outputs are pushed to a local DVC remote, so clones can fetch them.
     """
-    from loravc.registry import promote, register
-    from loravc.versions import Versions
+    from loravc.versions.catalogue import Versions
+    from loravc.versions.registry import promote, register
 
     root = tmp_path_factory.mktemp("versions")
     repo = root / "repo"

@@ -1,10 +1,10 @@
-"""loravc.attention: a packed row attended one example at a time equals transformers' sdpa over the row."""
+"""loravc.train.attention: a packed row attended one example at a time equals transformers' sdpa over the row."""
 
 from pathlib import Path
 
 import pytest
 
-from loravc import attention
+from loravc.train import attention
 
 
 def _models(tiny_model_dir: Path) -> tuple:

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from loravc import base_model
-from loravc.base_model import materialize, read_identity
-from loravc.errors import UserError
-from loravc.params import BaseParams
+from loravc.base import model as base_model
+from loravc.base.model import materialize
+from loravc.base.params import BaseParams
+from loravc.core.base_files import read_identity
+from loravc.core.errors import UserError
 from tests.conftest import dvc, make_repo
 
 

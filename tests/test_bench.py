@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from bench.common import BENCHMARKS
+from bench.project import ROOT, run
 from bench.throughput import parse_variant
-from loravc.errors import UserError
+from loravc.core.errors import UserError
+from loravc.core.schema import read_yaml
+from loravc.core.tools import dvc_cmd
 from loravc.params import load_params
-from loravc.project import ROOT, dvc_cmd, run
-from loravc.schema import read_yaml
 from tests.conftest import UP_TO_DATE, needs_bitsandbytes
 
 

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from loravc.card import EMBEDDED, HUB, LOCAL, base_kind, license_of, version_card
-from loravc.cli import main, run
-from loravc.metadata import VersionMetadata
-from loravc.pins import Out, Pins
-from loravc.versions import Version, Versions
+from loravc.cli.main import main, run
+from loravc.core.metadata import VersionMetadata
+from loravc.export.card import version_card
+from loravc.train.card import EMBEDDED, HUB, LOCAL, base_kind, license_of
+from loravc.versions.catalogue import Version, Versions
+from loravc.versions.pins import Out, Pins
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metadata"
 DEFAULT = FIXTURES / "1faeab047d26d2701e5585381d7d3784.json"  # v_20261129_033041_6aa896, the default pipeline

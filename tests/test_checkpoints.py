@@ -2,8 +2,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from loravc import checkpoints
-from loravc.params import LoraParams, TrainParams
+from loravc.train import checkpoints
+from loravc.train.lora import LoraParams
+from loravc.train.params import TrainParams
 
 BASE = {"id": "tiny", "weights_sha256": {"model.safetensors": "ab" * 32}}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from loravc.cli import main, parser, run
-from loravc.use import load_version
+from loravc.cli.main import main, parser, run
+from loravc.export.use import load_version
 from tests.conftest import ROOT, greedy_ids, sha256_tree
 
 VERBS = ("list", "show", "compare", "export", "card", "merge", "generate", "verify", "plots", "register", "promote")
@@ -35,7 +35,7 @@ def fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 def test_console_script_and_module_entry_points() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"loravc": "loravc.cli:run"}
+    assert scripts == {"loravc": "loravc.cli.main:run"}
     result = subprocess.run([sys.executable, "-m", "loravc", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and all(verb in result.stdout for verb in VERBS)
 
@@ -51,7 +51,7 @@ def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture[str]) -> N
 def test_list_show_compare_and_help_do_not_import_torch(versions_repo: dict) -> None:
     script = f"""
 import json, sys, contextlib, io
-from loravc.cli import main
+from loravc.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()):
     try:
         main(["--help"])

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from loravc import data
-from loravc.errors import UserError
+from loravc.core.errors import UserError
+from loravc.data import records as data
 
 ROOT = Path(__file__).resolve().parents[1]
 

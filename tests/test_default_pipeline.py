@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from loravc.labels import SMOLLM2_CHATML
+from loravc.data.labels import SMOLLM2_CHATML
 from loravc.params import load_params
 from tests.conftest import ROOT, lora_rank_from_weights
 

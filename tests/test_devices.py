@@ -1,11 +1,11 @@
-"""loravc.devices: one device chosen up front, and the CPU allocator setting of the train stage."""
+"""loravc.core.devices: one device chosen up front, and the CPU allocator setting of the train stage."""
 
 import ctypes
 
 import pytest
 
-from loravc import devices
-from loravc.errors import UserError
+from loravc.core import devices
+from loravc.core.errors import UserError
 
 
 def test_auto_is_a_present_device_and_a_missing_one_is_a_clear_error() -> None:

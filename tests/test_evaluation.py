@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from loravc import labels
-from loravc.errors import UserError
-from loravc.evaluation import generate, generate_batched, perplexity, questions, stop_token_ids, task_scores
+from loravc.core.errors import UserError
+from loravc.data import labels
+from loravc.evaluate.evaluation import generate, generate_batched, perplexity, questions, stop_token_ids, task_scores
 from tests.conftest import greedy_ids
 
 TEXT_PLAN = labels.LossPlan(labels.ALL)
@@ -150,7 +150,7 @@ def test_a_test_split_without_any_reference_is_refused(model_and_tokenizer: tupl
 def test_summary_text_shows_every_score_of_a_version() -> None:
     from types import SimpleNamespace
 
-    from loravc.evaluation import summary_text
+    from loravc.evaluate.evaluation import summary_text
 
     meta = SimpleNamespace(
         version_id="v_20261129_000000_abcdef",

@@ -195,7 +195,7 @@ def test_queued_sweep_runs_each_rank_and_the_best_is_promoted(repo: Path) -> Non
     sweep = {n: e for n, e in experiments(repo).items() if n not in before}
     assert sorted(e["params"]["lora"]["r"] for e in sweep.values()) == [2, 16]
     # two workers that may finish in the same second still give two version ids, each with its random part
-    from loravc.versions import Versions
+    from loravc.versions.catalogue import Versions
 
     with Versions(repo) as versions:
         ids = [v.version_id for v in versions.all if set(v.names("experiment")) & set(sweep)]

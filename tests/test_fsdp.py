@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from loravc.params import load_params
-from loravc.training import train
+from loravc.train.training import train
 from tests.conftest import ran_stages, run, update_params
 
 CPU_FSDP = Path(__file__).parent / "cpu_fsdp"
@@ -128,7 +128,7 @@ def test_an_fsdp_config_that_accelerate_runs_as_ddp_is_said_and_recorded(
     import torch
     from accelerate.utils import DistributedType
 
-    from loravc.launch import engine
+    from loravc.train.launch import engine
 
     def accelerator(kind: DistributedType, processes: int = 2, main: bool = True) -> SimpleNamespace:
         return SimpleNamespace(

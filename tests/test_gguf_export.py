@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from loravc import gguf_export
-from loravc.errors import UserError
+from loravc.core.errors import UserError
+from loravc.export import gguf as gguf_export
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = "The assert statement is a convenient way to insert debugging assertions into a program."
@@ -83,7 +83,7 @@ def fields(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @SLOW
 def test_merged_gguf_matches_llama_cpps_smollm2_gguf_but_for_the_dtype(smollm2: dict[str, Any]) -> None:
-    from loravc.base_model import embedded_gguf
+    from loravc.base.model import embedded_gguf
 
     ours, our_tensors = fields(write_merged(smollm2, "f16"))
     theirs, their_tensors = fields(embedded_gguf())
@@ -169,7 +169,7 @@ def test_lora_gguf_applied_to_the_base_gguf_gives_the_merged_tensors(smollm2: di
     assert checked == 120
 
     # q/k permutation and layout against llama.cpp's own file: the base weights are the Q4_1 file's, dequantized
-    from loravc.base_model import embedded_gguf
+    from loravc.base.model import embedded_gguf
 
     theirs = {t.name: t for t in gguf.GGUFReader(embedded_gguf()).tensors}
     for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.29.attn_q.weight", "blk.29.attn_k.weight"):
@@ -211,7 +211,7 @@ def test_what_the_writer_does_not_support_is_refused() -> None:
 
 
 def test_modelfile_translates_chatml_to_ollamas_go_template() -> None:
-    from loravc.labels import SMOLLM2_CHATML
+    from loravc.data.labels import SMOLLM2_CHATML
 
     chat = gguf_export.modelfile("model.f16.gguf", chat=True, chat_template=SMOLLM2_CHATML, eos="<|im_end|>")
     assert chat.splitlines()[0] == "FROM ./model.f16.gguf"
@@ -242,14 +242,14 @@ def loravc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def main(args: list[str]) -> None:
-    from loravc.cli import main as cli_main
+    from loravc.cli.main import main as cli_main
 
     cli_main(args)
 
 
 def refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """The one `error:` line `loravc` prints for arguments it refuses (exit 2), run in this process."""
-    from loravc.cli import run
+    from loravc.cli.main import run
 
     with pytest.raises(SystemExit) as stopped:
         run(list(args))

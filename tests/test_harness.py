@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from loravc import harness
-from loravc.errors import UserError
+from loravc.core.errors import UserError
+from loravc.evaluate import harness
 
 DOCS = [
     {"question": "2 plus 2", "choices": ["4", "5"], "answer": 0},

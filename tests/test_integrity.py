@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from loravc.cli import run
-from loravc.metadata import METADATA_FILE
-from loravc.versions import Versions
+from loravc.cli.main import run
+from loravc.core.metadata import METADATA_FILE
+from loravc.versions.catalogue import Versions
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from transformers import AutoTokenizer
 from trl.chat_template_utils import has_generation_markers
 
-from loravc import labels
-from loravc.errors import UserError
+from loravc.core.errors import UserError
+from loravc.data import labels
 
 SYSTEM = {"role": "system", "content": "Answer in one word."}
 TWO_TURNS = [
@@ -75,8 +75,9 @@ def test_training_sees_the_same_tokens_and_mask(tok, tiny_model_dir: Path, tmp_p
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    from loravc.params import TrainParams
-    from loravc.training import lora_config, sft_config
+    from loravc.train.lora import lora_config
+    from loravc.train.params import TrainParams
+    from loravc.train.training import sft_config
 
     chat_pc = {"prompt": [SYSTEM, TWO_TURNS[0]], "completion": [TWO_TURNS[1]]}
     cases = {

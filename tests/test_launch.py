@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from loravc import launch
-from loravc.errors import UserError
-from loravc.params import TrainParams
+from loravc.core.errors import UserError
+from loravc.train import launch
+from loravc.train.params import TrainParams
 
 ARGS = ["--base", "models/base", "--data", "data/prepared", "--out", "models/adapter", "--live", "dvclive/train"]
 

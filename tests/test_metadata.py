@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from loravc.cache import DvcCache
-from loravc.errors import UserError
-from loravc.gitrepo import GitRepo
-from loravc.metadata import METADATA_FILE, SCHEMA_VERSION, VersionMetadata, read_metadata, write_metadata
-from loravc.pins import Out, parse_pins
-from loravc.schema import parse_yaml
+from loravc.core.errors import UserError
+from loravc.core.metadata import METADATA_FILE, SCHEMA_VERSION, VersionMetadata, read_metadata, write_metadata
+from loravc.core.schema import parse_yaml
+from loravc.versions.cache import DvcCache
+from loravc.versions.gitrepo import GitRepo
+from loravc.versions.pins import Out, parse_pins
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,7 +186,7 @@ def test_new_version_ids_carry_a_random_suffix_from_an_injectable_source(monkeyp
     import secrets
     from datetime import UTC, datetime, timedelta, timezone
 
-    from loravc.metadata import VERSION_ID_RE, version_id
+    from loravc.core.metadata import VERSION_ID_RE, version_id
 
     now = datetime(2026, 11, 26, 8, 57, 15, tzinfo=UTC)
     assert version_id(now, suffix="a1b2c3") == "v_20261126_085715_a1b2c3"
@@ -233,7 +233,7 @@ stages:
 @pytest.fixture
 def code_repo(tmp_path: Path) -> Path:
     """A git repository whose dvc.yaml names stages/train.py and lib/model.py as the train stage's code; one commit."""
-    from loravc.project import git
+    from bench.project import git
 
     repo = tmp_path / "code"
     files = {
@@ -255,8 +255,8 @@ def code_repo(tmp_path: Path) -> Path:
 
 
 def test_code_is_clean_at_head_and_names_no_files(code_repo: Path) -> None:
-    from loravc.metadata import git_revision
-    from loravc.project import git
+    from bench.project import git
+    from loravc.core.metadata import git_revision
 
     code = git_revision(code_repo)
     assert code.commit == git(code_repo, "rev-parse", "HEAD") and len(code.commit) == 40
@@ -264,7 +264,7 @@ def test_code_is_clean_at_head_and_names_no_files(code_repo: Path) -> None:
 
 
 def test_what_every_dvc_run_changes_does_not_make_the_code_dirty(code_repo: Path) -> None:
-    from loravc.metadata import git_revision
+    from loravc.core.metadata import git_revision
 
     (code_repo / "params.yaml").write_text("train:\n  lora:\n    r: 8\n", encoding="utf-8")  # dvc exp run -S
     (code_repo / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
@@ -277,8 +277,8 @@ def test_what_every_dvc_run_changes_does_not_make_the_code_dirty(code_repo: Path
 
 
 def test_an_edited_staged_deleted_or_new_train_code_file_is_dirty_and_named(code_repo: Path) -> None:
-    from loravc.metadata import git_revision
-    from loravc.project import git
+    from bench.project import git
+    from loravc.core.metadata import git_revision
 
     (code_repo / "lib/model.py").write_text("R = 8\n", encoding="utf-8")
     code = git_revision(code_repo)
@@ -295,14 +295,14 @@ def test_an_edited_staged_deleted_or_new_train_code_file_is_dirty_and_named(code
 
 
 def test_git_revision_from_a_subdirectory_reads_the_root_dvc_yaml(code_repo: Path) -> None:
-    from loravc.metadata import git_revision
+    from loravc.core.metadata import git_revision
 
     (code_repo / "lib/model.py").write_text("R = 8\n", encoding="utf-8")
     assert git_revision(code_repo / "stages").extra["dirty_files"] == ["lib/model.py"]
 
 
 def test_outside_a_git_repository_commit_and_dirty_are_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from loravc.metadata import CodeRecord, git_revision
+    from loravc.core.metadata import CodeRecord, git_revision
 
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # a tmp_path inside some repo stays outside it
     (tmp_path / "dvc.yaml").write_text(TRAIN_DVC_YAML, encoding="utf-8")
@@ -310,7 +310,7 @@ def test_outside_a_git_repository_commit_and_dirty_are_unknown(tmp_path: Path, m
 
 
 def test_dirty_files_round_trip_through_metadata_json(code_repo: Path) -> None:
-    from loravc.metadata import git_revision
+    from loravc.core.metadata import git_revision
 
     (code_repo / "lib/model.py").write_text("R = 8\n", encoding="utf-8")
     meta = VersionMetadata.from_dict(CURRENT)

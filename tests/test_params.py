@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from loravc.errors import UserError
-from loravc.params import TRAINER_DEFAULTS, Params, load_params
-from loravc.schema import flatten, read_yaml
+from loravc.core.errors import UserError
+from loravc.core.schema import flatten, read_yaml
+from loravc.params import Params, load_params
+from loravc.train.params import TRAINER_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +86,7 @@ def test_other_lora_keys_are_peft_options(tmp_path: Path) -> None:
     lora = load_params(write(tmp_path, text)).train.lora
     assert lora.target_modules == "all-linear" and lora.r == 4
     assert lora.options == {"use_dora": True, "modules_to_save": ["lm_head"]}
-    from loravc.training import lora_config
+    from loravc.train.lora import lora_config
 
     config = lora_config(lora)
     assert config.use_dora and config.modules_to_save == ["lm_head"] and config.target_modules == "all-linear"
@@ -118,7 +119,7 @@ def test_other_lora_keys_are_peft_options(tmp_path: Path) -> None:
 def test_peft_options_are_checked_against_peft_before_any_model_loads(tmp_path: Path, text: str, message: str) -> None:
     """Keys and types against peft.LoraConfig: preflight (train) and `loravc tune` run it; loading params does not
     import PEFT."""
-    from loravc.preflight import check_lora_keys
+    from loravc.train.lora import check_lora_keys
 
     lora = load_params(write(tmp_path, text)).train.lora
     with pytest.raises(UserError) as err:

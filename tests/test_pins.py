@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from loravc import versions as versions_module
-from loravc.pins import load_yaml12, parse_pins, pins_from_dict, pins_to_dict
-from loravc.schema import parse_yaml
+from loravc.core.schema import parse_yaml
+from loravc.versions import catalogue as versions_module
+from loravc.versions.pins import load_yaml12, parse_pins, pins_from_dict, pins_to_dict
 from tests.conftest import ROOT
 
 

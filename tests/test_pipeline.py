@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from loravc.evaluation import generate
-from loravc.labels import SMOLLM2_CHATML, chat_prompt
-from loravc.metadata import VERSION_ID_RE
-from loravc.use import load_version
+from loravc.core.metadata import VERSION_ID_RE
+from loravc.data.labels import SMOLLM2_CHATML, chat_prompt
+from loravc.evaluate.evaluation import generate
+from loravc.export.use import load_version
 from tests.conftest import UP_TO_DATE, dvc, git, lora_rank_from_weights, ran_stages, sha256_tree, update_params
 
 
@@ -82,7 +82,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Path, capsys) -> None:
     """A directory of chat data with a fixed test.jsonl, swapped in with one -S; editing it reruns prepare."""
-    from loravc.cli import main as loravc
+    from loravc.cli.main import main as loravc
 
     repo = built_repo
     train = [chat(f"What is {a} plus {b}?", f"{a + b}.") for a in range(6) for b in range(4)]
@@ -135,10 +135,10 @@ def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Pa
 def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo: Path, capsys, monkeypatch) -> None:
     """Chat data: evaluate answers every test prompt with base and tuned, scores them, records each answer;
     `dvc exp show` lists the scores, `loravc compare` pairs two versions' answers record by record."""
-    from loravc import harness
-    from loravc.cli import main as loravc
-    from loravc.scoring import METRICS, compare_answers, score
-    from loravc.versions import Versions
+    from loravc.cli.main import main as loravc
+    from loravc.evaluate import harness
+    from loravc.evaluate.scoring import METRICS, compare_answers, score
+    from loravc.versions.catalogue import Versions
 
     repo = built_repo
     write_jsonl(

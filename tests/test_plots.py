@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loravc.cli import main, run
-from loravc.plots import PALETTE
+from loravc.cli.main import main, run
+from loravc.report.plots import PALETTE
 from tests.conftest import dvc, git
 
 PURPLE = PALETTE[0]  # DVC's colour of the first revision, and `loravc plots`'s of the first version
@@ -210,7 +210,7 @@ def line_marks(svg: str) -> dict[tuple[str, str], tuple[str, str]]:
 
 
 def test_loravc_plots_overlays_versions_one_colour_each(versions_repo: dict, tmp_path: Path, capsys) -> None:
-    from loravc.versions import Versions
+    from loravc.versions.catalogue import Versions
 
     repo, refs = versions_repo["repo"], ["main~1", "main", "rank-two"]  # LoRA r=8, r=4 and r=2 on the tiny base
     with Versions(repo) as versions:
@@ -257,8 +257,8 @@ def test_loravc_plots_errors_are_one_line(built_repo: Path, capsys) -> None:
 
 
 def test_a_curve_file_that_is_not_step_loss_tsv_is_named() -> None:
-    from loravc.errors import UserError
-    from loravc.plots import read_curve
+    from loravc.core.errors import UserError
+    from loravc.report.plots import read_curve
 
     assert read_curve(b"step\tloss\n5\t4.25\n10\t2.5\n", "ok") == [(5.0, 4.25), (10.0, 2.5)]
     with pytest.raises(UserError, match=r"^dvclive/train/plots/metrics/loss.tsv at abc1234 is not a dvclive"):

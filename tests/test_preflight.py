@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from loravc import preflight
-from loravc.errors import UserError
-from loravc.params import PROFILES, RECIPE_KEYS, Params, Profile, TrainParams, load_params
-from loravc.preflight import check_steps, check_target_modules, check_trainer_types, planned_steps, trainer_settings
+from loravc.core.errors import UserError
+from loravc.params import Params, load_params
+from loravc.train import preflight
+from loravc.train.lora import check_target_modules
+from loravc.train.params import PROFILES, RECIPE_KEYS, Profile, TrainParams
+from loravc.train.preflight import check_steps, check_trainer_types, planned_steps, trainer_settings
 from tests.conftest import ROOT, run
 
 NUMERIC = ("learning_rate", "num_train_epochs", "weight_decay", "warmup_steps")  # floats in trl.SFTConfig
@@ -187,8 +189,7 @@ def test_targets_the_check_accepts_peft_accepts_too(tiny_model_dir: Path) -> Non
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from loravc.params import LoraParams
-    from loravc.training import lora_config
+    from loravc.train.lora import LoraParams, lora_config
 
     for targets, adapted in [
         (["q_proj", "self_attn.v_proj", "lm_head"], {"q_proj", "v_proj", "lm_head"}),

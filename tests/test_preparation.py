@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from loravc.errors import UserError
-from loravc.params import Params, PrepareParams, TrainParams
-from loravc.preparation import prepare, report
+from loravc.core.errors import UserError
+from loravc.params import Params
+from loravc.prepare.params import PrepareParams
+from loravc.prepare.preparation import prepare, report
+from loravc.train.params import TrainParams
 
 
 def params(max_length: int) -> Params:

@@ -1,4 +1,4 @@
-"""loravc.project: the scratch-project scaffolding the tests and the benchmarks share."""
+"""bench.project: the scratch-project scaffolding the tests and the benchmarks share."""
 
 import copy
 import os
@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from loravc import project
-from loravc.project import PROJECT_FILES, ROOT, copy_project_files, run, smoke_params, tool_env, update_params
-from loravc.schema import parse_yaml, read_yaml
+from bench import project
+from bench.project import PROJECT_FILES, ROOT, copy_project_files, run, smoke_params, update_params
+from loravc.core.schema import parse_yaml, read_yaml
+from loravc.core.tools import tool_env
 
 
 def merged(tree: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""loravc.quantization: bitsandbytes settings from train.quantization, and the CPU layout that must stay off."""
+"""loravc.core.quantization: bitsandbytes settings from train.quantization, and the CPU layout that must stay off."""
 
 from pathlib import Path
 
 import pytest
 
-from loravc import quantization
-from loravc.params import QuantizationParams
+from loravc.core import quantization
+from loravc.core.quantization import QuantizationParams
 from tests.conftest import build_tiny_model, needs_bitsandbytes
 
 
@@ -40,7 +40,7 @@ def test_an_evaluation_does_not_change_what_backward_reaches(tmp_path: Path) -> 
 def test_settings_follow_train_quantization(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from loravc import devices
+    from loravc.core import devices
 
     monkeypatch.setattr(devices, "bf16_supported", lambda device: device == "cuda")
     four = quantization.bnb_config(QuantizationParams(bits=4, quant_type="fp4", double_quant=False), "cpu")
@@ -94,7 +94,7 @@ def test_a_version_s_record_is_read_back(tmp_path: Path) -> None:
     ],
 )
 def test_a_damaged_record_names_the_file(tmp_path: Path, record: object, message: str) -> None:
-    from loravc.errors import UserError
+    from loravc.core.errors import UserError
 
     with pytest.raises(UserError, match=message) as err:
         quantization.recorded(with_quantization(tmp_path, record))

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from loravc.cli import main
-from loravc.errors import UserError
-from loravc.registry import promote, register
-from loravc.versions import Versions
+from loravc.cli.main import main
+from loravc.core.errors import UserError
+from loravc.versions.catalogue import Versions
+from loravc.versions.registry import promote, register
 from tests.conftest import git, run, sha256_tree
 
 

@@ -100,7 +100,7 @@ def test_local_remote_round_trip_in_a_fresh_clone(published: Published, tmp_path
 
     import torch
 
-    from loravc.evaluation import load_base_and_adapter
+    from loravc.evaluate.evaluation import load_base_and_adapter
 
     model, tokenizer = load_base_and_adapter(fresh / "models" / "base", adapter, "cpu")
     batch = tokenizer("The assert statement", return_tensors="pt")

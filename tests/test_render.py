@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from loravc import render
+from loravc.cli import render
 
 
 def row(rev: str, **values: Any) -> dict[str, Any]:

@@ -3,8 +3,8 @@ import statistics
 
 import pytest
 
-from loravc import scoring
-from loravc.errors import UserError
+from loravc.core.errors import UserError
+from loravc.evaluate import scoring
 
 
 def test_exact_match_ignores_case_and_whitespace_only() -> None:

@@ -7,24 +7,22 @@ from typing import Any
 
 import pytest
 
-from loravc import data
-from loravc.base_model import materialize, read_identity
-from loravc.devices import cpu_bf16
-from loravc.errors import UserError
-from loravc.evaluation import load_base_and_adapter, perplexity
-from loravc.inspection import lora_facts
-from loravc.metadata import SCHEMA_VERSION, VERSION_ID_RE
-from loravc.params import (
-    BaseParams,
-    EarlyStoppingParams,
-    LoraParams,
-    Params,
-    PrepareParams,
-    QuantizationParams,
-    TrainParams,
-)
-from loravc.preparation import prepare
-from loravc.training import lora_config, sft_config, train
+from loravc.base.model import materialize
+from loravc.base.params import BaseParams
+from loravc.core.base_files import read_identity
+from loravc.core.devices import cpu_bf16
+from loravc.core.errors import UserError
+from loravc.core.metadata import SCHEMA_VERSION, VERSION_ID_RE
+from loravc.core.quantization import QuantizationParams
+from loravc.data import records as data
+from loravc.evaluate.evaluation import load_base_and_adapter, perplexity
+from loravc.params import Params
+from loravc.prepare.params import PrepareParams
+from loravc.prepare.preparation import prepare
+from loravc.train.lora import LoraParams, lora_config
+from loravc.train.params import EarlyStoppingParams, TrainParams
+from loravc.train.training import sft_config, train
+from loravc.versions.inspection import lora_facts
 from tests.conftest import lora_rank_from_weights, needs_bitsandbytes
 
 
@@ -83,9 +81,9 @@ def prepare_dir(tmp_path: Path, rows: list[dict], base: Path) -> Path:
 def test_train_keeps_freed_memory_only_when_training_in_fp32(
     tmp_path: Path, prepared: tuple[Path, Path], cpu_kind: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """glibc keeps freed memory for fp32 steps; under bf16 autocast it fragments the heap (loravc.devices)."""
+    """glibc keeps freed memory for fp32 steps; under bf16 autocast it fragments the heap (loravc.core.devices)."""
 
-    from loravc import attention, training
+    from loravc.train import attention, training
 
     calls: list[bool] = []
     monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append(True) or True)
@@ -155,7 +153,7 @@ def test_bfloat16_lora_weights_are_saved_as_such_and_load_on_a_float32_base(
     assert meta.lora.dtype == "bfloat16" and lora_facts(tmp_path / "adapter")["dtypes"] == ["BF16"]
     from safetensors.torch import load_file
 
-    from loravc.inspection import _float_values
+    from loravc.versions.inspection import _float_values
 
     weights = tmp_path / "adapter" / "adapter_model.safetensors"
     for key, tensor in load_file(weights).items():  # bf16 read by numpy, as `show` reads DoRA magnitudes
@@ -207,7 +205,7 @@ def test_bad_train_params_stop_before_any_model_loads_or_checkpoint_is_discarded
 def test_a_resumed_run_counts_the_training_time_before_the_resume(
     tmp_path: Path, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loravc import checkpoints
+    from loravc.train import checkpoints
 
     base, prepared_dir = prepared
     trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 16}  # one step an epoch, a checkpoint each
@@ -237,7 +235,7 @@ def test_peft_options_train_and_load_end_to_end(tmp_path: Path, prepared: tuple[
     loaded on the base and merged with the logits check `loravc merge` applies."""
     import torch
 
-    from loravc.use import MERGE_TOLERANCE
+    from loravc.export.use import MERGE_TOLERANCE
 
     base, prepared_dir = prepared
     options = {"use_dora": True, "use_rslora": True, "modules_to_save": ["lm_head"]}
@@ -281,7 +279,7 @@ def test_pissa_and_olora_save_an_adapter_for_the_unchanged_base(
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from loravc.training import save_adapter, save_initial_adapter
+    from loravc.train.training import save_adapter, save_initial_adapter
 
     lora = LoraParams(r=4, target_modules=["q_proj", "v_proj"], options={"init_lora_weights": init})
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_config(lora))
@@ -364,7 +362,7 @@ def test_early_stopping_stops_and_keeps_the_best_evaluation(tmp_path: Path, prep
 def test_early_stopping_resumes_after_a_kill_with_its_count(
     tmp_path: Path, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loravc import checkpoints
+    from loravc.train import checkpoints
 
     base, prepared_dir = prepared
     params = early_stopping_params(save_total_limit=5)  # keep every step's checkpoint, not only the best and last
@@ -429,7 +427,7 @@ def test_qlora_trains_on_a_quantized_base_and_loads_it_the_same_way(
 
     bnb = needs_bitsandbytes()
 
-    from loravc.use import MERGE_TOLERANCE
+    from loravc.export.use import MERGE_TOLERANCE
 
     base, prepared_dir = prepared
     trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-2}
@@ -483,7 +481,7 @@ def test_a_run_with_peft_options_resumes_after_a_kill_to_the_same_adapter(
     """PiSSA decomposes the base again on the resumed run; the checkpoint's adapter must land on that, not twice."""
     from safetensors.torch import load_file
 
-    from loravc import checkpoints
+    from loravc.train import checkpoints
 
     base, prepared_dir = prepared
     trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 1.0e-2}

@@ -1,16 +1,17 @@
-"""train.profile: per-device speed settings (loravc.params.PROFILES), chosen by device, overridable."""
+"""train.profile: per-device speed settings (loravc.train.params.PROFILES), chosen by device, overridable."""
 
 import importlib.util
 from pathlib import Path
 
 import pytest
 
-from loravc import training
-from loravc.devices import bf16_supported
-from loravc.errors import UserError
-from loravc.params import TRAINER_DEFAULTS, LoraParams, TrainParams
-from loravc.schema import build
-from loravc.training import (
+from loravc.core.devices import bf16_supported
+from loravc.core.errors import UserError
+from loravc.core.schema import build
+from loravc.train import training
+from loravc.train.lora import LoraParams
+from loravc.train.params import TRAINER_DEFAULTS, TrainParams
+from loravc.train.training import (
     adapter_dtype,
     base_dtype,
     cast_adapter,
@@ -106,7 +107,7 @@ def test_train_trainer_overrides_the_profile(tmp_path: Path) -> None:
 
 
 def test_a_bad_batch_is_left_for_preflight_to_name() -> None:
-    from loravc.params import PROFILES, run_batch
+    from loravc.train.params import PROFILES, run_batch
 
     bad = {"per_device_train_batch_size": 0, "gradient_accumulation_steps": 1}
     assert run_batch(bad, PROFILES["gpu"]) == bad

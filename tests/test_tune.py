@@ -13,12 +13,12 @@ import optuna
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from loravc import pruning
-from loravc.errors import UserError
-from loravc.project import dvc_cmd, tool_env
-from loravc.schema import parse_yaml
-from loravc.tune import Options, Study, check, check_data_committed, experiments
-from loravc.tune import tune as tune_study
+from loravc.core.errors import UserError
+from loravc.core.schema import parse_yaml
+from loravc.core.tools import dvc_cmd, tool_env
+from loravc.train import pruning
+from loravc.tune.study import Options, Study, check, check_data_committed, experiments
+from loravc.tune.study import tune as tune_study
 from tests.conftest import ROOT, UP_TO_DATE, git, make_repo, run, update_params
 
 LR = "train.trainer.learning_rate"
@@ -299,7 +299,7 @@ def faked(study: Study, monkeypatch: pytest.MonkeyPatch, losses: dict[int, float
         return (f"{number:040x}", {"validation_loss": losses[number]}, {}) if number in losses else None
 
     monkeypatch.setattr(study, "_dvc_exp_run", run_trial)
-    monkeypatch.setattr("loravc.tune.experiment", found)
+    monkeypatch.setattr("loravc.tune.study.experiment", found)
     return ran
 
 
@@ -421,7 +421,7 @@ def test_processes_sharing_a_database_get_different_seeds(tmp_path: Path, monkey
 
 
 def test_a_git_lock_is_stale_only_when_nobody_holds_it(tmp_path: Path) -> None:
-    from loravc.tune import stale_lock
+    from loravc.tune.study import stale_lock
 
     lock = tmp_path / "index.lock"
     assert not stale_lock(lock, wait=0.2)  # none there

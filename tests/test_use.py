@@ -16,9 +16,9 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
-from loravc.errors import UserError
-from loravc.use import export, load_version
-from loravc.versions import Versions
+from loravc.core.errors import UserError
+from loravc.export.use import export, load_version
+from loravc.versions.catalogue import Versions
 from tests.conftest import sha256_tree
 
 PROBE = "When a class definition is executed,"

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 import torch
 
-from loravc.errors import UserError
-from loravc.inspection import compare, lora_facts
-from loravc.metadata import VersionMetadata
-from loravc.pins import Out, Pins
-from loravc.refs import Ref, check_ref
-from loravc.use import MERGE_TOLERANCE, export, load_version, merge
-from loravc.verify import verify
-from loravc.versions import Version, Versions
+from loravc.core.errors import UserError
+from loravc.core.metadata import VersionMetadata
+from loravc.export.use import MERGE_TOLERANCE, export, load_version, merge
+from loravc.versions.catalogue import Version, Versions
+from loravc.versions.inspection import compare, lora_facts
+from loravc.versions.pins import Out, Pins
+from loravc.versions.refs import Ref, check_ref
+from loravc.versions.verify import verify
 from tests.conftest import dvc, git, lora_rank_from_weights, sha256_tree
 
 
@@ -293,7 +293,7 @@ def test_a_version_id_names_one_version_and_several_matches_are_listed(versions_
 
 def test_two_committed_versions_with_the_same_old_style_id(versions_repo: dict, tmp_path: Path, capsys) -> None:
     """A repository where two commits pin adapters whose metadata.json share an id of the old scheme."""
-    from loravc.cli import run
+    from loravc.cli.main import run
 
     repo = tmp_path / "repo"
     shutil.copytree(versions_repo["repo"], repo, symlinks=True)  # its workspace holds the rank-two results
@@ -319,7 +319,7 @@ def test_two_committed_versions_with_the_same_old_style_id(versions_repo: dict, 
 
 
 def test_a_missing_file_whose_path_has_spaces_reads_as_absent(versions_repo: dict) -> None:
-    from loravc.gitrepo import GitRepo
+    from loravc.versions.gitrepo import GitRepo
 
     repo = GitRepo(versions_repo["repo"])
     found = repo.read_blobs(["HEAD:my metrics.json", "HEAD:dvc.yaml"])

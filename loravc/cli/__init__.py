@@ -1,0 +1,1 @@
+"""The `loravc` command: arguments and what each verb prints."""

@@ -1,0 +1,368 @@
+"""loravc: list, inspect, load, export, merge and register the model versions of this repository.
+
+A REF names one version: a git revision (97a8cef, HEAD~1), a branch or tag, a DVC experiment
+name, a version id (v_20261126_041912_1a2b3c) or a registry reference (lora-adapter@v1.2.0,
+lora-adapter#prod). Versions are read from git and DVC's cache (fetching from the DVC remote
+when needed); nothing is checked out and the workspace is left alone.
+
+examples:
+  loravc list
+  loravc compare lora-adapter#prod main
+  loravc generate main "The assert statement"
+  loravc register main --version v1.2.0 && loravc promote lora-adapter --version v1.2.0 --stage prod
+  loravc tune --trials 8
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from loravc.cli import render
+from loravc.core.errors import run_main
+from loravc.export.gguf import FORMATS as GGUF_FORMATS
+from loravc.export.gguf import TYPES as GGUF_TYPES
+from loravc.versions.verify import EVAL_TOLERANCE
+
+
+def _json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _device(text: str) -> str:
+    from loravc.core.errors import UserError
+    from loravc.core.params import check_device
+
+    try:
+        check_device(text, "--device")
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _quiet_loading() -> None:
+    """No weight-loading progress bars or library deprecation notices around a one-line answer."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own tqdm bar
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@contextmanager
+def _versions(args: argparse.Namespace) -> Iterator[Any]:
+    from loravc.versions.catalogue import Versions
+
+    with Versions(args.repo) as versions:
+        yield versions
+
+
+@contextmanager
+def _version(args: argparse.Namespace, ref: str) -> Iterator[tuple[Any, Any]]:
+    """(Versions, the Version that `ref` names), closed afterwards."""
+    with _versions(args) as versions:
+        yield versions, versions.resolve(ref)
+
+
+# --- verbs -----------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> None:
+    with _versions(args) as versions:
+        found = versions.all
+    rows = [v.row() for v in found]
+    if args.json:
+        _json(rows)
+        return
+    print(render.list_table(rows))
+    for line in render.list_warnings(rows):
+        print(line, file=sys.stderr)
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from loravc.versions.inspection import describe
+
+    with _version(args, args.ref) as (versions, version):
+        info = describe(versions, version)
+    _json(info) if args.json else print(render.show(info))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from loravc.versions.inspection import compare
+
+    with _versions(args) as versions:
+        result = compare(versions, versions.resolve(args.ref_a), versions.resolve(args.ref_b))
+    _json(result) if args.json else print(render.compare(result, args.ref_a, args.ref_b))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from loravc.core.errors import UserError
+    from loravc.export import gguf as gguf_export
+    from loravc.export.use import EXPORT_DIR, export
+
+    if args.format == "peft" and (args.base_only or args.type != "f16" or args.tokenizer_pre):
+        raise UserError("--type, --base-only and --tokenizer-pre go with --format gguf or gguf-lora")
+    with _version(args, args.ref) as (versions, version):
+        if args.format == "peft":
+            target = export(versions, version, args.dir)
+        else:
+            _quiet_loading()
+            kind = "base" if args.base_only else args.format
+            typed = "" if kind == "gguf-lora" else f"-{args.type}"  # a LoRA GGUF is F32
+            name = f"{version.version_id or version.short}-{kind}{typed}"
+            target = args.dir or versions.root / EXPORT_DIR / name
+            record = gguf_export.export(
+                versions, version, target, fmt=args.format, quant=args.type, base_only=args.base_only,
+                pre=args.tokenizer_pre,
+            )  # fmt: skip
+            print(render.gguf_exported(record))
+    print(f"exported {version.version_id} ({version.short}) -> {target}")
+
+
+def cmd_card(args: argparse.Namespace) -> None:
+    from loravc.export.card import version_card
+
+    with _version(args, args.ref) as (_, version):
+        print(version_card(version), end="")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from loravc.export.use import merge
+
+    _quiet_loading()
+    with _version(args, args.ref) as (versions, version):
+        print(render.merged(merge(versions, version, args.dir, device=args.device), str(args.dir)))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from loravc.export.use import generate
+
+    _quiet_loading()
+    with _version(args, args.ref) as (versions, version):
+        chat, text = generate(versions, version, args.prompt, args.max_new_tokens, device=args.device, raw=args.raw)
+    print(text if chat else args.prompt + text)  # a chat reply alone; a raw prompt with its continuation
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from loravc.core.errors import UserError
+    from loravc.versions.verify import check_cache_report, verify, verify_cache
+
+    if args.all:
+        if args.ref is not None or args.eval:
+            raise UserError("verify --all checks every version's files by hash: give no REF and no --eval")
+        with _versions(args) as versions:
+            report = verify_cache(versions)
+        _json(report) if args.json else print(render.verify_cache(report))
+        check_cache_report(report)
+        return
+    if args.ref is None:
+        raise UserError("verify needs a REF (a version to check end to end) or --all (every version's files)")
+    _quiet_loading()
+    with _version(args, args.ref) as (versions, version):
+        report = verify(versions, version, evaluate=args.eval, device=args.device, tolerance=args.tolerance)
+    _json(report) if args.json else print(render.verify(report))
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it, else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def cmd_plots(args: argparse.Namespace) -> None:
+    from loravc.core.errors import UserError
+    from loravc.report import plots
+
+    if args.template:
+        if args.refs or args.output:
+            raise UserError("plots --template writes the offline page template only: give no REF or -o with it")
+        path = plots.write_page_template(args.repo)
+        print(f"wrote {_shown(path)}, named in .dvc/config.local: `dvc plots show` and `dvc plots diff` draw offline")
+        return
+    if not args.refs:
+        raise UserError("plots needs the REFs of the versions to draw (or --template for offline `dvc plots` pages)")
+    with _versions(args) as versions:
+        out = args.output or versions.root / "dvc_plots" / "versions-loss.png"
+        drawn = plots.draw_versions(versions, args.refs, out)
+    print(f"wrote {_shown(out)}: training and validation loss of {', '.join(v.label for v in drawn)}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from loravc.tune.study import Options, tune
+
+    options = Options(trials=args.trials, timeout=args.timeout, push=args.push, copy_paths=tuple(args.copy_paths))
+    try:
+        tune(args.repo, options, say=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the running trial was stopped and queued again
+        print("loravc tune: interrupted; rerun it to continue the study", file=sys.stderr)
+        sys.exit(130)
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    from loravc.versions.registry import register
+
+    with _versions(args) as versions:
+        tag, version = register(versions, args.ref, args.version, args.name, args.message, args.push)
+    print(f"registered {tag} -> {version.short} ({version.version_id})")
+    if not args.push:
+        print(f"share it: git push origin {tag}")
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from loravc.versions.registry import promote
+
+    with _versions(args) as versions:
+        tag = promote(versions, args.name, args.version, args.stage, args.message, args.push)
+    if tag is None:
+        print(f"{args.name} {args.version} already is the {args.stage} version: nothing to do")
+        return
+    print(f"promoted {args.name} {args.version} to {args.stage} (tag {tag})")
+    if not args.push:
+        print(f"share it: git push origin '{tag}'")
+
+
+# --- arguments -------------------------------------------------------------------------------------
+REF_HELP = "version: revision, branch, tag, experiment, v_<id>, name@vX.Y.Z or name#stage"
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="loravc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    top.add_argument("-C", "--repo", type=Path, default=Path("."), help="repository directory (default: .)")
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=func)
+        return sub
+
+    def device(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+
+    sub = verb("list", "every version on branches, tags and experiment refs, newest first", cmd_list)
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub = verb("show", "metadata, metrics, params and LoRA facts of one version", cmd_show)
+    sub.add_argument("ref", metavar="REF", help=REF_HELP)
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub = verb("compare", "params, metrics and LoRA facts (read from the weights) of two versions", cmd_compare)
+    sub.add_argument("ref_a", metavar="REF_A", help=REF_HELP)
+    sub.add_argument("ref_b", metavar="REF_B", help=REF_HELP)
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub = verb(
+        "export", "write a version to a new directory: PEFT files (+ card, base unless on the hub) or GGUF", cmd_export
+    )  # fmt: skip
+    sub.add_argument("ref", metavar="REF", help=REF_HELP)
+    sub.add_argument(
+        "dir", metavar="DIR", type=Path, nargs="?", help="new directory (default: model_versions/v_<id>[-FORMAT-TYPE]/)"
+    )
+    sub.add_argument(
+        "--format", choices=("peft", *GGUF_FORMATS), default="peft",
+        help="peft: adapter + metadata (default); gguf: the merged model; gguf-lora: the adapter for llama.cpp --lora",
+    )  # fmt: skip
+    sub.add_argument("--type", choices=GGUF_TYPES, default="f16", help="GGUF tensor type (default: f16)")
+    sub.add_argument("--base-only", action="store_true", help="write the version's base alone as GGUF (for gguf-lora)")
+    sub.add_argument("--tokenizer-pre", metavar="NAME", help="llama.cpp pre-tokenizer name (bases other than smollm2)")
+
+    sub = verb("card", "the model card (README.md) of a version: Hugging Face metadata and a summary", cmd_card)
+    sub.add_argument("ref", metavar="REF", help=REF_HELP)
+
+    sub = verb("merge", "merge the adapter into its base: a standalone model directory", cmd_merge)
+    sub.add_argument("ref", metavar="REF", help=REF_HELP)
+    sub.add_argument("dir", metavar="DIR", type=Path, help="new directory for the merged model")
+    device(sub)
+
+    sub = verb(
+        "generate", "greedy reply (chat-trained versions) or continuation of a prompt by one version", cmd_generate
+    )
+    sub.add_argument("ref", metavar="REF", help=REF_HELP)
+    sub.add_argument(
+        "prompt", metavar="PROMPT", help="a user message for a chat-trained version, else text to continue"
+    )
+    sub.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
+    sub.add_argument("--max-new-tokens", type=_positive, default=40, help="tokens to generate (default: 40)")
+    device(sub)
+
+    sub = verb(
+        "verify", "files match dvc.lock, the model loads; --eval re-checks test perplexity; --all: every version",
+        cmd_verify,
+    )  # fmt: skip
+    sub.add_argument("ref", metavar="REF", nargs="?", help=REF_HELP)
+    sub.add_argument(
+        "--all",
+        action="store_true",
+        help="check every version's adapter files in the local DVC cache against dvc.lock (hashes only, no loading)",
+    )
+    sub.add_argument("--eval", action="store_true", help="re-compute test perplexity and compare to the recorded one")
+    sub.add_argument(
+        "--tolerance", type=float, default=EVAL_TOLERANCE, help="relative perplexity difference allowed (default: 1e-3)"
+    )
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    device(sub)
+
+    sub = verb("plots", "versions' loss curves in one picture; --template: offline `dvc plots` pages", cmd_plots)
+    sub.add_argument("refs", metavar="REF", nargs="*", help=REF_HELP)
+    sub.add_argument(
+        "-o", "--output", type=Path, help="picture to write, .png or .svg (default: dvc_plots/versions-loss.png)"
+    )
+    sub.add_argument(
+        "--template", action="store_true", help="write the offline page template and name it in .dvc/config.local"
+    )
+
+    sub = verb(
+        "tune", "hyperparameter search (Optuna, params.yaml `tune`): every trial a DVC experiment", cmd_tune
+    )  # fmt: skip
+    sub.add_argument("--trials", type=_positive, help="finished trials the study is to hold (default: tune.trials)")
+    sub.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    sub.add_argument("--push", metavar="REMOTE", help="dvc exp push each finished trial to this git remote")
+    sub.add_argument(
+        "--copy-paths", action="append", default=[], metavar="PATH", help="untracked path each trial needs (repeatable)"
+    )
+
+    sub = verb("register", "give a version a semantic version in the registry (git tag name@vX.Y.Z)", cmd_register)
+    sub.add_argument("ref", metavar="REF", help=REF_HELP)
+    sub.add_argument("--version", required=True, help="semantic version, like v1.2.0")
+    sub.add_argument("--name", help="artifact name from dvc.yaml `artifacts:` (default: the one at the adapter path)")
+    sub.add_argument("--message", help="tag message")
+    sub.add_argument("--push", action="store_true", help="push the tag to origin")
+
+    sub = verb("promote", "make a registered version the one in a stage (prod, staging, ...)", cmd_promote)
+    sub.add_argument("name", metavar="NAME", help="artifact name, like lora-adapter")
+    sub.add_argument("--version", required=True, help="registered semantic version, like v1.2.0")
+    sub.add_argument("--stage", required=True, help="stage name, like prod")
+    sub.add_argument("--message", help="tag message")
+    sub.add_argument("--push", action="store_true", help="push the tag to origin")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: user errors print one line and exit 2."""
+    try:
+        run_main(lambda: main(argv))
+    except BrokenPipeError:  # `loravc list | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Records and which of their tokens train: read by stages prepare, train and evaluate."""

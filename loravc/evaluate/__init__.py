@@ -1,0 +1,1 @@
+"""Stage `evaluate`: params.yaml `evaluate`, perplexity and task scores of base vs fine-tuned."""

@@ -1,0 +1,1 @@
+"""Versions outside the repository: load, export, merge, GGUF, model cards."""

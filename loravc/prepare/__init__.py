@@ -1,0 +1,1 @@
+"""Stage `prepare`: params.yaml `data` and `prepare`, the splits and their token counts."""

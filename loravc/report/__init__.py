@@ -1,0 +1,1 @@
+"""Stage `report`: dvc.yaml's plots drawn offline (also `loravc plots`)."""

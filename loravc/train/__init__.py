@@ -1,0 +1,1 @@
+"""Stage `train`: params.yaml `train`, LoRA fine-tuning with TRL's SFTTrainer, the version directory."""

@@ -1,0 +1,1 @@
+"""`loravc tune`: params.yaml `tune`, a hyperparameter search whose trials are DVC experiments."""

@@ -1,0 +1,25 @@
+"""On PYTHONPATH in the test session (conftest): a pipeline stage's process records, as it exits, which of the
+project's modules it loaded, for tests/test_stage_imports.py to check against the stage's deps in dvc.yaml."""
+
+import atexit
+import json
+import os
+import sys
+from pathlib import Path
+
+RECORD = os.environ.get("LORAVC_STAGE_IMPORTS")
+
+
+def _record() -> None:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if not RECORD or spec is None or not spec.name.startswith("stages."):
+        return
+    loaded = [m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)]
+    files = sorted({str(Path(name).resolve()) for name in loaded})
+    record = {"stage": spec.name.split(".", 1)[1], "cwd": os.getcwd(), "argv": sys.argv, "files": files}
+    Path(RECORD).mkdir(parents=True, exist_ok=True)
+    (Path(RECORD) / f"{spec.name}-{os.getpid()}.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+if RECORD:
+    atexit.register(_record)
