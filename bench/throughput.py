@@ -116,7 +116,7 @@ def build_model(setup: Setup, recipe: Recipe) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from loravc.train.training import model_options
+    from loravc.train.config import model_options
 
     options: dict[str, Any] = {"dtype": torch.float32}
     if recipe.kind == "project":  # the base dtype and attention the train stage loads for this device's profile
@@ -173,8 +173,8 @@ def configs(setup: Setup, recipe: Recipe, out: Path) -> tuple[Any, Any]:
     from trl import SFTConfig
 
     from loravc.core.devices import bf16_supported
+    from loravc.train.config import sft_config
     from loravc.train.lora import lora_config
-    from loravc.train.training import sft_config
 
     shared = {
         "max_steps": setup.steps,
@@ -246,7 +246,7 @@ def run_trial(setup: Setup, recipe: Recipe, profile_steps: int = 0) -> dict[str,
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    from loravc.train.training import adapter_dtype, cast_adapter
+    from loravc.train.config import adapter_dtype, cast_adapter
 
     model = build_model(setup, recipe)
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as out:
@@ -406,7 +406,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     from loravc.core.devices import keep_freed_memory
-    from loravc.train.training import keeps_freed_memory
+    from loravc.train.config import keeps_freed_memory
 
     require_base(args.base)
     params = load_params(args.params)

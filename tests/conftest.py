@@ -26,10 +26,13 @@ os.environ.update(QUIET_ENV)  # for what the tests run in-process (DVC's API, lo
 
 # Every pipeline stage the session runs records the project modules it loaded (tests/stage_imports), and
 # test_stage_imports, run last, checks them against that stage's deps in dvc.yaml.
-STAGE_IMPORTS = Path(tempfile.mkdtemp(prefix="loravc-stage-imports-"))
-os.environ["LORAVC_STAGE_IMPORTS"] = str(STAGE_IMPORTS)
+# (set once: some test modules import this file a second time, as tests.conftest)
+if "LORAVC_STAGE_IMPORTS" not in os.environ:
+    os.environ["LORAVC_STAGE_IMPORTS"] = tempfile.mkdtemp(prefix="loravc-stage-imports-")
+STAGE_IMPORTS = Path(os.environ["LORAVC_STAGE_IMPORTS"])
 RECORDER = ROOT / "tests" / "stage_imports"  # its sitecustomize.py
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RECORDER), os.environ.get("PYTHONPATH")]))
+if str(RECORDER) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RECORDER), os.environ.get("PYTHONPATH")]))
 LAST = "tests/test_stage_imports.py"
 
 
@@ -80,10 +83,10 @@ def build_tiny_model(out_dir: Path, texts: list[str], hidden: int = 16) -> Path:
 def cpu_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
     """This CPU as one with AVX512-BF16, then as one without (AVX2 only): what loravc.core.devices.cpu_bf16 says."""
     from loravc.core import devices
-    from loravc.train import training
+    from loravc.train import config
 
     monkeypatch.setattr(devices, "cpu_bf16", lambda: request.param)
-    monkeypatch.setattr(training, "cpu_bf16", lambda: request.param)
+    monkeypatch.setattr(config, "cpu_bf16", lambda: request.param)
     return request.param
 
 

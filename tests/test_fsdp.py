@@ -113,7 +113,7 @@ def test_fsdp_in_two_cpu_processes_trains_the_one_process_adapter(built_repo_tem
     shutil.copy(repo / "params.yaml", one_params)
     update_params(one_params, {"train": {"processes": 1, "trainer": {"per_device_train_batch_size": 4}}})
     base, prepared = repo / "models" / "base", repo / "data" / "prepared"
-    one_meta = train(load_params(one_params), base, prepared, tmp_path / "one", tmp_path / "one-live")
+    one_meta = train(load_params(one_params).train, base, prepared, tmp_path / "one", tmp_path / "one-live")
     one = adapter_tensors(tmp_path / "one")
     assert one_meta.world_size == 1 and one_meta.training.distributed is None
     assert meta["metrics"]["train_tokens"] == one_meta.metrics.train_tokens  # the same rows' tokens

@@ -75,9 +75,9 @@ def test_training_sees_the_same_tokens_and_mask(tok, tiny_model_dir: Path, tmp_p
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
+    from loravc.train.config import sft_config
     from loravc.train.lora import lora_config
     from loravc.train.params import TrainParams
-    from loravc.train.training import sft_config
 
     chat_pc = {"prompt": [SYSTEM, TWO_TURNS[0]], "completion": [TWO_TURNS[1]]}
     cases = {

@@ -13,7 +13,7 @@ from loravc.params import Params, load_params
 from loravc.train import preflight
 from loravc.train.lora import check_target_modules
 from loravc.train.params import PROFILES, RECIPE_KEYS, Profile, TrainParams
-from loravc.train.preflight import check_steps, check_trainer_types, planned_steps, trainer_settings
+from loravc.train.preflight import check_steps, check_trainer_types, planned_steps, run_settings
 from tests.conftest import ROOT, run
 
 NUMERIC = ("learning_rate", "num_train_epochs", "weight_decay", "warmup_steps")  # floats in trl.SFTConfig
@@ -94,6 +94,11 @@ def test_planned_steps_follow_the_trainer(args: tuple, steps: int) -> None:
     assert planned_steps(*args) == steps
 
 
+def trainer_settings(trainer: dict, profile: str) -> dict:
+    """The run's SFTConfig settings for train.trainer under a profile, on a CPU (the one merge sft_config makes)."""
+    return run_settings(TrainParams(trainer=trainer, profile=profile), "cpu")
+
+
 def settings(**trainer: object) -> dict:
     return trainer_settings(trainer, "cpu")
 
@@ -170,7 +175,7 @@ def test_an_empty_train_split_is_refused(tmp_path: Path, tiny_model_dir: Path) -
     (tmp_path / "train.jsonl").write_text("", encoding="utf-8")
     params = Params(train=TrainParams(trainer={"num_train_epochs": 1}))
     with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path / 'train.jsonl'))} holds no record: no training"):
-        preflight.check_train_params(params, tiny_model_dir, tmp_path, "cpu", 1)
+        preflight.check_train_params(params.train, tiny_model_dir, tmp_path, "cpu", 1)
 
 
 def test_an_unknown_target_module_names_what_the_base_has(tiny_model_dir: Path) -> None:

@@ -8,17 +8,13 @@ import pytest
 from transformers import AutoTokenizer
 
 from loravc.core.errors import UserError
-from loravc.params import Params
-from loravc.prepare.params import PrepareParams
+from loravc.prepare.params import DataParams, PrepareInputs, PrepareParams
 from loravc.prepare.preparation import prepare, report
-from loravc.train.params import TrainParams
 
 
-def params(max_length: int) -> Params:
-    return Params(
-        prepare=PrepareParams(test_records=2, validation_records=2, train_records=None),
-        train=TrainParams(max_length=max_length),
-    )
+def params(max_length: int) -> PrepareInputs:
+    split = PrepareParams(test_records=2, validation_records=2, train_records=None)
+    return PrepareInputs(DataParams(), split, max_length)
 
 
 def write(path: Path, rows: list[dict]) -> Path:

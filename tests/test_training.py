@@ -13,15 +13,17 @@ from loravc.core.base_files import read_identity
 from loravc.core.devices import cpu_bf16
 from loravc.core.errors import UserError
 from loravc.core.metadata import SCHEMA_VERSION, VERSION_ID_RE
+from loravc.core.params import MAX_LENGTH
 from loravc.core.quantization import QuantizationParams
 from loravc.data import records as data
 from loravc.evaluate.evaluation import load_base_and_adapter, perplexity
 from loravc.params import Params
-from loravc.prepare.params import PrepareParams
+from loravc.prepare.params import DataParams, PrepareInputs, PrepareParams
 from loravc.prepare.preparation import prepare
+from loravc.train.config import sft_config
 from loravc.train.lora import LoraParams, lora_config
 from loravc.train.params import EarlyStoppingParams, TrainParams
-from loravc.train.training import sft_config, train
+from loravc.train.training import train
 from loravc.versions.inspection import lora_facts
 from tests.conftest import lora_rank_from_weights, needs_bitsandbytes
 
@@ -71,8 +73,8 @@ def prepare_dir(tmp_path: Path, rows: list[dict], base: Path) -> Path:
 
     source = tmp_path / "raw.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    params = Params(prepare=PrepareParams(test_records=2, validation_records=2, train_records=None))
-    prepared = prepare(source, params, AutoTokenizer.from_pretrained(base))
+    split = PrepareParams(test_records=2, validation_records=2, train_records=None)
+    prepared = prepare(source, PrepareInputs(DataParams(), split, MAX_LENGTH), AutoTokenizer.from_pretrained(base))
     data.write_splits(prepared.splits, tmp_path / "prepared")
     data.write_info(tmp_path / "prepared", prepared.info)
     return tmp_path / "prepared"
@@ -98,7 +100,7 @@ def test_train_keeps_freed_memory_only_when_training_in_fp32(
     monkeypatch.setattr(attention, "varlen_sdpa", spy)  # register() installs the module's function
     base, prepared_dir = prepared
     params = Params(train=TrainParams(device="cpu", max_length=32, trainer={"max_steps": 1}))
-    meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    meta = train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     assert meta.training.trainer["bf16"] is (cpu_kind is not None)
     assert calls == ([] if cpu_kind else [True])
     # a training step's packed row reached it with its spans (TRL's cu_seq_lens): 4 examples or more
@@ -109,7 +111,7 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     base, prepared_dir = prepared
     params = Params(train=TrainParams(device="cpu", max_length=32, lora=LoraParams(r=4), trainer={"max_steps": 2}))
     out = tmp_path / "adapter"
-    meta = train(params, base, prepared_dir, out, tmp_path / "live")
+    meta = train(params.train, base, prepared_dir, out, tmp_path / "live")
 
     names = {p.name for p in out.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "metadata.json", "tokenizer.json"} <= names
@@ -148,7 +150,7 @@ def test_bfloat16_lora_weights_are_saved_as_such_and_load_on_a_float32_base(
     base, prepared_dir = prepared
     lora = LoraParams(r=4, dtype="bfloat16")
     params = Params(train=TrainParams(device="cpu", max_length=32, lora=lora, trainer={"max_steps": 2}))
-    meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    meta = train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
 
     assert meta.lora.dtype == "bfloat16" and lora_facts(tmp_path / "adapter")["dtypes"] == ["BF16"]
     from safetensors.torch import load_file
@@ -198,7 +200,7 @@ def test_bad_train_params_stop_before_any_model_loads_or_checkpoint_is_discarded
     other_run.mkdir(parents=True)
     params = Params(train=TrainParams(device="cpu", **train_params))
     with pytest.raises(UserError, match=message):
-        train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live", tmp_path / "checkpoints")
+        train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live", tmp_path / "checkpoints")
     assert other_run.is_dir() and not (tmp_path / "adapter").exists() and not (tmp_path / "live").exists()
 
 
@@ -213,7 +215,7 @@ def test_a_resumed_run_counts_the_training_time_before_the_resume(
     run_dir, out, live = tmp_path / "checkpoints", tmp_path / "adapter", tmp_path / "live"
     with monkeypatch.context() as keep:
         keep.setattr(checkpoints, "clear", lambda directory: 0)  # leave both epochs' checkpoints behind
-        whole = train(params, base, prepared_dir, out, live, run_dir)
+        whole = train(params.train, base, prepared_dir, out, live, run_dir)
     first, last = checkpoints.list_checkpoints(run_dir)
     assert 0 < first.train_seconds <= last.train_seconds <= whole.metrics.train_seconds + 0.01
     # As if killed in epoch 2 after an epoch 1 that took 1000 s: the resumed run adds its own time to those
@@ -223,7 +225,7 @@ def test_a_resumed_run_counts_the_training_time_before_the_resume(
 
     with monkeypatch.context() as keep:
         keep.setattr(checkpoints, "clear", lambda directory: 0)
-        resumed = train(params, base, prepared_dir, out, live, run_dir)
+        resumed = train(params.train, base, prepared_dir, out, live, run_dir)
     assert resumed.training.resumed_from_step == first.step and resumed.metrics.steps == 2
     assert 1000.0 < resumed.metrics.train_seconds < 1000.0 + whole.metrics.train_seconds + 30
     # and the checkpoint the resumed run saves carries it on, for a second resume
@@ -242,7 +244,7 @@ def test_peft_options_train_and_load_end_to_end(tmp_path: Path, prepared: tuple[
     lora = LoraParams(r=4, target_modules="all-linear", options=options)
     params = Params(train=TrainParams(device="cpu", max_length=32, lora=lora, trainer={"max_steps": 2}))
     with pytest.warns(UserWarning, match=r"modules_to_save stores a whole trained copy of lm_head"):
-        meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+        meta = train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     assert meta.lora.options == options and meta.lora.target_modules == ["all-linear"]
 
     facts = lora_facts(tmp_path / "adapter")
@@ -325,7 +327,7 @@ def test_a_pissa_run_records_its_options_and_its_version_loads_on_the_base(
     params = Params(
         train=TrainParams(device="cpu", max_length=32, lora=lora, trainer={"max_steps": 2, "learning_rate": 1.0e-2})
     )
-    meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    meta = train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     assert meta.lora.options == {"init_lora_weights": "pissa_niter_2"} and meta.lora.r == 4
     assert lora_rank_from_weights(tmp_path / "adapter") == {8}
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
@@ -344,7 +346,7 @@ def early_stopping_params(**trainer: Any) -> Params:
 
 def test_early_stopping_stops_and_keeps_the_best_evaluation(tmp_path: Path, prepared: tuple[Path, Path]) -> None:
     base, prepared_dir = prepared
-    meta = train(early_stopping_params(), base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    meta = train(early_stopping_params().train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     record = meta.training.early_stopping
     assert record["stopped_early"] and record["stopped_at_step"] == meta.metrics.steps < record["planned_steps"]
     assert record["best_step"] + 2 == record["stopped_at_step"]  # patience 2, an evaluation every step
@@ -369,13 +371,13 @@ def test_early_stopping_resumes_after_a_kill_with_its_count(
     run_dir = tmp_path / "checkpoints"
     with monkeypatch.context() as keep:
         keep.setattr(checkpoints, "clear", lambda directory: 0)
-        whole = train(params, base, prepared_dir, tmp_path / "whole", tmp_path / "live", run_dir)
+        whole = train(params.train, base, prepared_dir, tmp_path / "whole", tmp_path / "live", run_dir)
     record = whole.training.early_stopping
     # killed one step before it stopped: one evaluation without improvement already counted in the checkpoint
     for checkpoint in checkpoints.list_checkpoints(run_dir):
         if checkpoint.step >= record["stopped_at_step"]:
             shutil.rmtree(checkpoint.path)
-    resumed = train(params, base, prepared_dir, tmp_path / "resumed", tmp_path / "live", run_dir)
+    resumed = train(params.train, base, prepared_dir, tmp_path / "resumed", tmp_path / "live", run_dir)
     assert resumed.training.resumed_from_step == record["stopped_at_step"] - 1
     assert resumed.training.early_stopping == record
     assert resumed.metrics.validation_loss == pytest.approx(whole.metrics.validation_loss, rel=1e-4)
@@ -400,7 +402,7 @@ def test_bad_early_stopping_stops_before_any_model_loads(
     with pytest.raises(UserError, match=message):
         settings = EarlyStoppingParams(**{"patience": 2} | es)
         train(
-            Params(train=TrainParams(device="cpu", early_stopping=settings, trainer=trainer)),
+            TrainParams(device="cpu", early_stopping=settings, trainer=trainer),
             base,
             prepared_dir,
             tmp_path / "adapter",
@@ -414,7 +416,7 @@ def test_early_stopping_needs_validation_records(tmp_path: Path, prepared: tuple
     (prepared_dir / "validation.jsonl").write_text("")
     params = Params(train=TrainParams(device="cpu", early_stopping=EarlyStoppingParams(patience=1)))
     with pytest.raises(UserError, match=r"train\.early_stopping is on \(patience 1\) but .*validation\.jsonl holds no"):
-        train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+        train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -433,7 +435,7 @@ def test_qlora_trains_on_a_quantized_base_and_loads_it_the_same_way(
     trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-2}
     quant = QuantizationParams(bits=bits)
     params = Params(train=TrainParams(device="cpu", max_length=32, quantization=quant, trainer=trainer))
-    meta = train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+    meta = train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     record = meta.training.quantization
     assert record["bits"] == bits and record["bitsandbytes"] == importlib.metadata.version("bitsandbytes")
     if bits == 4:
@@ -470,7 +472,7 @@ def test_quantization_without_bitsandbytes_is_a_clear_error_before_any_model_loa
     params = Params(train=TrainParams(device="cpu", quantization=QuantizationParams(bits=4)))
     message = r"train\.quantization\.bits is 4: 4-bit bases need bitsandbytes, which is not installed: pip install"
     with pytest.raises(UserError, match=message):
-        train(params, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
+        train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "live").exists()
 
 
@@ -490,9 +492,9 @@ def test_a_run_with_peft_options_resumes_after_a_kill_to_the_same_adapter(
     run_dir = tmp_path / "checkpoints"
     with monkeypatch.context() as keep:
         keep.setattr(checkpoints, "clear", lambda directory: 0)
-        whole = train(params, base, prepared_dir, tmp_path / "whole", tmp_path / "live", run_dir)
+        whole = train(params.train, base, prepared_dir, tmp_path / "whole", tmp_path / "live", run_dir)
     shutil.rmtree(checkpoints.list_checkpoints(run_dir)[-1].path)  # killed in epoch 2
-    resumed = train(params, base, prepared_dir, tmp_path / "resumed", tmp_path / "live", run_dir)
+    resumed = train(params.train, base, prepared_dir, tmp_path / "resumed", tmp_path / "live", run_dir)
     assert resumed.training.resumed_from_step == 1
     a, b = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("whole", "resumed"))
     assert a.keys() == b.keys()

@@ -8,10 +8,8 @@ import pytest
 from loravc.core.devices import bf16_supported
 from loravc.core.errors import UserError
 from loravc.core.schema import build
-from loravc.train import training
-from loravc.train.lora import LoraParams
-from loravc.train.params import TRAINER_DEFAULTS, TrainParams
-from loravc.train.training import (
+from loravc.train import config
+from loravc.train.config import (
     adapter_dtype,
     base_dtype,
     cast_adapter,
@@ -21,12 +19,14 @@ from loravc.train.training import (
     resolve_profile,
     sft_config,
 )
+from loravc.train.lora import LoraParams
+from loravc.train.params import TRAINER_DEFAULTS, TrainParams
 
 
 @pytest.fixture
 def bf16_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CUDA device with bf16, as far as the dtype choices can tell."""
-    monkeypatch.setattr(training, "bf16_supported", lambda device: device.startswith("cuda"))
+    monkeypatch.setattr(config, "bf16_supported", lambda device: device.startswith("cuda"))
 
 
 def test_auto_picks_the_gpu_profile_on_cuda_only() -> None:

@@ -16,22 +16,22 @@ from typing import Any
 from loravc.core.errors import UserError
 from loravc.core.schema import check_type
 from loravc.data import records as data
+from loravc.train.config import trainer_settings
 from loravc.train.lora import check_lora
-from loravc.train.params import PROFILES, TRAINER_DEFAULTS, TrainParams, run_batch
+from loravc.train.params import TrainParams
 
 # sft_config accepts either name of the activation checkpointing switch (transformers 5 renamed it)
 ALIASES = {"gradient_checkpointing": "activation_checkpointing", "activation_checkpointing": "gradient_checkpointing"}
 
 
-def check_train_params(train: TrainParams, base_dir: Path, prepared_dir: Path, profile: str, world_size: int) -> int:
+def check_train_params(train: TrainParams, base_dir: Path, prepared_dir: Path, device: str, world_size: int) -> int:
     """UserError for a train.trainer value of the wrong type, a run of 0 training steps, or a train.lora
-    target module the base lacks; reads no weights. `profile` is the PROFILES entry in use, `world_size`
+    target module the base lacks; reads no weights. `device` is the resolved train.device, `world_size`
     the number of training processes. Returns the optimizer steps the Trainer will run (with packing, an
     upper bound: packed rows are at most the records)."""
-    trainer = train.trainer
-    check_trainer_types(trainer)
+    check_trainer_types(train.trainer)
     records = train_records(prepared_dir)
-    steps = check_steps(trainer_settings(trainer, profile), records, world_size, prepared_dir / "train.jsonl")
+    steps = check_steps(run_settings(train, device), records, world_size, prepared_dir / "train.jsonl")
     check_lora(train.lora, base_dir)
     check_early_stopping(train.early_stopping, prepared_dir, steps)
     return steps
@@ -62,13 +62,13 @@ def check_trainer_types(trainer: dict[str, Any]) -> None:
         check_type(f"train.trainer.{key}", hint, value)
 
 
-def trainer_settings(trainer: dict[str, Any], profile: str) -> dict[str, Any]:
-    """The SFTConfig arguments sft_config will pass: TRL's defaults, TRAINER_DEFAULTS, the profile, train.trainer,
-    with params' examples per step split into the profile's micro-batches."""
+def run_settings(train: TrainParams, device: str) -> dict[str, Any]:
+    """Every SFTConfig argument of the run: TRL's defaults under what the pipeline sets (config.trainer_settings,
+    the same merge sft_config makes)."""
     from trl import SFTConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig) if f.default is not dataclasses.MISSING}
-    return run_batch(defaults | TRAINER_DEFAULTS | PROFILES[profile].trainer | trainer, PROFILES[profile])
+    return defaults | trainer_settings(train, device)
 
 
 def train_records(prepared_dir: Path, split: str = "train") -> int:

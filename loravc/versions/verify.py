@@ -64,37 +64,44 @@ def verify(
             raise UserError(f"{version.short}: the loaded model produces non-finite logits")
         report["loads"] = {"device": str(next(model.parameters()).device), "probe_tokens": int(logits.shape[1])}
         if evaluate:
-            report["eval"] = _reevaluate(version, model, tokenizer, dirs["data"], tolerance)
             rows = versions.predictions(version)
+            scores = _score_again(version, model, tokenizer, dirs["data"], [row["prompt"] for row in rows])
+            report["eval"] = _check_perplexity(version, scores.perplexity["perplexity"], tolerance)
             if rows:
-                report["task"] = _rescore(version, model, tokenizer, rows)
+                report["task"] = _check_answers(version, scores.answers, rows)
     return report
 
 
 TASK_TOLERANCE = 1.0  # points (of 100) a re-computed task score may differ from the recorded one
 
 
-def _rescore(version: Version, model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Answer the recorded test prompts again (as evaluate did: greedy, batched) and score them.
+def _score_again(version: Version, model: Any, tokenizer: Any, data_dir: Path, prompts: list[str]) -> Any:
+    """The tuned model on the version's test split as the evaluate stage scored it (loravc.evaluate.run's
+    score_model, with the evaluate and train.max_length params pinned at the version's commit): perplexity over
+    the tokens it trained on, and greedy answers to the recorded test prompts."""
+    from loravc.data import records as data
+    from loravc.evaluate.evaluation import evaluation_plan
+    from loravc.evaluate.run import score_model
+
+    params, test = version.pins.params, data.read_split(data_dir, "test")
+    pinned = {key: params[f"evaluate.{key}"] for key in ("batch_size", "max_new_tokens") if f"evaluate.{key}" in params}
+    ep = EvaluateParams(**{key: int(value) for key, value in pinned.items()})
+    loss_on = version.metadata.training.loss_on if version.metadata else None  # the tokens evaluate scored
+    plan = evaluation_plan(test, tokenizer, loss_on)
+    max_length = int(params.get("train.max_length", MAX_LENGTH))
+    return score_model(model, tokenizer, test, ep, max_length, plan, prompts=prompts)
+
+
+def _check_answers(version: Version, answers: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answers to the recorded test prompts, scored, against the recorded scores.
 
     Greedy answers are deterministic on one machine; on another CPU or a GPU a near tie between two tokens
     can resolve differently, so the check allows each metric's mean TASK_TOLERANCE points and reports how
     many answers came out identical.
     """
-    from loravc.data.records import CHAT_SHAPES
-    from loravc.evaluate.evaluation import generate_batched
     from loravc.evaluate.scoring import METRICS, mean, score
 
-    params = version.pins.params
     names = [n for n in METRICS if n in rows[0]["tuned"]]
-    answers = generate_batched(
-        model,
-        tokenizer,
-        [row["prompt"] for row in rows],
-        int(params.get("evaluate.max_new_tokens", EvaluateParams.max_new_tokens)),
-        batch_size=int(params.get("evaluate.batch_size", EvaluateParams.batch_size)),
-        templated=version.data().get("shape") in CHAT_SHAPES,  # chat prompts were rendered with the template
-    )
     check: dict[str, Any] = {"records": len(rows), "identical_answers": 0, "metrics": {}}
     check["identical_answers"] = sum(a == row["tuned"]["answer"] for a, row in zip(answers, rows, strict=True))
     for name in names:
@@ -112,27 +119,13 @@ def _rescore(version: Version, model: Any, tokenizer: Any, rows: list[dict[str, 
     return check
 
 
-def _reevaluate(version: Version, model: Any, tokenizer: Any, data_dir: Path, tolerance: float) -> dict[str, Any]:
-    from loravc.data import records as data
-    from loravc.evaluate.evaluation import evaluation_plan, perplexity
-
+def _check_perplexity(version: Version, measured: float, tolerance: float) -> dict[str, Any]:
     recorded = version.test_perplexity
-    params, test = version.pins.params, data.read_split(data_dir, "test")
-    loss_on = version.metadata.training.loss_on if version.metadata else None  # the tokens evaluate scored
-    result = perplexity(
-        model,
-        tokenizer,
-        test,
-        max_length=int(params.get("train.max_length", MAX_LENGTH)),
-        batch_size=int(params.get("evaluate.batch_size", EvaluateParams.batch_size)),
-        plan=evaluation_plan(test, tokenizer, loss_on),
-    )
-    relative = abs(result["perplexity"] - recorded) / recorded
-    check = {"recorded": recorded, "measured": result["perplexity"], "relative_difference": relative}
-    check["tolerance"] = tolerance
+    relative = abs(measured - recorded) / recorded
+    check = {"recorded": recorded, "measured": measured, "relative_difference": relative, "tolerance": tolerance}
     if relative > tolerance:
         raise UserError(
-            f"{version.short}: test perplexity {result['perplexity']} differs from the recorded {recorded} by "
+            f"{version.short}: test perplexity {measured} differs from the recorded {recorded} by "
             f"{relative:.2%} (tolerance {tolerance:.2%})"
         )
     return check
