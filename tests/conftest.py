@@ -36,9 +36,20 @@ if str(RECORDER) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 LAST = "tests/test_stage_imports.py"
 
 
+# A test is `slow` when it runs the real pipeline (dvc repro or dvc exp run in a scratch repository, these
+# fixtures) or the real base model; everything else is a unit test for the edit loop, `pytest -m "not slow"`.
+PIPELINE_FIXTURES = {"pipeline_repo", "built_repo", "built_repo_template", "versions_repo", "default_repo"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The stage-imports check runs after every other test, so that it sees every pipeline run they made."""
+    """Pipeline tests are marked slow; the stage-imports check runs after every other test, so that it sees
+    every pipeline run they made."""
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.nodeid.startswith(LAST))
+
 
 CHAT_TEMPLATE = SMOLLM2_CHATML  # the shipped base's template family, so chat data trains as on SmolLM2
 

@@ -109,13 +109,13 @@ def test_unknown_keys_are_kept_and_written_back() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"version_id": 5}, "version_id must be str, got 5"),
+        ({"version_id": 5}, "version_id must be a string, got 5"),
         ({"version_id": "latest"}, "version_id 'latest' is not of the form v_YYYYMMDD_HHMMSS"),
         ({"created": "yesterday"}, "created 'yesterday' is not an ISO 8601 time"),
         ({"lora": "x"}, "lora must be a mapping"),
-        ({"lora__r": "four"}, "lora.r must be int, got 'four'"),
+        ({"lora__r": "four"}, "lora.r must be an integer, got 'four'"),
         ({"lora__r": KeyError}, "lora.r is missing"),
-        ({"metrics__validation_loss": None}, "metrics.validation_loss must be float, got None"),
+        ({"metrics__validation_loss": None}, "metrics.validation_loss must be a number, got None"),
         ({"base_model": {"name": "x"}}, "base_model.id must be a string"),
         ({"schema_version": SCHEMA_VERSION + 1}, "newer than this code reads"),
     ],

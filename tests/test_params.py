@@ -38,7 +38,7 @@ def test_exponent_without_dot_is_a_float_as_dvc_reads_it(tmp_path: Path) -> None
         ("train:\n  lora:\n    init_lora_weights: eva\n", "train.lora.init_lora_weights 'eva': the pipeline runs"),
         (
             "train:\n  lora:\n    target_modules: [1, 2]\n",
-            "train.lora.target_modules must be a list of strings or str, got [1, 2]",
+            "train.lora.target_modules must be a list of strings or a string, got [1, 2]",
         ),
         ("train:\n  quantization:\n    bits: 3\n", "train.quantization.bits must be 4, 8 or null, got 3"),
         (

@@ -64,5 +64,5 @@ def test_bad_params_are_reported_by_key(tmp_path: Path) -> None:
     result = run(
         [sys.executable, "-m", "stages.base", "--out", str(tmp_path / "b"), "--params", str(params)], ROOT, check=False
     )
-    assert result.returncode == 2 and "base.trust_remote_code must be bool" in result.stderr
+    assert result.returncode == 2 and "base.trust_remote_code must be true or false" in result.stderr
     assert not (tmp_path / "b").exists()

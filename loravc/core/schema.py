@@ -1,7 +1,7 @@
 """Typed dataclasses from YAML or JSON mappings, and YAML read the way DVC reads it (ruamel, YAML 1.2).
 
 `build` checks every key and type recursively and names the first problem by its dotted key
-(`train.lora.r must be int, got 'four'`); params.yaml (loravc.params) and metadata.json
+(`train.lora.r must be an integer, got 'four'`); params.yaml (loravc.params) and metadata.json
 (loravc.core.metadata) are both read through it.
 """
 
@@ -77,29 +77,29 @@ def _convert(value: Any, hint: Any, key: str, extra: str | None = None) -> Any:
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
             return _convert(value, options[0], key, extra)
-        for hint in options:  # the first type that takes the value (list[str] | str: a list, else a string)
+        for option in options:  # the first type that takes the value (list[str] | str: a list, else a string)
             try:
-                return _convert(value, hint, key, extra)
+                return _convert(value, option, key, extra)
             except UserError:
                 continue
-        names = " or ".join("a list of strings" if a == list[str] else getattr(a, "__name__", str(a)) for a in options)
-        raise UserError(f"{key} must be {names}, got {value!r}")
+        raise UserError(f"{key} must be {describe(hint)}, got {value!r}")
     if dataclasses.is_dataclass(hint):
         return build(hint, value, key, extra=extra)
     if origin is list:
         if not isinstance(value, list):
-            raise UserError(f"{key} must be a list, got {value!r}")
+            raise UserError(f"{key} must be {describe(hint)}, got {value!r}")
         return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{key} must be a mapping, got {value!r}")
+            raise UserError(f"{key} must be {describe(hint)}, got {value!r}")
         if args and dataclasses.is_dataclass(args[1]):  # dict[str, SomeDataclass]: each value built and checked
             return {name: build(args[1], item, _join(key, str(name))) for name, item in value.items()}
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if (hint in (int, float) and isinstance(value, bool)) or not isinstance(value, hint):
-        raise UserError(f"{key} must be {hint.__name__}, got {value!r}")
+    check_type(key, hint, value)
+    if isinstance(hint, type) and not isinstance(value, hint):  # a class the type checker leaves to its owner
+        raise UserError(f"{key} must be {describe(hint)}, got {value!r}")
     return value
 
 
