@@ -17,7 +17,8 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from loravc.core.errors import UserError
-from loravc.export.use import export, load_version
+from loravc.export.adapter import export
+from loravc.export.use import load_version
 from loravc.versions.catalogue import Versions
 from tests.conftest import sha256_tree
 

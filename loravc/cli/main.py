@@ -24,8 +24,8 @@ from typing import Any
 
 from loravc.cli import render
 from loravc.core.errors import run_main
-from loravc.export.gguf import FORMATS as GGUF_FORMATS
-from loravc.export.gguf import TYPES as GGUF_TYPES
+from loravc.export import formats
+from loravc.export.gguf.writer import TYPES as GGUF_TYPES
 from loravc.versions.verify import EVAL_TOLERANCE
 
 
@@ -106,27 +106,17 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from loravc.core.errors import UserError
-    from loravc.export import gguf as gguf_export
-    from loravc.export.use import EXPORT_DIR, export
-
-    if args.format == "peft" and (args.base_only or args.type != "f16" or args.tokenizer_pre):
-        raise UserError("--type, --base-only and --tokenizer-pre go with --format gguf or gguf-lora")
+    """Any format of formats.FORMATS: its options checked, its module's write, its summary printed."""
+    fmt = formats.lookup(args.format)
+    options = formats.Options(type=args.type, base_only=args.base_only, tokenizer_pre=args.tokenizer_pre)
+    formats.refuse_options(fmt, options)
     with _version(args, args.ref) as (versions, version):
-        if args.format == "peft":
-            target = export(versions, version, args.dir)
-        else:
+        if fmt.loads_model:
             _quiet_loading()
-            kind = "base" if args.base_only else args.format
-            typed = "" if kind == "gguf-lora" else f"-{args.type}"  # a LoRA GGUF is F32
-            name = f"{version.version_id or version.short}-{kind}{typed}"
-            target = args.dir or versions.root / EXPORT_DIR / name
-            record = gguf_export.export(
-                versions, version, target, fmt=args.format, quant=args.type, base_only=args.base_only,
-                pre=args.tokenizer_pre,
-            )  # fmt: skip
-            print(render.gguf_exported(record))
-    print(f"exported {version.version_id} ({version.short}) -> {target}")
+        done = formats.export(fmt.name, versions, version, args.dir, options)
+        if done.summary:
+            print(done.summary)
+    print(f"exported {version.version_id} ({version.short}) -> {done.target}")
 
 
 def cmd_card(args: argparse.Namespace) -> None:
@@ -137,11 +127,9 @@ def cmd_card(args: argparse.Namespace) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from loravc.export.use import merge
-
     _quiet_loading()
     with _version(args, args.ref) as (versions, version):
-        print(render.merged(merge(versions, version, args.dir, device=args.device), str(args.dir)))
+        print(formats.export("merged", versions, version, args.dir, device=args.device).summary)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -264,17 +252,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("ref_b", metavar="REF_B", help=REF_HELP)
     sub.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sub = verb(
-        "export", "write a version to a new directory: PEFT files (+ card, base unless on the hub) or GGUF", cmd_export
-    )  # fmt: skip
+    what = "write a version to a new directory in a --format (default: PEFT files + card, base unless on the hub)"
+    sub = verb("export", what, cmd_export)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
     sub.add_argument(
         "dir", metavar="DIR", type=Path, nargs="?", help="new directory (default: model_versions/v_<id>[-FORMAT-TYPE]/)"
     )
-    sub.add_argument(
-        "--format", choices=("peft", *GGUF_FORMATS), default="peft",
-        help="peft: adapter + metadata (default); gguf: the merged model; gguf-lora: the adapter for llama.cpp --lora",
-    )  # fmt: skip
+    names = formats.names()
+    sub.add_argument("--format", choices=names, default=names[0], help=formats.help_text())
     sub.add_argument("--type", choices=GGUF_TYPES, default="f16", help="GGUF tensor type (default: f16)")
     sub.add_argument("--base-only", action="store_true", help="write the version's base alone as GGUF (for gguf-lora)")
     sub.add_argument("--tokenizer-pre", metavar="NAME", help="llama.cpp pre-tokenizer name (bases other than smollm2)")
