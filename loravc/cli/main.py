@@ -17,7 +17,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ def _json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def _device(text: str) -> str:
+def _device_name(text: str) -> str:
     from loravc.core.errors import UserError
     from loravc.core.params import check_device
 
@@ -225,6 +225,9 @@ def cmd_promote(args: argparse.Namespace) -> None:
 REF_HELP = "version: revision, branch, tag, experiment, v_<id>, name@vX.Y.Z or name#stage"
 
 
+Verb = Callable[[str, str, Callable[[argparse.Namespace], None]], argparse.ArgumentParser]
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="loravc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -232,26 +235,40 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("-C", "--repo", type=Path, default=Path("."), help="repository directory (default: .)")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+    def verb(name: str, help: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=help, description=help)
         sub.set_defaults(func=func)
         return sub
 
-    def device(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    for add in (_inspect_verbs, _export_verbs, _model_verbs, _study_verbs, _registry_verbs):
+        add(verb)
+    return top
 
-    sub = verb("list", "every version on branches, tags and experiment refs, newest first", cmd_list)
+
+def _device(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--device", default="cpu", type=_device_name, help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+
+
+def _json_flag(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _inspect_verbs(verb: Verb) -> None:
+    """list, show, compare."""
+    _json_flag(verb("list", "every version on branches, tags and experiment refs, newest first", cmd_list))
 
     sub = verb("show", "metadata, metrics, params and LoRA facts of one version", cmd_show)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_flag(sub)
 
     sub = verb("compare", "params, metrics and LoRA facts (read from the weights) of two versions", cmd_compare)
     sub.add_argument("ref_a", metavar="REF_A", help=REF_HELP)
     sub.add_argument("ref_b", metavar="REF_B", help=REF_HELP)
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_flag(sub)
 
+
+def _export_verbs(verb: Verb) -> None:
+    """export (its --format choices and help from loravc.export.formats), card, merge."""
     what = "write a version to a new directory in a --format (default: PEFT files + card, base unless on the hub)"
     sub = verb("export", what, cmd_export)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
@@ -270,8 +287,11 @@ def parser() -> argparse.ArgumentParser:
     sub = verb("merge", "merge the adapter into its base: a standalone model directory", cmd_merge)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
     sub.add_argument("dir", metavar="DIR", type=Path, help="new directory for the merged model")
-    device(sub)
+    _device(sub)
 
+
+def _model_verbs(verb: Verb) -> None:
+    """generate, verify: they load the model (--device)."""
     sub = verb(
         "generate", "greedy reply (chat-trained versions) or continuation of a prompt by one version", cmd_generate
     )
@@ -281,7 +301,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
     sub.add_argument("--max-new-tokens", type=_positive, default=40, help="tokens to generate (default: 40)")
-    device(sub)
+    _device(sub)
 
     sub = verb(
         "verify", "files match dvc.lock, the model loads; --eval re-checks test perplexity; --all: every version",
@@ -297,9 +317,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--tolerance", type=float, default=EVAL_TOLERANCE, help="relative perplexity difference allowed (default: 1e-3)"
     )
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
-    device(sub)
+    _json_flag(sub)
+    _device(sub)
 
+
+def _study_verbs(verb: Verb) -> None:
+    """plots, tune."""
     sub = verb("plots", "versions' loss curves in one picture; --template: offline `dvc plots` pages", cmd_plots)
     sub.add_argument("refs", metavar="REF", nargs="*", help=REF_HELP)
     sub.add_argument(
@@ -319,6 +342,9 @@ def parser() -> argparse.ArgumentParser:
         "--copy-paths", action="append", default=[], metavar="PATH", help="untracked path each trial needs (repeatable)"
     )
 
+
+def _registry_verbs(verb: Verb) -> None:
+    """register, promote."""
     sub = verb("register", "give a version a semantic version in the registry (git tag name@vX.Y.Z)", cmd_register)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
     sub.add_argument("--version", required=True, help="semantic version, like v1.2.0")
@@ -332,7 +358,6 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--stage", required=True, help="stage name, like prod")
     sub.add_argument("--message", help="tag message")
     sub.add_argument("--push", action="store_true", help="push the tag to origin")
-    return top
 
 
 def main(argv: Sequence[str] | None = None) -> None:
