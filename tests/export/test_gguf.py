@@ -14,7 +14,7 @@ import pytest
 from loravc.core.errors import UserError
 from loravc.export.gguf import checks, common, ollama, writer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROBE = "The assert statement is a convenient way to insert debugging assertions into a program."
 
 
