@@ -237,7 +237,7 @@ def test_peft_options_train_and_load_end_to_end(tmp_path: Path, prepared: tuple[
     loaded on the base and merged with the logits check `loravc merge` applies."""
     import torch
 
-    from loravc.export.use import MERGE_TOLERANCE
+    from loravc.export.merged import MERGE_TOLERANCE
 
     base, prepared_dir = prepared
     options = {"use_dora": True, "use_rslora": True, "modules_to_save": ["lm_head"]}
@@ -429,7 +429,7 @@ def test_qlora_trains_on_a_quantized_base_and_loads_it_the_same_way(
 
     bnb = needs_bitsandbytes()
 
-    from loravc.export.use import MERGE_TOLERANCE
+    from loravc.export.merged import MERGE_TOLERANCE
 
     base, prepared_dir = prepared
     trainer = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-2}

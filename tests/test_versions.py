@@ -15,7 +15,9 @@ import torch
 
 from loravc.core.errors import UserError
 from loravc.core.metadata import VersionMetadata
-from loravc.export.use import MERGE_TOLERANCE, export, load_version, merge
+from loravc.export.adapter import export
+from loravc.export.merged import MERGE_TOLERANCE, merge
+from loravc.export.use import load_version
 from loravc.versions.catalogue import Version, Versions
 from loravc.versions.inspection import compare, lora_facts
 from loravc.versions.pins import Out, Pins

@@ -17,15 +17,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from loravc.cli import render
 from loravc.core.errors import run_main
-from loravc.export.gguf import FORMATS as GGUF_FORMATS
-from loravc.export.gguf import TYPES as GGUF_TYPES
+from loravc.export import formats
+from loravc.export.gguf.writer import TYPES as GGUF_TYPES
 from loravc.versions.verify import EVAL_TOLERANCE
 
 
@@ -33,7 +33,7 @@ def _json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def _device(text: str) -> str:
+def _device_name(text: str) -> str:
     from loravc.core.errors import UserError
     from loravc.core.params import check_device
 
@@ -106,27 +106,17 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from loravc.core.errors import UserError
-    from loravc.export import gguf as gguf_export
-    from loravc.export.use import EXPORT_DIR, export
-
-    if args.format == "peft" and (args.base_only or args.type != "f16" or args.tokenizer_pre):
-        raise UserError("--type, --base-only and --tokenizer-pre go with --format gguf or gguf-lora")
+    """Any format of formats.FORMATS: its options checked, its module's write, its summary printed."""
+    fmt = formats.lookup(args.format)
+    options = formats.Options(type=args.type, base_only=args.base_only, tokenizer_pre=args.tokenizer_pre)
+    formats.refuse_options(fmt, options)
     with _version(args, args.ref) as (versions, version):
-        if args.format == "peft":
-            target = export(versions, version, args.dir)
-        else:
+        if fmt.loads_model:
             _quiet_loading()
-            kind = "base" if args.base_only else args.format
-            typed = "" if kind == "gguf-lora" else f"-{args.type}"  # a LoRA GGUF is F32
-            name = f"{version.version_id or version.short}-{kind}{typed}"
-            target = args.dir or versions.root / EXPORT_DIR / name
-            record = gguf_export.export(
-                versions, version, target, fmt=args.format, quant=args.type, base_only=args.base_only,
-                pre=args.tokenizer_pre,
-            )  # fmt: skip
-            print(render.gguf_exported(record))
-    print(f"exported {version.version_id} ({version.short}) -> {target}")
+        done = formats.export(fmt.name, versions, version, args.dir, options)
+        if done.summary:
+            print(done.summary)
+    print(f"exported {version.version_id} ({version.short}) -> {done.target}")
 
 
 def cmd_card(args: argparse.Namespace) -> None:
@@ -137,11 +127,9 @@ def cmd_card(args: argparse.Namespace) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from loravc.export.use import merge
-
     _quiet_loading()
     with _version(args, args.ref) as (versions, version):
-        print(render.merged(merge(versions, version, args.dir, device=args.device), str(args.dir)))
+        print(formats.export("merged", versions, version, args.dir, device=args.device).summary)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -237,6 +225,9 @@ def cmd_promote(args: argparse.Namespace) -> None:
 REF_HELP = "version: revision, branch, tag, experiment, v_<id>, name@vX.Y.Z or name#stage"
 
 
+Verb = Callable[[str, str, Callable[[argparse.Namespace], None]], argparse.ArgumentParser]
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="loravc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -244,37 +235,48 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("-C", "--repo", type=Path, default=Path("."), help="repository directory (default: .)")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+    def verb(name: str, help: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=help, description=help)
         sub.set_defaults(func=func)
         return sub
 
-    def device(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    for add in (_inspect_verbs, _export_verbs, _model_verbs, _study_verbs, _registry_verbs):
+        add(verb)
+    return top
 
-    sub = verb("list", "every version on branches, tags and experiment refs, newest first", cmd_list)
+
+def _device(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--device", default="cpu", type=_device_name, help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+
+
+def _json_flag(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _inspect_verbs(verb: Verb) -> None:
+    """list, show, compare."""
+    _json_flag(verb("list", "every version on branches, tags and experiment refs, newest first", cmd_list))
 
     sub = verb("show", "metadata, metrics, params and LoRA facts of one version", cmd_show)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_flag(sub)
 
     sub = verb("compare", "params, metrics and LoRA facts (read from the weights) of two versions", cmd_compare)
     sub.add_argument("ref_a", metavar="REF_A", help=REF_HELP)
     sub.add_argument("ref_b", metavar="REF_B", help=REF_HELP)
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_flag(sub)
 
-    sub = verb(
-        "export", "write a version to a new directory: PEFT files (+ card, base unless on the hub) or GGUF", cmd_export
-    )  # fmt: skip
+
+def _export_verbs(verb: Verb) -> None:
+    """export (its --format choices and help from loravc.export.formats), card, merge."""
+    what = "write a version to a new directory in a --format (default: PEFT files + card, base unless on the hub)"
+    sub = verb("export", what, cmd_export)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
     sub.add_argument(
         "dir", metavar="DIR", type=Path, nargs="?", help="new directory (default: model_versions/v_<id>[-FORMAT-TYPE]/)"
     )
-    sub.add_argument(
-        "--format", choices=("peft", *GGUF_FORMATS), default="peft",
-        help="peft: adapter + metadata (default); gguf: the merged model; gguf-lora: the adapter for llama.cpp --lora",
-    )  # fmt: skip
+    names = formats.names()
+    sub.add_argument("--format", choices=names, default=names[0], help=formats.help_text())
     sub.add_argument("--type", choices=GGUF_TYPES, default="f16", help="GGUF tensor type (default: f16)")
     sub.add_argument("--base-only", action="store_true", help="write the version's base alone as GGUF (for gguf-lora)")
     sub.add_argument("--tokenizer-pre", metavar="NAME", help="llama.cpp pre-tokenizer name (bases other than smollm2)")
@@ -285,8 +287,11 @@ def parser() -> argparse.ArgumentParser:
     sub = verb("merge", "merge the adapter into its base: a standalone model directory", cmd_merge)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
     sub.add_argument("dir", metavar="DIR", type=Path, help="new directory for the merged model")
-    device(sub)
+    _device(sub)
 
+
+def _model_verbs(verb: Verb) -> None:
+    """generate, verify: they load the model (--device)."""
     sub = verb(
         "generate", "greedy reply (chat-trained versions) or continuation of a prompt by one version", cmd_generate
     )
@@ -296,7 +301,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
     sub.add_argument("--max-new-tokens", type=_positive, default=40, help="tokens to generate (default: 40)")
-    device(sub)
+    _device(sub)
 
     sub = verb(
         "verify", "files match dvc.lock, the model loads; --eval re-checks test perplexity; --all: every version",
@@ -312,9 +317,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--tolerance", type=float, default=EVAL_TOLERANCE, help="relative perplexity difference allowed (default: 1e-3)"
     )
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
-    device(sub)
+    _json_flag(sub)
+    _device(sub)
 
+
+def _study_verbs(verb: Verb) -> None:
+    """plots, tune."""
     sub = verb("plots", "versions' loss curves in one picture; --template: offline `dvc plots` pages", cmd_plots)
     sub.add_argument("refs", metavar="REF", nargs="*", help=REF_HELP)
     sub.add_argument(
@@ -334,6 +342,9 @@ def parser() -> argparse.ArgumentParser:
         "--copy-paths", action="append", default=[], metavar="PATH", help="untracked path each trial needs (repeatable)"
     )
 
+
+def _registry_verbs(verb: Verb) -> None:
+    """register, promote."""
     sub = verb("register", "give a version a semantic version in the registry (git tag name@vX.Y.Z)", cmd_register)
     sub.add_argument("ref", metavar="REF", help=REF_HELP)
     sub.add_argument("--version", required=True, help="semantic version, like v1.2.0")
@@ -347,7 +358,6 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--stage", required=True, help="stage name, like prod")
     sub.add_argument("--message", help="tag message")
     sub.add_argument("--push", action="store_true", help="push the tag to origin")
-    return top
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -274,27 +274,3 @@ def verify_cache(report: dict[str, Any]) -> str:
         f"{report['missing']} not in the local cache (not damage: `dvc fetch --all-commits` gets them)"
     )
     return "\n".join(lines)
-
-
-def merged(record: dict[str, Any], dest: str) -> str:
-    source, check = record["merged_from"], record["logits_check"]
-    bits = record.get("trained_on_bits")
-    into = f"its full-precision base (it trained on the {bits}-bit one)" if bits else "its base"
-    return (
-        f"merged {source['version_id']} ({source['rev'][:7]}) into {into} -> {dest}\n"
-        f"logits match base + adapter: max |difference| {check['max_abs_difference']:.2e} "
-        f"<= {check['tolerance']:.0e}"
-    )
-
-
-def gguf_exported(record: dict[str, Any]) -> str:
-    """What `loravc export --format gguf|gguf-lora` wrote, and the read-back check of a whole-model GGUF."""
-    lines = [f"wrote {', '.join(record['files'])} ({record['tensors']} tensors), Modelfile, README.md, version.json"]
-    check = record.get("logits_check")
-    if check:
-        lines.append(
-            f"read back by transformers: top-1 token {check['top1_agreement']} positions, logits within "
-            f"{check['max_abs_difference']:.3g} ({check['relative_difference']:.2g} of the largest; "
-            f"bound {check['tolerance']:g})"
-        )
-    return "\n".join(lines)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import sha256_tree
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from loravc.core.errors import UserError
-from loravc.export.use import export, load_version
+from loravc.export.adapter import export
+from loravc.export.use import load_version
 from loravc.versions.catalogue import Versions
-from tests.conftest import sha256_tree
 
 PROBE = "When a class definition is executed,"
 HUB_BASE = {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "source": "HuggingFaceTB/SmolLM2-135M-Instruct"}

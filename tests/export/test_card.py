@@ -13,7 +13,7 @@ from loravc.train.card import EMBEDDED, HUB, LOCAL, base_kind, license_of
 from loravc.versions.catalogue import Version, Versions
 from loravc.versions.pins import Out, Pins
 
-FIXTURES = Path(__file__).parent / "fixtures" / "metadata"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "metadata"
 DEFAULT = FIXTURES / "1faeab047d26d2701e5585381d7d3784.json"  # v_20261129_033041_6aa896, the default pipeline
 EVAL_FILE = "dvclive/evaluate/metrics.json"
 METRICS = {  # that version's dvclive/evaluate/metrics.json (part)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from loravc.core.errors import UserError
-from loravc.export import gguf as gguf_export
+from loravc.export.gguf import checks, common, ollama, writer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROBE = "The assert statement is a convenient way to insert debugging assertions into a program."
 
 
@@ -45,7 +45,7 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory, default_repo: dict[str, An
     merged = peft_model.merge_and_unload()
     with torch.no_grad():
         logits = merged(**inputs).logits[0]
-    pre, general = gguf_export.base_facts(gguf_export.read_identity(base_dir), None)
+    pre, general = common.base_facts(common.read_identity(base_dir), None)
     return {
         "root": root,
         "base_dir": base_dir,
@@ -64,7 +64,7 @@ def write_merged(smollm2: dict[str, Any], quant: str) -> Path:
     path = smollm2["root"] / f"model.{quant}.gguf"
     if not path.exists():
         general = smollm2["general"] | {"general.name": "SmolLM2 test", "general.finetune": "v_test"}
-        gguf_export.write_model(
+        writer.write_model(
             smollm2["merged"], smollm2["tokenizer"], smollm2["base_dir"], path,
             quant=quant, general=general, pre=smollm2["pre"],
         )  # fmt: skip
@@ -118,7 +118,7 @@ def test_transformers_reads_the_gguf_back_as_the_merged_model(smollm2: dict[str,
     expected = smollm2["logits"]
     assert torch.equal(got.argmax(-1), expected.argmax(-1))
     relative = float((got - expected).abs().max() / expected.abs().max())
-    assert relative <= gguf_export.TOLERANCE[quant]
+    assert relative <= checks.TOLERANCE[quant]
     assert relative > 1e-5  # a real rounding happened: the file is not F32
 
     if quant == "f16":  # the file is exactly the model with its matrices rounded (Q8_0 only quantizes differently)
@@ -142,9 +142,9 @@ def test_lora_gguf_applied_to_the_base_gguf_gives_the_merged_tensors(smollm2: di
     root, config = smollm2["root"], AutoConfig.from_pretrained(smollm2["base_dir"])
     lora_path, base_path = root / "adapter.gguf", root / "base.f16.gguf"
     general = smollm2["general"] | {"general.name": "lora"}
-    pairs = gguf_export.write_lora(smollm2["adapter_dir"], config, smollm2["lora"], lora_path, general)
+    pairs = writer.write_lora(smollm2["adapter_dir"], config, smollm2["lora"], lora_path, general)
     base = AutoModelForCausalLM.from_pretrained(smollm2["base_dir"])
-    gguf_export.write_model(
+    writer.write_model(
         base, smollm2["tokenizer"], smollm2["base_dir"], base_path, quant="f16", general=general, pre=smollm2["pre"]
     )
     lora = gguf.GGUFReader(lora_path)
@@ -183,7 +183,7 @@ def test_lora_gguf_applied_to_the_base_gguf_gives_the_merged_tensors(smollm2: di
     bf16_dir.mkdir()
     weights = load_file(smollm2["adapter_dir"] / "adapter_model.safetensors")
     save_file({k: v.bfloat16() for k, v in weights.items()}, bf16_dir / "adapter_model.safetensors")
-    gguf_export.write_lora(bf16_dir, config, smollm2["lora"], root / "bf16.gguf", general)
+    writer.write_lora(bf16_dir, config, smollm2["lora"], root / "bf16.gguf", general)
     bf16 = {t.name: np.array(t.data) for t in gguf.GGUFReader(root / "bf16.gguf").tensors}
     a = weights["base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight"].bfloat16().float().numpy()
     assert np.array_equal(bf16["blk.0.attn_v.weight.lora_a"], a)
@@ -193,13 +193,13 @@ def test_what_the_writer_does_not_support_is_refused() -> None:
     from transformers import GPT2Config, LlamaConfig
 
     with pytest.raises(UserError, match="GGUF export supports LlamaForCausalLM; this base is GPT2LMHeadModel"):
-        gguf_export.check_writable(GPT2Config(architectures=["GPT2LMHeadModel"]))
+        writer.check_writable(GPT2Config(architectures=["GPT2LMHeadModel"]))
     llama = LlamaConfig(architectures=["LlamaForCausalLM"])
-    assert gguf_export.check_writable(llama, {"use_dora": False, "modules_to_save": None, "bias": "none"}) == "llama"
+    assert writer.check_writable(llama, {"use_dora": False, "modules_to_save": None, "bias": "none"}) == "llama"
     with pytest.raises(UserError, match=r"adapters with use_dora \(llama.cpp .* use --format peft"):
-        gguf_export.check_writable(llama, {"use_dora": True})
+        writer.check_writable(llama, {"use_dora": True})
     with pytest.raises(UserError, match="adapters with modules_to_save"):
-        gguf_export.check_writable(llama, {"modules_to_save": ["embed_tokens"]})
+        writer.check_writable(llama, {"modules_to_save": ["embed_tokens"]})
 
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
@@ -207,30 +207,30 @@ def test_what_the_writer_does_not_support_is_refused() -> None:
     sentencepiece_like = Tokenizer(models.BPE(vocab={"▁a": 0, "<0x41>": 1}, merges=[], byte_fallback=True))
     sentencepiece_like.decoder = decoders.Metaspace()
     with pytest.raises(UserError, match="supports byte-level BPE tokenizers"):
-        gguf_export.add_tokenizer(None, PreTrainedTokenizerFast(tokenizer_object=sentencepiece_like), Path("."), 2, "x")
+        writer.add_tokenizer(None, PreTrainedTokenizerFast(tokenizer_object=sentencepiece_like), Path("."), 2, "x")
 
 
 def test_modelfile_translates_chatml_to_ollamas_go_template() -> None:
     from loravc.data.labels import SMOLLM2_CHATML
 
-    chat = gguf_export.modelfile("model.f16.gguf", chat=True, chat_template=SMOLLM2_CHATML, eos="<|im_end|>")
+    chat = ollama.modelfile("model.f16.gguf", chat=True, chat_template=SMOLLM2_CHATML, eos="<|im_end|>")
     assert chat.splitlines()[0] == "FROM ./model.f16.gguf"
     assert '{{- range .Messages }}{{ if ne .Role "system" }}<|im_start|>{{ .Role }}' in chat
     assert "{%" not in chat  # no Jinja left
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in chat
     assert 'PARAMETER stop "<|im_end|>"' in chat and 'PARAMETER stop "<|im_start|>"' in chat
-    raw = gguf_export.modelfile("model.f16.gguf", chat=False, chat_template=SMOLLM2_CHATML, eos="<|endoftext|>")
+    raw = ollama.modelfile("model.f16.gguf", chat=False, chat_template=SMOLLM2_CHATML, eos="<|endoftext|>")
     assert 'TEMPLATE """{{ .Prompt }}"""' in raw and "SYSTEM" not in raw
     qwen = (  # Qwen2.5's: the system branch built from the message first, the default with escaped newlines
         "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
         "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a "
         "helpful assistant.<|im_end|>\\n' }}{%- endif %}"
     )
-    assert gguf_export.default_system(qwen) == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-    assert gguf_export.default_system("{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>' }}") is None
-    lora = gguf_export.modelfile("base.f16.gguf", chat=False, chat_template=None, eos=None, adapter="adapter.gguf")
+    assert ollama.default_system(qwen) == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    assert ollama.default_system("{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>' }}") is None
+    lora = ollama.modelfile("base.f16.gguf", chat=False, chat_template=None, eos=None, adapter="adapter.gguf")
     assert lora.splitlines()[:2] == ["FROM ./base.f16.gguf", "ADAPTER ./adapter.gguf"]
-    other = gguf_export.modelfile("m.gguf", chat=True, chat_template="{{ '[INST]' }}", eos="</s>")
+    other = ollama.modelfile("m.gguf", chat=True, chat_template="{{ '[INST]' }}", eos="</s>")
     assert "TEMPLATE" not in other.replace("# TEMPLATE", "") and 'PARAMETER stop "</s>"' in other
 
 

@@ -112,15 +112,3 @@ def test_verify_prints_one_ok_line_per_check() -> None:
         "  ok  loads on cpu: finite logits for a 17-token probe",
         "  ok  test perplexity 29.75 vs recorded 29.7475 (difference 8.40e-05 <= 1e-03 relative)",
     ]
-
-
-def test_merge_says_when_a_qlora_version_merged_into_the_full_precision_base() -> None:
-    record = {
-        "merged_from": {"version_id": "v_1", "rev": "abcdef0123"},
-        "logits_check": {"max_abs_difference": 2.0e-6, "tolerance": 1.0e-4},
-    }
-    assert render.merged(record | {"trained_on_bits": None}, "out").startswith(
-        "merged v_1 (abcdef0) into its base -> out"
-    )
-    qlora = render.merged(record | {"trained_on_bits": 4}, "out")
-    assert qlora.startswith("merged v_1 (abcdef0) into its full-precision base (it trained on the 4-bit one) -> out")

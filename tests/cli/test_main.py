@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, greedy_ids, sha256_tree
 
 from loravc.cli.main import main, parser, run
 from loravc.export.use import load_version
-from tests.conftest import ROOT, greedy_ids, sha256_tree
 
 VERBS = ("list", "show", "compare", "export", "card", "merge", "generate", "verify", "plots", "register", "promote")
 VERBS += ("tune",)
@@ -145,7 +145,7 @@ def test_bad_options_are_refused_by_the_parser(args: list[str], message: str, ca
 
 
 def test_versions_in_no_cache_or_remote_get_one_summary_line(versions_repo: dict, tmp_path: Path, capsys) -> None:
-    from tests.test_versions import clone
+    from test_versions import clone
 
     repo = str(clone(versions_repo, tmp_path / "clone", remote=False))
     r8, r4 = versions_repo["r8"][:7], versions_repo["r4"][:7]
