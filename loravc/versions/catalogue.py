@@ -4,8 +4,8 @@ A version is the adapter directory (the `artifacts:` path in dvc.yaml, `models/a
 commit's dvc.lock pins it, on a branch, a tag or a DVC experiment ref. Everything is read at that
 revision from git (dvc.yaml, dvc.lock, metrics files) and from DVC's cache, fetching from the DVC
 remote when the cache lacks it; nothing is checked out and the workspace is never touched.
-What a version can then do lives beside this module: loravc.versions.inspection (LoRA facts, compare),
-loravc.export.use (load, export, merge, generate) and loravc.versions.verify.
+What a version can then do lives beside this module (loravc.versions.inspection: LoRA facts, compare;
+loravc.versions.verify) and in loravc.export (load, generate, the export formats, merge).
 
 Nothing here imports torch, so listing and showing versions is quick.
 """
