@@ -17,7 +17,9 @@ from loravc.core.errors import UserError
 from loravc.core.schema import parse_yaml
 from loravc.core.tools import dvc_cmd, tool_env
 from loravc.train import pruning
-from loravc.tune.study import Options, Study, check, check_data_committed, experiments
+from loravc.tune.experiments import check_data_committed, experiments
+from loravc.tune.space import check
+from loravc.tune.study import Options, Study
 from loravc.tune.study import tune as tune_study
 from tests.conftest import ROOT, UP_TO_DATE, git, make_repo, run, update_params
 
@@ -421,7 +423,7 @@ def test_processes_sharing_a_database_get_different_seeds(tmp_path: Path, monkey
 
 
 def test_a_git_lock_is_stale_only_when_nobody_holds_it(tmp_path: Path) -> None:
-    from loravc.tune.study import stale_lock
+    from loravc.tune.liveness import stale_lock
 
     lock = tmp_path / "index.lock"
     assert not stale_lock(lock, wait=0.2)  # none there
