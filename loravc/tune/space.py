@@ -2,8 +2,8 @@
 
 Each knob of params.yaml's `tune.space` names a params.yaml key (or a trl.SFTConfig setting under train.trainer,
 a peft.LoraConfig option under train.lora) and each of its bounds and choices is a valid value there; the kind
-of a range (integers or numbers) is the type the key is declared with. The objective is a validation metric the
-pipeline writes, never a test metric.
+of a range (integers or numbers) is the type the key is declared with, as loravc.core.schema reads types. The
+objective is a validation metric the pipeline writes, never a test metric.
 """
 
 import copy
@@ -11,14 +11,13 @@ import dataclasses
 import difflib
 import json
 import math
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loravc.core.errors import UserError
-from loravc.core.schema import build, flatten, read_yaml
+from loravc.core.schema import accepts, build, describe, flatten, read_yaml
 from loravc.params import Params, load_params
 from loravc.train.lora import LoraParams
 from loravc.tune.experiments import TEST_METRICS
@@ -29,6 +28,8 @@ VALIDATION_METRICS = {"validation_loss": "minimize"}  # and the direction each i
 TRAIN_ONLY = {"train_loss", "train_tokens", "train_seconds", "steps", "epochs"}
 
 PRIMITIVE = (bool, int, float, str, type(None))  # what Optuna stores as a categorical choice
+NOT_NUMBERS = ("0", True, [], {})  # a key whose type takes any of these is searched over choices, not a range
+NAMED = (str, bool, dict, list)  # the types the error for a range over such a key names as Python does
 
 
 @dataclass(frozen=True)
@@ -151,19 +152,14 @@ def _dimension(key: str, knob: Knob, raw: dict[str, Any], flat: dict[str, Any]) 
         value = getattr(knob, name)
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{where}: {name} must be a finite number, got {value}")
-    if knob.choices is not None:
-        kind = "choice"
-    elif declared is int:
-        kind = "int"
+    kind = "choice" if knob.choices is not None else number_kind(declared)
+    if kind is None:
+        raise UserError(f"{where}: {key} is not a number ({type_name(declared)}): give a list of choices")
+    if kind == "int":
         for name in ("low", "high", "step"):
             value = getattr(knob, name)
             if value is not None and value != int(value):
                 raise UserError(f"{where}: {key} is an integer, so {name} must be one, got {value}")
-    elif declared is float:
-        kind = "float"
-    else:
-        shown = getattr(declared, "__name__", str(declared))
-        raise UserError(f"{where}: {key} is not a number ({shown}): give a list of choices")
     values = knob.choices if knob.choices is not None else [knob.low, knob.high]
     for value in values:
         _check_value(raw, key, int(value) if kind == "int" else value, where)
@@ -171,25 +167,42 @@ def _dimension(key: str, knob: Knob, raw: dict[str, Any], flat: dict[str, Any]) 
 
 
 def declared_type(key: str) -> Any:
-    """The type a params.yaml key is declared with: its Params field's, or trl.SFTConfig's for train.trainer.*
-    (Optional[X] is X; a bool is no number)."""
+    """The type annotation of a params.yaml key (None: no field declares it): its Params field's; for
+    train.trainer.* trl.SFTConfig's, and for train.lora.* beyond LoraParams' own fields peft.LoraConfig's."""
     parts = key.split(".")
     if key.startswith("train.trainer."):
         from loravc.train.preflight import sft_config_types
 
-        hint = sft_config_types().get(parts[2])
-    elif key.startswith("train.lora.") and parts[2] not in typing.get_type_hints(LoraParams):
+        return sft_config_types().get(parts[2])
+    if key.startswith("train.lora.") and parts[2] not in typing.get_type_hints(LoraParams):
         from peft import LoraConfig
 
-        hint = typing.get_type_hints(LoraConfig).get(parts[2])
-    else:
-        hint: Any = Params
-        for part in parts:
-            hint = typing.get_type_hints(hint).get(part) if dataclasses.is_dataclass(hint) else None
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
-        hint = args[0]
+        return typing.get_type_hints(LoraConfig).get(parts[2])
+    hint: Any = Params
+    for part in parts:  # down the sections' dataclasses, a field at a time
+        hint = typing.get_type_hints(hint).get(part) if dataclasses.is_dataclass(hint) else None
     return hint
+
+
+def number_kind(hint: Any) -> str | None:
+    """What a range over a key declared `hint` holds, as loravc.core.schema.accepts reads the type: "float"
+    when it takes any number, "int" when integers only; None when it takes no number, or takes something else
+    too (a string, a bool, a list, a mapping, any value of a type YAML cannot spell): that key needs choices.
+    Null may be allowed besides."""
+    if hint is None or any(accepts(hint, other) for other in NOT_NUMBERS):
+        return None
+    if accepts(hint, 0.5):
+        return "float"
+    return "int" if accepts(hint, 1) else None
+
+
+def type_name(hint: Any) -> str:
+    """A declared type as the knob's error names it: a class, or what loravc.core.schema describes as one of
+    NAMED or null, by the class's name (str, bool); any other type in loravc.core.schema's words."""
+    if isinstance(hint, type):
+        return hint.__name__
+    said = describe(hint)
+    return next((named.__name__ for named in NAMED if said in (describe(named), describe(named | None))), said)
 
 
 def _check_value(raw: dict[str, Any], key: str, value: Any, where: str) -> None:

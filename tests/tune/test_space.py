@@ -1,5 +1,7 @@
 """loravc.tune.space: the tune section's knobs and objective checked against the pipeline before any trial."""
 
+import enum
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -7,7 +9,7 @@ import pytest
 
 from loravc.core.errors import UserError
 from loravc.tune.params import Knob
-from loravc.tune.space import Dimension, check, check_objective, hydra
+from loravc.tune.space import Dimension, check, check_objective, declared_type, hydra, number_kind, type_name
 from tests.tune.scratch import LR, params_with
 
 
@@ -74,6 +76,93 @@ def test_knobs_become_overrides_dvc_accepts(tmp_path: Path) -> None:
     assert modules.override('["q_proj", "v_proj"]') == "train.lora.target_modules=['q_proj','v_proj']"
     assert by_key["data.loss_on"].override("all") == "data.loss_on='all'"  # a string stays one (not 'true', 8)
     assert by_key["train.trainer.num_train_epochs"].grid() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("hint", "kind"),
+    [
+        (float, "float"),
+        (float | None, "float"),  # trl.SFTConfig's eval_steps
+        (int, "int"),
+        (int | None, "int"),  # evaluate.harness_limit
+        (typing.Optional[int], "int"),  # noqa: UP045 (how older libraries spell it)
+        (bool, None),  # a bool is no number
+        (bool | None, None),
+        (str, None),
+        (int | str | None, None),  # takes a string too: choices
+        (typing.Union[list[int], int, None], None),  # noqa: UP007 (peft's layers_to_transform: a list too)
+        (dict, None),
+        (Any, None),  # anything YAML holds: choices
+        (Knob | None, None),  # a config class YAML cannot spell
+        (None, None),  # no field declares the key
+    ],
+)  # fmt: skip
+def test_a_range_needs_a_key_declared_as_a_number_and_nothing_else(hint: Any, kind: str | None) -> None:
+    assert number_kind(hint) == kind
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@pytest.mark.parametrize(
+    ("hint", "shown"),
+    [
+        (str, "str"),
+        (bool | None, "bool"),  # a class or null: by the class's name, as the message always read
+        (typing.Optional[dict], "dict"),  # noqa: UP045
+        (list[str], "a list of strings"),  # any other type in loravc.core.schema's words
+        (Colour | str, "one of red, blue"),
+        (typing.Union[list[int], int, None], "a list, an integer or null"),  # noqa: UP007
+    ],
+)  # fmt: skip
+def test_a_type_that_is_no_number_is_named_in_the_error(hint: Any, shown: str) -> None:
+    assert type_name(hint) == shown
+
+
+def test_the_declared_type_is_the_field_of_params_sft_config_or_lora_config() -> None:
+    assert declared_type("train.lora.r") is int  # LoraParams
+    assert declared_type("data.loss_on") is str
+    assert declared_type(LR) is float  # trl.SFTConfig
+    assert declared_type("train.trainer.bf16") == bool | None
+    assert declared_type("train.lora.use_dora") is bool  # peft.LoraConfig
+    assert declared_type("evaluate.harness_limit") == int | None
+    assert declared_type("train.trainer.no_such_setting") is None
+    assert declared_type("train.no_such_key") is None
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"train.lora.target_modules": {"low": 1, "high": 2}},
+         r"train\.lora\.target_modules is not a number \(a list of strings or a string\): give a list of choices$"),
+        ({"train.lora.layers_to_transform": {"low": 0, "high": 2}},
+         r"layers_to_transform is not a number \(a list, an integer or null\): give a list of choices$"),
+        ({"train.trainer.lr_scheduler_type": {"low": 0, "high": 1}},
+         r"lr_scheduler_type is not a number \(one of linear, cosine, .*\): give a list of choices$"),
+    ],
+)  # fmt: skip
+def test_a_range_over_a_key_that_takes_more_than_numbers_is_refused(
+    tmp_path: Path, space: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        check(params_with(tmp_path, {"space": space}))
+
+
+def test_an_optional_number_is_searched_as_that_number(tmp_path: Path) -> None:
+    space = {
+        "evaluate.harness_limit": {"low": 10, "high": 50, "step": 10},  # int | None: integers
+        "train.trainer.eval_steps": {"low": 2, "high": 8},  # float | None in trl.SFTConfig: numbers
+    }
+    _, dims = check(params_with(tmp_path, {"space": space}))
+    assert [(d.key, d.kind, d.in_params) for d in dims] == [
+        ("evaluate.harness_limit", "int", True),
+        ("train.trainer.eval_steps", "float", False),
+    ]
+    assert dims[0].grid() == [10, 20, 30, 40, 50]
+    with pytest.raises(UserError, match=r"harness_limit is an integer, so step must be one, got 2\.5$"):
+        check(params_with(tmp_path, {"space": {"evaluate.harness_limit": {"low": 10, "high": 50, "step": 2.5}}}))
 
 
 @pytest.mark.parametrize(
