@@ -1,4 +1,8 @@
-"""The lines `loravc tune` closes with: the trials' outcome, the best trial with its test scores, how to promote it."""
+"""The lines `loravc tune` closes with: the trials' outcome, the best trial with its test scores, how to promote it.
+
+No metric is named here: the objective is tune.objective, and the test scores shown are those the evaluate
+stage's metrics file holds for the tuned model and compares with the base's (a ratio or a gain).
+"""
 
 import shlex
 from typing import Any
@@ -21,7 +25,7 @@ def summary(tune: TuneParams, storage: str, trials: list[Any], best: Any | None,
     params = " ".join(f"{k}={hydra(by_key[k].value(v))}" for k, v in best.params.items())
     lines.append(f"best: trial {best.number} (experiment {name}): {tune.objective} {best.value:.4f}; {params}")
     test = best.user_attrs.get("test", {})
-    shown = [k for k in ("tuned_perplexity", "tuned_exact_match", "tuned_f1", "tuned_chrf") if k in test]
+    shown = shown_scores(test)
     if shown:
         lines.append("  its test metrics, for information only (the study never saw them): "
                      + ", ".join(f"{k} {test[k]:.4g}" for k in shown))  # fmt: skip
@@ -32,3 +36,10 @@ def summary(tune: TuneParams, storage: str, trials: list[Any], best: Any | None,
     ]
     return lines
 
+
+def shown_scores(test: dict[str, Any]) -> list[str]:
+    """The tuned model's scores in the evaluate stage's metrics, in the file's order: each `tuned_<name>` the
+    stage compares with the base's by a `<name>_ratio` (perplexity) or a `<name>_gain` (each task metric of
+    evaluate.metrics); its token counts, its loss and the harness tasks' scores are left out."""
+    names = [key.removeprefix("tuned_") for key in test if key.startswith("tuned_")]
+    return [f"tuned_{n}" for n in names if f"{n}_ratio" in test or f"{n}_gain" in test]
