@@ -20,8 +20,8 @@ from loravc.core.errors import UserError
 from loravc.core.schema import accepts, build, describe, flatten, read_yaml
 from loravc.params import Params, load_params
 from loravc.train.lora import LoraParams
-from loravc.tune.experiments import TEST_METRICS
 from loravc.tune.params import Knob, TuneParams
+from loravc.tune.trials import TEST_METRICS
 
 # What the train stage writes to its metrics file, and on which data; only validation metrics can be objectives.
 VALIDATION_METRICS = {"validation_loss": "minimize"}  # and the direction each is better in

@@ -35,12 +35,12 @@ from loravc.core.errors import UserError
 from loravc.core.tools import dvc_cmd, tool_env
 from loravc.params import load_params
 from loravc.train import pruning
-from loravc.tune.experiments import check_data_committed, experiment, trial_name
 from loravc.tune.liveness import alive, heartbeat, started
 from loravc.tune.params import TuneParams
 from loravc.tune.space import Dimension, check
 from loravc.tune.storage import make_sampler, open_study_storage, require_optuna, shown, storage_of
 from loravc.tune.summary import summary
+from loravc.tune.trials import check_data_committed, experiment, trial_name
 from loravc.tune.workspace import repair_workspace
 from loravc.versions.gitrepo import GitRepo
 

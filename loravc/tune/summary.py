@@ -7,9 +7,9 @@ stage's metrics file holds for the tuned model and compares with the base's (a r
 import shlex
 from typing import Any
 
-from loravc.tune.experiments import trial_name
 from loravc.tune.params import TuneParams
 from loravc.tune.space import Dimension, hydra
+from loravc.tune.trials import trial_name
 
 COUNTED = ("COMPLETE", "PRUNED", "FAIL")  # the trial states the first line counts, by Optuna's names
 

@@ -15,10 +15,10 @@ from loravc.core.errors import UserError
 from loravc.core.schema import parse_yaml
 from loravc.core.tools import dvc_cmd, tool_env
 from loravc.train import pruning
-from loravc.tune.experiments import check_data_committed, experiments
 from loravc.tune.space import check
 from loravc.tune.study import Options, Study
 from loravc.tune.study import tune as tune_study
+from loravc.tune.trials import check_data_committed, experiments
 from tests.conftest import UP_TO_DATE, git, make_repo, run, update_params
 from tests.tune.scratch import LR, fake_repo, params_with
 

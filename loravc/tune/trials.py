@@ -1,4 +1,4 @@
-"""A study's trials as DVC experiments: the data a trial's clean copy of the repository needs, and what DVC
+"""loravc tune's trials as DVC experiments: the data a trial's clean copy of the repository needs, and what DVC
 saved for a trial (its commit, and the metrics files the train and evaluate stages wrote there)."""
 
 import json
