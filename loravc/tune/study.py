@@ -35,13 +35,13 @@ from loravc.core.errors import UserError
 from loravc.core.tools import dvc_cmd, tool_env
 from loravc.params import load_params
 from loravc.train import pruning
+from loravc.tune import workspace
 from loravc.tune.liveness import alive, heartbeat, started
 from loravc.tune.params import TuneParams
 from loravc.tune.space import Dimension, check
 from loravc.tune.storage import make_sampler, open_study_storage, require_optuna, shown, storage_of
 from loravc.tune.summary import summary
 from loravc.tune.trials import check_data_committed, experiment, trial_name
-from loravc.tune.workspace import repair_workspace
 from loravc.versions.gitrepo import GitRepo
 
 
@@ -144,7 +144,7 @@ class Study:
         """Undo what a kill -9 during DVC's set-up of `trial` left in the workspace (loravc.tune.workspace)."""
         overrides = [d.override(trial.params[d.key]) for d in self.dims if d.key in trial.params]
         branch = trial.user_attrs.get("owner", {}).get("branch")
-        repair_workspace(self.repo, self.git, trial.number, branch, overrides, self.say)
+        workspace.repair_workspace(self.repo, self.git, trial.number, branch, overrides, self.say)
 
     def fail_stale(self) -> None:
         """With a database: fail (and queue again, once) the trials whose heartbeat stopped, on any machine."""
@@ -196,7 +196,7 @@ class Study:
         self.recover(options)
         self.check_names()
         wanted = options.trials or self.tune.trials
-        started = time.monotonic()
+        begun = time.monotonic()
         while True:
             self.fail_stale()
             done = len(self.trials(self.states.COMPLETE, self.states.PRUNED))
@@ -205,7 +205,7 @@ class Study:
                 also = f", {running} still running in other processes" if running else ""
                 self.say(f"study {self.tune.study}: {done} finished trials (asked for {wanted}){also}")
                 return
-            if options.timeout is not None and time.monotonic() - started > options.timeout:
+            if options.timeout is not None and time.monotonic() - begun > options.timeout:
                 self.say(f"study {self.tune.study}: --timeout {options.timeout:g} s reached; {done} finished trials")
                 return
             point = self.next_point() if self.tune.sampler == "grid" else None
