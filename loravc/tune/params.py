@@ -39,7 +39,7 @@ class Knob:
 @dataclass
 class TuneParams:
     """`loravc tune`: a hyperparameter search whose trials are DVC experiments. No stage reads this section,
-    so editing it retrains nothing; loravc.tune.study checks the knobs and the objective against the pipeline."""
+    so editing it retrains nothing; loravc.tune.space checks the knobs and the objective against the pipeline."""
 
     study: str = knob("lora", "study name; its trials are the experiments <study>-<trial number>")
     storage: str | None = knob(

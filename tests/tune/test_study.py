@@ -1,148 +1,28 @@
-"""`loravc tune`: the checks before any trial, pruning, and real studies whose trials are DVC experiments."""
+"""loravc.tune.study: studies whose trials are DVC experiments, faked and real on the tiny pipeline."""
 
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-from transformers import TrainerControl, TrainerState
 
 from loravc.core.errors import UserError
 from loravc.core.schema import parse_yaml
 from loravc.core.tools import dvc_cmd, tool_env
 from loravc.train import pruning
-from loravc.tune.study import Options, Study, check, check_data_committed, experiments
+from loravc.tune.space import check
+from loravc.tune.study import Options, Study
 from loravc.tune.study import tune as tune_study
-from tests.conftest import ROOT, UP_TO_DATE, git, make_repo, run, update_params
+from loravc.tune.trials import check_data_committed, experiments
+from tests.conftest import UP_TO_DATE, git, make_repo, run, update_params
+from tests.tune.scratch import LR, fake_repo, params_with
 
-LR = "train.trainer.learning_rate"
 SPACE = {"train.lora.r": {"choices": [2, 4]}, LR: {"low": 1.0e-3, "high": 1.0e-2, "log": True}}
-
-
-def params_with(tmp_path: Path, tune: dict[str, Any]) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
-    update_params(path, {"tune": {key: value for key, value in tune.items() if key != "space"}})
-    if "space" in tune:  # replace the shipped space, not merge into it
-        update_params(path, {"tune": {"space": None}})
-        update_params(path, {"tune": {"space": tune["space"]}})
-    return path
-
-
-@pytest.mark.parametrize(
-    ("tune", "message"),
-    [
-        ({"space": {"train.lora.rank": {"choices": [4]}}},
-         r"tune\.space\.train\.lora\.rank: train\.lora\.rank is not a peft\.LoraConfig option \(did you mean r\?"),
-        ({"space": {LR: {"low": 1.0e-3, "high": 1.0e-4}}},
-         r"tune\.space\.train\.trainer\.learning_rate is an empty range: low 0\.001 is not below high 0\.0001$"),
-        ({"space": {"train.lora.r": {"choices": []}}}, r"tune\.space\.train\.lora\.r has an empty list of choices$"),
-        ({"space": {LR: {"low": 0.0, "high": 1.0e-3, "log": True}}}, r"is on a log scale, so low must be above 0"),
-        ({"space": {"train.lora.r": {"low": 0, "high": 8}}},
-         r"tune\.space\.train\.lora\.r: 0 is not a valid value: train\.lora\.r must be a positive integer$"),
-        ({"space": {"train.lora.r": {"low": 2, "high": 8.5}}}, r"train\.lora\.r is an integer, so high must be one"),
-        ({"space": {"train.lora": {"choices": [4]}}}, r"train\.lora is a section of params\.yaml; name one of its"),
-        ({"space": {"data.loss_on": {"low": 0, "high": 1}}}, r"data\.loss_on is not a number \(str\): give a list of"),
-        ({"space": {"train.trainer.learnin_rate": {"low": 1.0e-4, "high": 1.0e-3}}},
-         r"learnin_rate is not a trl\.SFTConfig setting \(did you mean learning_rate\?\)"),
-        ({"space": {"tune.seed": {"choices": [1, 2]}}}, r"the tune section is not a knob of the pipeline"),
-        ({"objective": "accuracy"}, r"params\.yaml: tune\.objective: the pipeline writes no metric 'accuracy'"),
-        ({"objective": "tuned_exact_match"},
-         r"tune\.objective: tuned_exact_match is a test metric \(dvclive/evaluate/metrics\.json\): tuning on"),
-        ({"objective": "train_loss"}, r"tune\.objective: train_loss is measured on the training data"),
-        ({"sampler": "grid"}, r"learning_rate: the grid sampler needs choices, or a range with a step$"),
-        ({"sampler": "bayes"}, r"tune\.sampler must be one of tpe, random, grid$"),
-        ({"space": {"train.lora.r": {"low": 2, "high": float("inf")}}}, r"train\.lora\.r: high must be a finite"),
-        ({"direction": "maximize"}, r"tune\.direction: validation_loss is better when lower: set tune\.direction"),
-        ({"space": {"train.trainer.bf16": {"low": 0, "high": 1}}}, r"bf16 is not a number \(bool\): give a list"),
-        ({"study": "my study"}, r"tune\.study must be a letter, then letters, digits, _ or -$"),
-        ({"space": {"train.lora.use_dorra": {"choices": [True]}}},
-         r"train\.lora\.use_dorra is not a peft\.LoraConfig option"),
-        ({"space": {"train.lora.use_dora": {"choices": ["yes"]}}}, r"train\.lora\.use_dora must be true or false"),
-    ],
-)  # fmt: skip
-def test_a_bad_tune_section_is_one_error_naming_the_key(tmp_path: Path, tune: dict[str, Any], message: str) -> None:
-    with pytest.raises(UserError, match=message):
-        check(params_with(tmp_path, tune))
-
-
-def test_knobs_become_overrides_dvc_accepts(tmp_path: Path) -> None:
-    space = {
-        "train.lora.r": {"choices": [4, 8]},
-        LR: {"low": 1.0e-4, "high": 1.0e-3, "log": True},
-        "train.trainer.weight_decay": {"low": 0.0, "high": 0.1},  # not in params.yaml: `-S +key=value`
-        "train.lora.target_modules": {"choices": [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"]]},
-        "train.trainer.num_train_epochs": {"low": 1, "high": 3, "step": 1},  # a float in trl.SFTConfig
-        "train.trainer.gradient_accumulation_steps": {"low": 1, "high": 4},  # an int there: integers
-        "data.loss_on": {"choices": ["auto", "all"]},
-        "train.lora.use_dora": {"choices": [False, True]},  # a peft.LoraConfig option: `-S +key=value` too
-    }
-    _, dims = check(params_with(tmp_path, {"space": space}))
-    by_key = {d.key: d for d in dims}
-    kinds = ["choice", "float", "float", "choice", "float", "int", "choice", "choice"]
-    assert [by_key[k].kind for k in space] == kinds
-    assert by_key["train.lora.use_dora"].override(True) == "+train.lora.use_dora=true"
-    assert by_key["train.lora.r"].override(8) == "train.lora.r=8"
-    assert by_key[LR].override(0.00041) == "train.trainer.learning_rate=0.00041"
-    assert by_key["train.trainer.weight_decay"].override(0.05) == "+train.trainer.weight_decay=0.05"
-    accumulation = by_key["train.trainer.gradient_accumulation_steps"]
-    assert accumulation.override(2) == "+train.trainer.gradient_accumulation_steps=2"
-    modules = by_key["train.lora.target_modules"]  # list choices are JSON labels to Optuna
-    assert modules.labels == ['["q_proj", "v_proj"]', '["q_proj", "k_proj", "v_proj", "o_proj"]']
-    assert modules.override('["q_proj", "v_proj"]') == "train.lora.target_modules=['q_proj','v_proj']"
-    assert by_key["data.loss_on"].override("all") == "data.loss_on='all'"  # a string stays one (not 'true', 8)
-    assert by_key["train.trainer.num_train_epochs"].grid() == [1.0, 2.0, 3.0]
-
-
-def test_the_median_pruner_stops_a_trial_worse_than_the_finished_ones(tmp_path: Path) -> None:
-    storage = str(tmp_path / "s.journal")
-    study = optuna.create_study(
-        study_name="p", storage=pruning.open_storage(storage), pruner=pruning.make_pruner("median")
-    )
-    for loss in (1.0, 1.1):  # two finished trials that reported their validation loss after each epoch
-        done = study.ask()
-        done.report(loss, 1)
-        done.report(loss - 0.5, 2)
-        study.tell(done, loss - 0.5)
-    trial = study.ask()
-    spec = pruning.TrialSpec(storage, "p", trial._trial_id, trial.number, "median")
-    report, control = pruning.callback(spec), TrainerControl()
-    state = TrainerState()
-    state.global_step = 4
-    report.on_evaluate(None, state, control, metrics={"eval_loss": 2.0})  # worse, but the first evaluation
-    assert report.pruned is None and not control.should_training_stop
-    state.global_step = 8
-    report.on_evaluate(None, state, control, metrics={"eval_loss": 1.9})  # worse than the median 0.55
-    assert control.should_training_stop
-    assert report.pruned == (
-        "tune study 'p' pruned trial 2 at evaluation 2 (step 8, validation loss 1.9000): no version is saved for it"
-    )
-    stored = study._storage.get_trial(trial._trial_id)
-    assert stored.user_attrs["pruned"] == {"evaluation": 2, "step": 8} and stored.intermediate_values == {
-        1: 2.0,
-        2: 1.9,
-    }
-
-    better = study.ask()
-    spec = pruning.TrialSpec(storage, "p", better._trial_id, better.number, "median")
-    report, control = pruning.callback(spec), TrainerControl()
-    for _ in (1, 2):
-        report.on_evaluate(None, state, control, metrics={"eval_loss": 0.4})
-    assert report.pruned is None and not control.should_training_stop
-
-
-def fake_repo(tmp_path: Path, tune: dict[str, Any]) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    params_with(repo, tune)
-    return repo
 
 
 def test_a_trial_that_fails_stops_the_study_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -418,18 +298,3 @@ def test_processes_sharing_a_database_get_different_seeds(tmp_path: Path, monkey
             seeds[(storage is None, pid)] = study._seed()
     assert seeds[(True, 1000)] == seeds[(True, 1001)] == 42  # the journal: tune.seed + trials so far
     assert seeds[(False, 1000)] != seeds[(False, 1001)]
-
-
-def test_a_git_lock_is_stale_only_when_nobody_holds_it(tmp_path: Path) -> None:
-    from loravc.tune.study import stale_lock
-
-    lock = tmp_path / "index.lock"
-    assert not stale_lock(lock, wait=0.2)  # none there
-    lock.write_text("")
-    with lock.open("rb"):  # a live git has it open: not stale, however long it waits
-        assert not stale_lock(lock, wait=0.3)
-    assert stale_lock(lock, wait=0.3)  # left by a killed process
-    replaced = threading.Timer(0.1, lambda: (lock.unlink(), lock.write_text("new")))
-    replaced.start()  # a git that took the lock again meanwhile: a different file, not stale
-    assert not stale_lock(lock, wait=0.4)
-    replaced.join()
