@@ -73,6 +73,7 @@ def assert_trials_are_experiments(repo: Path, trials: list[optuna.trial.FrozenTr
         assert metrics["validation_loss"] == trial.value and trial.user_attrs["commit"] == commit
 
 
+@pytest.mark.slow  # real trials: dvc exp run in a scratch repository (tests/conftest.py's rule)
 def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path, tiny_model_dir: Path) -> None:
     repo = tune_repo(
         tmp_path / "repo", tiny_model_dir, {"study": "t", "sampler": "random", "trials": 2, "pruner": "none"}
@@ -108,6 +109,7 @@ def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path,
     assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"  # (a kill during DVC's set-up is undone)
 
 
+@pytest.mark.slow  # real trials: dvc exp run in a scratch repository (tests/conftest.py's rule)
 def test_two_processes_share_one_sqlite_study(tmp_path: Path, tiny_model_dir: Path) -> None:
     repo = tune_repo(
         tmp_path / "repo", tiny_model_dir, {"study": "s", "storage": "sqlite:///shared.db", "pruner": "none"}
@@ -136,6 +138,7 @@ def test_bad_tune_params_stop_before_any_trial(tmp_path: Path, tiny_model_dir: P
     assert not (repo / ".dvc" / "tmp" / "tune").exists() and experiments(repo) == {}
 
 
+@pytest.mark.slow  # real trials: dvc exp run in a scratch repository (tests/conftest.py's rule)
 def test_a_pruned_trial_stops_training_and_is_no_version(tmp_path: Path, tiny_model_dir: Path) -> None:
     repo = tune_repo(tmp_path / "repo", tiny_model_dir, {"study": "p", "trials": 3, "pruner": "median"})
     storage = str(repo / ".dvc" / "tmp" / "tune" / "p.journal")
