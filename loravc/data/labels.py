@@ -5,7 +5,7 @@
 - messages: every assistant turn with its end-of-turn token (TRL's assistant-only loss). That needs a
   chat template whose assistant turns are marked with {% generation %}: TRL's
   get_training_chat_template marks the families it knows; MARKED below holds the ones it does not,
-  each rendering byte-identical text to its original (tests/test_labels.py).
+  each rendering byte-identical text to its original (tests/data/test_labels.py).
 - conversational prompt + completion (message lists): the completion's messages (completion-only).
 With `data.loss_on: all` every record trains on every token instead.
 The marked template is for training only: a version keeps the base's plain template for inference.

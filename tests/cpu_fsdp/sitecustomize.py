@@ -1,4 +1,4 @@
-"""Test support: FSDP on CPU processes, which accelerate never chooses itself (tests/test_fsdp.py).
+"""Test support: FSDP on CPU processes, which accelerate never chooses itself (tests/train/test_fsdp.py).
 
 On PYTHONPATH of an `accelerate launch` with an FSDP config, every launched process imports this module at
 start-up. It changes one decision of accelerate (1.15): AcceleratorState keeps CPU processes that joined over

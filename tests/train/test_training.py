@@ -424,7 +424,7 @@ def test_qlora_trains_on_a_quantized_base_and_loads_it_the_same_way(
     tmp_path: Path, prepared: tuple[Path, Path], bits: int
 ) -> None:
     """Trained on the k-bit base, evaluated and loaded on it again; merged into the full-precision one. Two epochs
-    with an evaluation between them (tests/test_quantization.py: what an evaluation must not change)."""
+    with an evaluation between them (tests/train/test_quantization.py: what an evaluation must not change)."""
     import torch
 
     bnb = needs_bitsandbytes()

@@ -87,7 +87,7 @@ def test_train_runs_under_accelerate_in_two_processes(built_repo_template: Path,
     adapter = repo / "models" / "adapter"
     meta = json.loads((adapter / "metadata.json").read_text())
     assert meta["world_size"] == 2 and meta["metrics"]["steps"] == 2
-    assert meta["training"]["distributed"] == "MULTI_CPU"  # accelerate's DDP over gloo (FSDP: tests/test_fsdp.py)
+    assert meta["training"]["distributed"] == "MULTI_CPU"  # accelerate's DDP over gloo (FSDP: tests/train/test_fsdp.py)
     assert lora_rank_from_weights(adapter) == {8}
     assert json.loads((repo / "dvclive" / "train" / "metrics.json").read_text())["steps"] == 2
 

@@ -8,7 +8,7 @@ from loravc.core.schema import flatten, read_yaml
 from loravc.params import Params, load_params
 from loravc.train.params import TRAINER_DEFAULTS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,7 +6,7 @@ import pytest
 from loravc.core.errors import UserError
 from loravc.data import records as data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:

@@ -55,7 +55,7 @@ def test_settings_follow_train_quantization(monkeypatch: pytest.MonkeyPatch) -> 
     assert quantization.load_options(QuantizationParams(bits=8), "cpu")["device_map"] == {"": "cpu"}
 
 
-FIXTURE = Path(__file__).parent / "fixtures" / "metadata" / "3e16f18486b2023c85389b9268e81cf2.json"  # the default
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "metadata" / "3e16f18486b2023c85389b9268e81cf2.json"  # the default
 
 
 def with_quantization(directory: Path, record: object) -> Path:

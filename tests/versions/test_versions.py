@@ -168,7 +168,7 @@ def test_export_writes_its_own_directory_once(versions_repo: dict) -> None:
     assert target == repo / "model_versions" / version.version_id
     files = sha256_tree(target)
     recorded = sha256_tree(versions.materialize(version, version.pins.adapter))
-    rewritten = {"version.json", "README.md", "adapter_config.json"}  # the card, the base named (tests/test_use.py)
+    rewritten = {"version.json", "README.md", "adapter_config.json"}  # the card, the base named (tests/export/test_adapter.py)
     assert {k: v for k, v in files.items() if k not in rewritten and not k.startswith("base/")} == {
         k: v for k, v in recorded.items() if k not in rewritten
     }
@@ -263,7 +263,7 @@ def test_damaged_metadata_names_the_file_and_the_other_versions_still_work(versi
 
 def fake_version(rev: str, vid: str, *refs: str) -> Version:
     """A Version with only what resolving by id reads: its revision, names and metadata.json's version_id."""
-    from tests.test_metadata import CURRENT
+    from tests.core.test_metadata import CURRENT
 
     pins = Pins(Out("models/adapter", f"{rev}.dir"), None, None, None, None, (), None, {})
     meta = VersionMetadata.from_dict(CURRENT | {"version_id": vid})

@@ -21,7 +21,7 @@ from loravc.params import load_params
 from loravc.train.training import train
 from tests.conftest import ran_stages, run, update_params
 
-CPU_FSDP = Path(__file__).parent / "cpu_fsdp"
+CPU_FSDP = Path(__file__).parents[1] / "cpu_fsdp"
 
 # docs/scale-out.md's FSDP config as the test runs it: mixed_precision "no", since the config's mixed_precision
 # applies whatever train.trainer.bf16 says, and bf16 rounding differs with the per-process batch shape.

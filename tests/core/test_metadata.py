@@ -14,7 +14,7 @@ from loravc.versions.cache import DvcCache
 from loravc.versions.gitrepo import GitRepo
 from loravc.versions.pins import Out, parse_pins
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CURRENT: dict[str, Any] = {
     "schema_version": SCHEMA_VERSION,
@@ -141,7 +141,7 @@ def test_reading_a_version_directory_names_the_file_and_the_fix(tmp_path: Path) 
         read_metadata(tmp_path)
 
 
-FIXTURES = Path(__file__).parent / "fixtures" / "metadata"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "metadata"
 
 
 def committed_versions() -> dict[str, str]:
