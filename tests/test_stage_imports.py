@@ -54,8 +54,8 @@ def test_every_stage_run_loaded_only_its_deps(built_repo: Path) -> None:
     assert {r["stage"] for r in records} >= STAGES, "the built repository's run recorded every stage"
     problems = []
     for record in records:
-        dvc_yaml = yaml.safe_load((Path(record["cwd"]) / "dvc.yaml").read_text(encoding="utf-8"))
-        deps = [str(d) for d in dvc_yaml["stages"][record["stage"]]["deps"]]
+        assert record["dvc_yaml"], f"{record['stage']} ran without a dvc.yaml in {record['cwd']}"
+        deps = [str(d) for d in yaml.safe_load(record["dvc_yaml"])["stages"][record["stage"]]["deps"]]
         if extra := outside(project_files(record["files"]), deps):
             problems.append(f"{record['stage']} ({' '.join(record['argv'][1:])[:80]}): {sorted(extra)}")
     assert problems == []

@@ -16,7 +16,10 @@ def _record() -> None:
         return
     loaded = [m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)]
     files = sorted({str(Path(name).resolve()) for name in loaded})
+    dvc_yaml = Path("dvc.yaml")  # kept with the record: `dvc exp run --temp` removes its copy of the repository
+    text = dvc_yaml.read_text(encoding="utf-8") if dvc_yaml.is_file() else None
     record = {"stage": spec.name.split(".", 1)[1], "cwd": os.getcwd(), "argv": sys.argv, "files": files}
+    record["dvc_yaml"] = text
     Path(RECORD).mkdir(parents=True, exist_ok=True)
     (Path(RECORD) / f"{spec.name}-{os.getpid()}.json").write_text(json.dumps(record), encoding="utf-8")
 

@@ -168,7 +168,8 @@ def test_export_writes_its_own_directory_once(versions_repo: dict) -> None:
     assert target == repo / "model_versions" / version.version_id
     files = sha256_tree(target)
     recorded = sha256_tree(versions.materialize(version, version.pins.adapter))
-    rewritten = {"version.json", "README.md", "adapter_config.json"}  # the card, the base named (tests/export/test_adapter.py)
+    # the card, and the base named (tests/export/test_adapter.py)
+    rewritten = {"version.json", "README.md", "adapter_config.json"}
     assert {k: v for k, v in files.items() if k not in rewritten and not k.startswith("base/")} == {
         k: v for k, v in recorded.items() if k not in rewritten
     }
