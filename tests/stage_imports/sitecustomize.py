@@ -21,7 +21,9 @@ def _record() -> None:
     record = {"stage": spec.name.split(".", 1)[1], "cwd": os.getcwd(), "argv": sys.argv, "files": files}
     record["dvc_yaml"] = text
     Path(RECORD).mkdir(parents=True, exist_ok=True)
-    (Path(RECORD) / f"{spec.name}-{os.getpid()}.json").write_text(json.dumps(record), encoding="utf-8")
+    path = Path(RECORD) / f"{spec.name}-{os.getpid()}.json"
+    path.with_suffix(".partial").write_text(json.dumps(record), encoding="utf-8")
+    path.with_suffix(".partial").replace(path)  # whole, for a check that reads while other tests run
 
 
 if RECORD:
