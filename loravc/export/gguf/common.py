@@ -11,7 +11,7 @@ from loravc.core.errors import UserError
 from loravc.data.records import CHAT_SHAPES
 from loravc.export.gguf.ollama import modelfile
 from loravc.export.gguf.writer import TYPES, check_writable
-from loravc.export.staging import Exported, Job, Staged, stage
+from loravc.export.staging import Exported, Job, Options, Staged, stage
 from loravc.versions.catalogue import Version
 
 BASE_FILE = "base.f16.gguf"  # what --base-only writes and a gguf-lora Modelfile's FROM names
@@ -57,8 +57,9 @@ def version_name(version: Version) -> str:
     return str(version.version_id or version.short)
 
 
-def directory_name(version: Version, kind: str, quant: str) -> str:
-    """<version id>-gguf-<type>, -base-<type> or -gguf-lora (a LoRA GGUF is F32)."""
+def directory_name(version: Version, options: Options, fmt: str) -> str:
+    """<version id>-gguf-<type>, -base-<type> (--base-only, either GGUF format) or -gguf-lora (a LoRA GGUF is F32)."""
+    kind, quant = "base" if options.base_only else fmt, options.type
     typed = "" if kind == "gguf-lora" else f"-{quant}"
     return f"{version_name(version)}-{kind}{typed}"
 
@@ -83,11 +84,11 @@ def read_facts(job: Job, adapter_only: bool) -> Facts:
 
 
 def read_identity(base_dir: Path) -> dict[str, Any]:
-    """The base.json the base stage wrote next to the weights ({} when absent)."""
+    """The base.json the base stage wrote next to the weights ({} when absent: a base made otherwise)."""
     from loravc.core.base_files import IDENTITY_FILE
+    from loravc.core.base_files import read_identity as read_base_json
 
-    path = base_dir / IDENTITY_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_base_json(base_dir) if (base_dir / IDENTITY_FILE).is_file() else {}
 
 
 def base_facts(identity: dict[str, Any], pre: str | None, need_pre: bool = True) -> tuple[str, dict[str, Any]]:

@@ -29,7 +29,7 @@ FORMAT = "gguf"
 
 
 def directory_name(version: Version, options: Options) -> str:
-    return gguf_directory_name(version, "base" if options.base_only else FORMAT, options.type)
+    return gguf_directory_name(version, options, FORMAT)
 
 
 def write(job: Job) -> Exported:
