@@ -5,6 +5,7 @@ the test prompts, samples, harness tasks); the stage runs it twice on one set of
 switched off for the base), and `loravc verify --evaluate` runs it again on a version to check its record.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,8 @@ def score_model(
     max_length: int,
     plan: labels.LossPlan,
     *,
-    prompts: list[str] = (),  # type: ignore[assignment]
-    samples: list[str] = (),  # type: ignore[assignment]
+    prompts: Sequence[str] = (),
+    samples: Sequence[str] = (),
     tasks: dict[str, Any] | None = None,
 ) -> Scores:
     """Perplexity over the tokens the loss trains on, greedy answers to `prompts` and continuations of
