@@ -145,7 +145,7 @@ def test_bad_options_are_refused_by_the_parser(args: list[str], message: str, ca
 
 
 def test_versions_in_no_cache_or_remote_get_one_summary_line(versions_repo: dict, tmp_path: Path, capsys) -> None:
-    from test_versions import clone
+    from tests.versions.test_versions import clone
 
     repo = str(clone(versions_repo, tmp_path / "clone", remote=False))
     r8, r4 = versions_repo["r8"][:7], versions_repo["r4"][:7]
