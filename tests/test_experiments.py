@@ -186,6 +186,33 @@ def test_exp_run_discards_a_checkpoint_of_another_rank_and_shows_in_exp_show(
         assert title in page
 
 
+BAD_VALUES = {  # a `dvc exp run -S` value -> the error stage `source` stops with
+    "+train.lora.use_dora=maybe": "train.lora.use_dora must be true or false, got 'maybe'",
+    "+train.lora.use_dorra=true": "train.lora.use_dorra is not a peft.LoraConfig option (did you mean use_dora?)",
+    "+train.trainer.learnin_rate=0.001": "train.trainer.learnin_rate is not a trl.SFTConfig setting (did you mean "
+    "learning_rate?)",
+    "train.trainer.learning_rate=fast": "train.trainer.learning_rate must be a number, got 'fast'",
+    "train.trainer.num_train_epochs=0": "train.trainer.num_train_epochs is 0 and train.trainer.max_steps is -1",
+    "train.lora.target_modules=[q_proj,query]": "train.lora.target_modules: query is not a module of the base",
+}
+
+
+def test_a_bad_value_stops_exp_run_before_any_output_is_removed(repo: Path) -> None:
+    kept = {name: sha256_tree(repo / name) for name in ("models/adapter", "dvclive", "reports", "data/prepared")}
+    for value, message in BAD_VALUES.items():
+        run = dvc(repo, "exp", "run", "-S", value, check=False)
+        assert run.returncode != 0, value
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: params.yaml: {message}"), (value, run.stderr)
+        assert "Running stage 'source'" in run.stdout and "Running stage 'train'" not in run.stdout, value
+        assert {name: sha256_tree(repo / name) for name in kept} == kept, value  # byte for byte
+        # DVC wrote the value into params.yaml before the stage ran: the error says how to put it back
+        hint = "params.yaml differs from the last commit (your edit, or `dvc exp run -S` wrote it)"
+        assert hint in run.stderr and "`git checkout HEAD -- params.yaml`" in run.stderr, value
+        git(repo, "checkout", "HEAD", "--", "params.yaml")
+        assert git(repo, "status", "--porcelain", "params.yaml") == "", value
+
+
 def test_queued_sweep_runs_each_rank_and_the_best_is_promoted(repo: Path) -> None:
     before, refs = set(experiments(repo)), len(experiment_refs(repo))
     # Only the train stage, one epoch: what matters here is that each queued run trains its own rank.

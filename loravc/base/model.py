@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from loravc.base.params import EMBEDDED_BASE, BaseParams
-from loravc.core.base_files import IDENTITY_FILE, save_tokenizer, sha256_file
+from loravc.core.base_files import IDENTITY_FILE, read_identity, save_tokenizer, sha256_file
 from loravc.core.errors import UserError
 
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -117,6 +117,24 @@ def _read_memo(memo: Path | None) -> dict[str, str]:
     except (OSError, ValueError):  # absent or damaged: hash everything again
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def config_dir(params: BaseParams, built: Path) -> Path | None:
+    """Where the config.json of the base params.yaml names lies before stage `base` runs: a local source directory
+    itself; else `built` (that stage's output) when its base.json says it was made from this very source; else None
+    (not built yet, or built from another base)."""
+    local = local_directory(params.source)
+    if local is not None:
+        return local
+    try:
+        identity = read_identity(built)
+    except UserError:
+        return None
+    if params.source == EMBEDDED_BASE:
+        same = identity.get("id") == EMBEDDED_ID and identity.get("sha256") == EMBEDDED_SHA256
+    else:
+        same = identity.get("source") == params.source and identity.get("revision") == params.revision
+    return built if same and (built / "config.json").is_file() else None
 
 
 def load_source(params: BaseParams) -> tuple[Any, Any, dict[str, Any]]:

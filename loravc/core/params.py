@@ -81,3 +81,23 @@ def load_max_length(path: str | Path) -> int:
         return check_max_length(train.get("max_length", MAX_LENGTH) if isinstance(train, dict) else MAX_LENGTH)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
+
+
+def restore_hint(path: str | Path) -> str:
+    """For an error in params: how to put back the committed file when it differs from git's HEAD (`dvc exp run -S`
+    writes its values into it before any stage runs); "" when it does not, or git cannot say."""
+    import subprocess
+
+    path = Path(path)
+    try:
+        diff = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", path.name], cwd=path.parent, capture_output=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if diff.returncode != 1:
+        return ""
+    return (
+        f"{path} differs from the last commit (your edit, or `dvc exp run -S` wrote it); no output was removed. "
+        f"`git checkout HEAD -- {path.name}` puts the committed params back"
+    )

@@ -112,11 +112,14 @@ def lora_config(params: LoraParams) -> Any:
     )
 
 
-def check_lora(lora: LoraParams, base_dir: Path) -> None:
-    """Everything about train.lora that needs PEFT or the base's module names, before any model loads."""
-    check_target_modules(lora.target_modules, base_dir)
+def check_lora(lora: LoraParams, base_dir: Path | None) -> None:
+    """Everything about train.lora that needs PEFT or the base's module names, before any model loads (base_dir
+    None: PEFT's options only, the base is not built yet)."""
+    if base_dir is not None:
+        check_target_modules(lora.target_modules, base_dir)
     check_lora_keys(lora)
-    check_lora_options(lora, base_dir)
+    if base_dir is not None:
+        check_lora_options(lora, base_dir)
 
 
 def check_lora_values(lora: Any) -> None:

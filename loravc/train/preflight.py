@@ -2,8 +2,10 @@
 
 Each of these would otherwise surface only after the base is loaded and the data tokenized (a string
 learning rate crashes in torch's optimizer, an unknown target module in PEFT) or not at all (zero
-epochs "train" a version identical to the base). `check_train_params` runs first in loravc.train.training.train
-and raises a UserError naming the params key.
+epochs "train" a version identical to the base). What needs no data (`check_train_settings`) runs in stage
+`source` too, before any stage has removed its outputs (`check_before_outputs`, remembered per params, code and
+libraries so that a no-op `dvc repro` stays quick); `check_train_params`, with the data's checks, runs first in
+loravc.train.training.train. Each raises a UserError naming the params key.
 """
 
 import dataclasses
@@ -13,6 +15,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from loravc.core import memo
+from loravc.core.base_files import sha256_file
 from loravc.core.errors import UserError
 from loravc.core.schema import check_type
 from loravc.data import records as data
@@ -29,12 +33,43 @@ def check_train_params(train: TrainParams, base_dir: Path, prepared_dir: Path, d
     target module the base lacks; reads no weights. `device` is the resolved train.device, `world_size`
     the number of training processes. Returns the optimizer steps the Trainer will run (with packing, an
     upper bound: packed rows are at most the records)."""
-    check_trainer_types(train.trainer)
+    settings = check_train_settings(train, base_dir, device)
     records = train_records(prepared_dir)
-    steps = check_steps(run_settings(train, device), records, world_size, prepared_dir / "train.jsonl")
-    check_lora(train.lora, base_dir)
+    steps = check_steps(settings, records, world_size, prepared_dir / "train.jsonl")
     check_early_stopping(train.early_stopping, prepared_dir, steps)
     return steps
+
+
+def check_train_settings(train: TrainParams, base_dir: Path | None, device: str) -> dict[str, Any]:
+    """Everything about params.yaml `train` that needs no data: train.trainer's keys and types, a step count of 0,
+    train.lora's PEFT options, and its modules against the base in base_dir (None: the base is not built yet, and
+    only the train stage checks them). Returns the run's SFTConfig settings."""
+    check_trainer_types(train.trainer)
+    settings = run_settings(train, device)
+    check_step_settings(settings)
+    check_lora(train.lora, base_dir)
+    return settings
+
+
+def check_before_outputs(train: TrainParams, base_dir: Path | None, checked: Path) -> None:
+    """check_train_settings for stage `source`, which runs first on every `dvc repro`: skipped when these params
+    passed it with the same code, libraries and base config (the file `checked` remembers), so that a no-op repro
+    imports neither torch nor TRL."""
+    from loravc.core.devices import resolve_device
+
+    config = base_dir / "config.json" if base_dir else None
+    key = memo.key_of(
+        {
+            "train": dataclasses.asdict(train),
+            "base_config": sha256_file(config) if config and config.is_file() else None,
+            "libraries": memo.versions("torch", "transformers", "trl", "peft"),
+            "code": memo.code_sha256(),
+        }
+    )
+    if memo.holds(checked, key):
+        return
+    check_train_settings(train, base_dir, resolve_device(train.device, "train.device"))
+    memo.add(checked, key)
 
 
 def sft_config_types() -> dict[str, Any]:
@@ -93,8 +128,8 @@ def planned_steps(
     return math.ceil(epochs * math.ceil(batches / accumulation))
 
 
-def check_steps(settings: dict[str, Any], records: int, world_size: int, train_file: Path) -> int:
-    """The run's planned optimizer steps; a UserError naming the keys where they are 0 or a count is negative."""
+def check_step_settings(settings: dict[str, Any]) -> None:
+    """A UserError naming the train.trainer keys that make a run of 0 steps whatever the data, or a negative count."""
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
         if settings[key] < 1:
             raise UserError(f"train.trainer.{key} is {settings[key]}: set it to 1 or more")
@@ -111,6 +146,12 @@ def check_steps(settings: dict[str, Any], records: int, world_size: int, train_f
             f"train.trainer.num_train_epochs is {epochs} and train.trainer.max_steps is {max_steps} (train for the "
             "epochs): no training step would run; set num_train_epochs above 0, or max_steps to a step count"
         )
+
+
+def check_steps(settings: dict[str, Any], records: int, world_size: int, train_file: Path) -> int:
+    """The run's planned optimizer steps; a UserError naming the keys where they are 0 or a count is negative."""
+    check_step_settings(settings)
+    epochs, max_steps = settings["num_train_epochs"], settings["max_steps"]
     if records == 0:
         raise UserError(
             f"{train_file} holds no record: no training step would run; check data.train and prepare.train_records, "

@@ -179,3 +179,20 @@ def test_editing_a_local_base_reruns_base_and_nothing_else_does(tmp_path: Path, 
     edited = dvc(repo, "repro", "base").stdout
     assert "Running stage 'base'" in edited
     assert json.loads((repo / "models" / "base" / "tokenizer_config.json").read_text())["model_max_length"] == 77
+
+
+def test_the_config_checked_before_base_runs_is_that_of_this_very_source(tmp_path: Path, tiny_model_dir: Path) -> None:
+    built = tmp_path / "base"
+    assert base_model.config_dir(BaseParams(source=str(tiny_model_dir)), built) == tiny_model_dir  # local: itself
+    assert base_model.config_dir(BaseParams(source="smollm2"), built) is None  # not built yet
+    shutil.copytree(tiny_model_dir, built)
+    embedded = {"id": base_model.EMBEDDED_ID, "sha256": base_model.EMBEDDED_SHA256}
+    (built / "base.json").write_text(json.dumps(embedded))
+    assert base_model.config_dir(BaseParams(source="smollm2"), built) == built
+    assert (
+        base_model.config_dir(BaseParams(source="org/other-model", revision="abc"), built) is None
+    )  # built from another
+    (built / "base.json").write_text(json.dumps({"id": "org/model", "source": "org/model", "revision": "abc"}))
+    assert base_model.config_dir(BaseParams(source="org/model", revision="abc"), built) == built
+    assert base_model.config_dir(BaseParams(source="org/model", revision="def"), built) is None  # another revision
+    assert base_model.config_dir(BaseParams(source="smollm2"), built) is None

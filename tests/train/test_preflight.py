@@ -11,7 +11,7 @@ import pytest
 from loravc.core.errors import UserError
 from loravc.params import Params, load_params
 from loravc.train import preflight
-from loravc.train.lora import check_target_modules
+from loravc.train.lora import LoraParams, check_target_modules
 from loravc.train.params import PROFILES, RECIPE_KEYS, Profile, TrainParams
 from loravc.train.preflight import check_steps, check_trainer_types, planned_steps, run_settings
 from tests.conftest import ROOT, run
@@ -228,3 +228,33 @@ def test_the_stage_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, tiny
         "error: train.trainer.learning_rate must be a number, got 'fast'\n",
     )
     assert not (tmp_path / "out").exists() and not (tmp_path / "live").exists() and checkpoint.is_dir()
+
+
+def test_stage_source_checks_once_per_params_code_and_base(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked, calls = tmp_path / "checked.json", []
+    real = preflight.check_train_settings
+    monkeypatch.setattr(preflight, "check_train_settings", lambda *args: calls.append(args) or real(*args))
+    train = TrainParams(device="cpu", lora=LoraParams(r=4, target_modules=["q_proj"]))
+    preflight.check_before_outputs(train, tiny_model_dir, checked)
+    preflight.check_before_outputs(train, tiny_model_dir, checked)
+    assert len(calls) == 1  # the same params, code, libraries and base: remembered
+    preflight.check_before_outputs(TrainParams(device="cpu", lora=LoraParams(r=8)), tiny_model_dir, checked)
+    assert len(calls) == 2
+    monkeypatch.setattr(preflight.memo, "code_sha256", lambda: "edited")
+    preflight.check_before_outputs(train, tiny_model_dir, checked)
+    assert len(calls) == 3
+    bad = TrainParams(device="cpu", lora=LoraParams(target_modules=["query"]))
+    for _ in range(2):  # a failure is not remembered: it fails again
+        with pytest.raises(UserError, match=r"^train\.lora\.target_modules: query is not a module of the base"):
+            preflight.check_before_outputs(bad, tiny_model_dir, checked)
+    preflight.check_before_outputs(bad, None, checked)  # the base not built yet: only the train stage checks it
+    assert len(calls) == 6
+
+
+def test_without_the_base_every_lora_option_is_still_checked() -> None:
+    with pytest.raises(UserError, match=r"^train\.lora\.use_dorra is not a peft\.LoraConfig option"):
+        preflight.check_train_settings(
+            TrainParams(device="cpu", lora=LoraParams(options={"use_dorra": True})), None, "cpu"
+        )
