@@ -190,7 +190,9 @@ def cmd_plots(args: argparse.Namespace) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     from loravc.tune.study import Options, tune
 
-    options = Options(trials=args.trials, timeout=args.timeout, push=args.push, copy_paths=tuple(args.copy_paths))
+    options = Options(
+        trials=args.trials, timeout=args.timeout, push=args.push, copy_paths=tuple(args.copy_paths), clean=args.clean
+    )
     try:
         tune(args.repo, options, say=lambda line: print(line, flush=True))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the running trial was stopped and queued again
@@ -340,6 +342,11 @@ def _study_verbs(verb: Verb) -> None:
     sub.add_argument("--push", metavar="REMOTE", help="dvc exp push each finished trial to this git remote")
     sub.add_argument(
         "--copy-paths", action="append", default=[], metavar="PATH", help="untracked path each trial needs (repeatable)"
+    )
+    sub.add_argument(
+        "--clean",
+        action="store_true",
+        help="start no trial: settle those of killed processes and remove what their dvc exp run left in .dvc/tmp/exps",
     )
 
 

@@ -35,7 +35,7 @@ from loravc.core.errors import UserError
 from loravc.core.tools import dvc_cmd, tool_env
 from loravc.params import load_params
 from loravc.train import pruning
-from loravc.tune import workspace
+from loravc.tune import leftovers, workspace
 from loravc.tune.liveness import alive, heartbeat, started
 from loravc.tune.params import TuneParams
 from loravc.tune.space import Dimension, check
@@ -51,6 +51,7 @@ class Options:
     timeout: float | None = None
     push: str | None = None  # a git remote to `dvc exp push` each finished trial to
     copy_paths: tuple[str, ...] = ()
+    clean: bool = False  # only settle the trials of ended processes and remove what they left; start none
 
 
 class Study:
@@ -140,6 +141,29 @@ class Study:
             self.requeue(trial)
             self.say(f"trial {trial.number}: cut off before DVC saved it; its params are queued again")
 
+    def ended(self, trial: Any) -> bool:
+        """Whether every process of this machine that ran `trial` has ended: its loravc tune and its dvc exp run."""
+        owner = trial.user_attrs.get("owner")
+        if not owner or owner.get("host") != socket.gethostname() or alive(owner.get("pid"), owner.get("start")):
+            return False
+        return not (owner.get("child") and alive(owner["child"], owner.get("child_start")))
+
+    def remove_leftovers(self) -> int:
+        """Remove what the killed `dvc exp run --temp` of a trial left (loravc.tune.leftovers): DVC's record of the
+        run, which `dvc exp show` lists as Running, and its temporary copy. Only runs of this study's trials whose
+        processes have all ended, never one a live process (a concurrent loravc tune) may still use."""
+        trials = {self.name(t.number): t for t in self.study.get_trials(deepcopy=False)}
+        removed = 0
+        for run in leftovers.unfinished(self.repo):
+            trial = trials.get(run.name)
+            if trial is None or not self.ended(trial):
+                continue
+            size, copy = leftovers.remove(self.repo, run), run.copy.relative_to(self.repo.resolve())
+            removed += 1
+            self.say(f"trial {trial.number}: removed what its killed dvc exp run left: DVC's record of it (Running in "
+                     f"dvc exp show) and its temporary copy {copy} ({size / 1e6:.1f} MB)")  # fmt: skip
+        return removed
+
     def repair_workspace(self, trial: Any) -> None:
         """Undo what a kill -9 during DVC's set-up of `trial` left in the workspace (loravc.tune.workspace)."""
         overrides = [d.override(trial.params[d.key]) for d in self.dims if d.key in trial.params]
@@ -194,6 +218,7 @@ class Study:
 
     def run(self, options: Options) -> None:
         self.recover(options)
+        self.remove_leftovers()
         self.check_names()
         wanted = options.trials or self.tune.trials
         begun = time.monotonic()
@@ -296,9 +321,16 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def tune(repo: Path, options: Options, say: Callable[[str], None] = print) -> Study:
-    """Check everything, then run the study until it holds the trials asked for; print the summary."""
+    """Check everything, then run the study until it holds the trials asked for; print the summary. With
+    `options.clean`, only settle the trials whose processes ended and remove what they left."""
     params = load_params(repo / "params.yaml")
     tune_params, dims = check(repo / "params.yaml", params)
+    if options.clean:
+        study = Study(repo, tune_params, dims, say)
+        study.recover(options)
+        if not study.remove_leftovers():
+            say(f"study {tune_params.study}: no killed trial left a DVC run behind")
+        return study
     check_data_committed(repo, params.data.train, list(options.copy_paths))
     if options.push and not GitRepo(repo).git("remote", "get-url", options.push, check=False).strip():
         raise UserError(f"--push {options.push}: no such git remote (`git remote -v` lists them)")

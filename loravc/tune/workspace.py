@@ -1,10 +1,11 @@
 """What a trial killed during DVC's set-up leaves in the workspace, undone.
 
 `dvc exp run --temp` detaches HEAD and writes the trial's overrides into params.yaml (staged) before it stashes
-them, and restores both after; a kill -9 in between leaves them, and possibly git's index.lock. Each is undone
+them, and restores both after; a kill -9 in between leaves them, and possibly git's lock files. Each is undone
 only when it is exactly that state, never a change of the user's.
 """
 
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,14 +14,21 @@ from loravc.tune.liveness import stale_lock
 from loravc.versions.gitrepo import GitRepo
 
 
+def stale_git_locks(repo: Path, git: GitRepo) -> list[Path]:
+    """The lock files of the index, the packed refs and DVC's experiment refs (refs/exps) that a process killed
+    with a trial left: no process has them open, and they stay unchanged (loravc.tune.liveness.stale_lock)."""
+    args = [arg for name in ("index.lock", "packed-refs.lock", "refs/exps") for arg in ("--git-path", name)]
+    *locks, refs = (repo / line for line in git.git("rev-parse", *args).splitlines())
+    return [lock for lock in [*locks, *sorted(refs.rglob("*.lock"))] if stale_lock(lock)]
+
+
 def repair_workspace(repo: Path, git: GitRepo, number: int, branch: str | None, overrides: list[str],
                      say: Callable[[str], None]) -> None:  # fmt: skip
-    """Undo what DVC's set-up of trial `number` left: a stale index.lock, HEAD detached from `branch` (the branch
+    """Undo what DVC's set-up of trial `number` left: stale git lock files, HEAD detached from `branch` (the branch
     the trial started on) at its tip, params.yaml holding exactly the committed file with `overrides` applied."""
-    lock = repo / git.git("rev-parse", "--git-path", "index.lock").strip()
-    if stale_lock(lock):  # the killed git of DVC's set-up held it; git refuses to run while it exists
+    for lock in stale_git_locks(repo, git):  # git refuses to run, and DVC to save an experiment, while one exists
         lock.unlink(missing_ok=True)
-        say(f"trial {number}: removed .git/index.lock, left by a git process killed with the trial")
+        say(f"trial {number}: removed {os.path.relpath(lock, repo)}, left by a git process killed with the trial")
     detached = git.git("symbolic-ref", "-q", "HEAD", check=False).strip() == ""
     if branch and detached and git.commit_of(f"refs/heads/{branch}") == git.head():
         git.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")

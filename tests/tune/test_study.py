@@ -1,10 +1,14 @@
 """loravc.tune.study: studies whose trials are DVC experiments, faked and real on the tiny pipeline."""
 
+import csv
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,16 @@ def assert_trials_are_experiments(repo: Path, trials: list[optuna.trial.FrozenTr
         assert metrics["validation_loss"] == trial.value and trial.user_attrs["commit"] == commit
 
 
+def dvc_running(repo: Path) -> list[str]:
+    """The experiments whose `dvc exp run --temp` DVC records as running (its executor info files)."""
+    names = []
+    for record in sorted((repo / ".dvc" / "tmp" / "exps" / "standalone" / "run").glob("*/*.run")):
+        with suppress(OSError, ValueError):  # one DVC is writing
+            info = json.loads(record.read_text())
+            names += [info["name"]] if info["status"] <= 2 else []  # DVC's TaskStatus.RUNNING
+    return names
+
+
 @pytest.mark.slow  # real trials: dvc exp run in a scratch repository (tests/conftest.py's rule)
 def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path, tiny_model_dir: Path) -> None:
     repo = tune_repo(
@@ -81,20 +95,27 @@ def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path,
     storage = str(repo / ".dvc" / "tmp" / "tune" / "t.journal")
     first = subprocess.Popen(loravc_cmd("tune"), cwd=repo, env=tool_env(), start_new_session=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # trial 0 finished and trial 1 started: kill it all, as a crash would
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # trial 0 finished and trial 1 runs: kill it all, as a crash would
         trials = trials_of(storage, "t") if Path(storage).exists() else []
-        if any(t.number == 1 and "child" in t.user_attrs.get("owner", {}) for t in trials):  # its dvc exp run began
+        if any(t.number == 1 and "child" in t.user_attrs.get("owner", {}) for t in trials) and dvc_running(repo):
             break
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     before = trials_of(storage, "t")
     assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"] and list(experiments(repo)) == ["t-0"]
+    assert dvc_running(repo) == ["t-1"] and len(list((repo / ".dvc" / "tmp" / "exps").glob("standalone/tmp*"))) == 1
     kept = experiments(repo)["t-0"]
 
     resumed = run(loravc_cmd("tune"), repo).stdout
     assert "trial 1: cut off before DVC saved it; its params are queued again" in resumed
+    # what the killed dvc exp run left is gone: no phantom Running in `dvc exp show`, no temporary copy
+    assert "trial 1: removed what its killed dvc exp run left: DVC's record of it (Running in dvc exp show)" in resumed
+    shown = list(csv.DictReader(io.StringIO(run(dvc_cmd("exp", "show", "--csv"), repo).stdout)))
+    assert [row.get("State") for row in shown if row.get("State")] == [] and dvc_running(repo) == []
+    assert sorted(row["Experiment"] for row in shown if row["Experiment"]) == ["t-0", "t-2"]
+    assert list((repo / ".dvc" / "tmp" / "exps").glob("standalone/tmp*")) == []
     after = trials_of(storage, "t")
     assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE"]  # the 2 asked for, and the cut-off one
     assert after[2].params == before[1].params and after[2].user_attrs["retry_of"] == 1  # the cut-off point again

@@ -32,14 +32,18 @@ def test_head_params_and_the_index_lock_left_by_dvcs_set_up_are_restored(tmp_pat
     git(repo, "add", "params.yaml")
     lock = repo / ".git" / "index.lock"
     lock.write_text("")  # left by the git process killed with it
+    ref_lock = repo / ".git" / "refs" / "exps" / "stash.lock"  # left by DVC, killed while it wrote a ref
+    ref_lock.parent.mkdir(parents=True)
+    ref_lock.write_text("")
     said: list[str] = []
     repair_workspace(repo, GitRepo(repo), 3, "main", OVERRIDES, said.append)
     assert said == [
         "trial 3: removed .git/index.lock, left by a git process killed with the trial",
+        "trial 3: removed .git/refs/exps/stash.lock, left by a git process killed with the trial",
         "trial 3: HEAD was left detached by DVC's set-up of the trial: back on main",
         "trial 3: params.yaml held the trial's overrides, left by DVC's set-up: restored",
     ]
-    assert not lock.exists() and git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    assert not lock.exists() and not ref_lock.exists() and git(repo, "symbolic-ref", "--short", "HEAD") == "main"
     assert git(repo, "status", "--porcelain") == "" and (repo / "params.yaml").read_text() == PARAMS
 
 
