@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loravc.core import quantization
+from loravc.core import quantization, recipe
 from loravc.core.errors import UserError
 from loravc.data import labels
 from loravc.data import records as data
@@ -262,9 +262,15 @@ def samples_markdown(version: str, found: list[Sample], base: list[str], tuned: 
             lines.append(f"```\n{sample.prompt}\n```\n")
         if sample.reference is not None:
             lines.append(f"**reference:** {shown}{sample.reference}\n")
-        lines += [f"**base:** {shown}{before}\n", f"**fine-tuned:** {shown}{after}\n"]
+        lines += [f"**base:** {answered(shown, before)}\n", f"**fine-tuned:** {answered(shown, after)}\n"]
         parts.append("\n".join(lines))
     return "\n".join(parts)
+
+
+def answered(shown: str, answer: str) -> str:
+    """A sample's answer after what is shown of its prompt; "(empty)" when the model ended it at once (an instruct
+    base does on a raw prompt: docs/evaluation.md)."""
+    return f"{shown}{answer}" if answer.strip() else "(empty)"
 
 
 def summary_text(
@@ -278,11 +284,13 @@ def summary_text(
 ) -> str:
     """The evaluate stage's one-screen summary of a version: LoRA, training, perplexity, task and harness
     scores. `paths`: the stage's adapter, predictions and samples paths; `task`: empty for text data."""
-    lora, trained = meta.lora, meta.metrics
+    lora, trained, training = meta.lora, meta.metrics, meta.training
+    variants = recipe.lora_variants(lora.options, training.quantization)
     lines = [
         f"version   {meta.version_id}  ({paths['adapter']}, base {meta.base_model['id']})",
-        f"lora      r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}",
-        f"train     {trained.steps} steps, train loss {trained.train_loss:.4f}, "
+        f"lora      r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}"
+        + (f"; {', '.join(variants)}" if variants else ""),
+        f"train     {recipe.steps_run(trained.steps, training.early_stopping)}, train loss {trained.train_loss:.4f}, "
         f"validation loss {trained.validation_loss:.4f}",
         f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "
         f"over {ppl['tuned']['tokens']} tokens ({scored_tokens})",

@@ -155,8 +155,9 @@ def test_summary_text_shows_every_score_of_a_version() -> None:
     meta = SimpleNamespace(
         version_id="v_20261129_000000_abcdef",
         base_model={"id": "tiny"},
-        lora=SimpleNamespace(r=4, alpha=16, target_modules=["q_proj", "v_proj"]),
+        lora=SimpleNamespace(r=4, alpha=16, target_modules=["q_proj", "v_proj"], options={}),
         metrics=SimpleNamespace(steps=20, train_loss=1.23456, validation_loss=2.34567),
+        training=SimpleNamespace(quantization=None, early_stopping=None),
     )
     paths = {"adapter": Path("models/adapter"), "predictions": Path("p.json"), "samples": Path("s.md")}
     ppl = {"base": {"perplexity": 87.891, "tokens": 607}, "tuned": {"perplexity": 3.4771, "tokens": 607}}
@@ -177,3 +178,32 @@ def test_summary_text_shows_every_score_of_a_version() -> None:
     text = summary_text(meta, paths, ppl, "all", ["chrf"], {}, {"base": {}, "tuned": {}}).splitlines()
     assert text[4] == "task      none: text records have no reference answer (prompt-completion or chat data do)"
     assert len(text) == 6  # no harness lines without harness tasks
+
+    # the recipe: PEFT variants and a quantized base on the lora line, an early stop on the train line
+    meta.lora.options = {"use_dora": True, "init_lora_weights": "pissa_niter_4"}
+    meta.training.quantization = {"bits": 4, "quant_type": "nf4", "bitsandbytes": "0.50.2"}
+    meta.training.early_stopping = {
+        "metric": "eval_loss",
+        "best_step": 15,
+        "best_value": 1.61234,
+        "stopped_at_step": 20,
+        "planned_steps": 60,
+        "stopped_early": True,
+    }
+    text = summary_text(meta, paths, ppl, "all", [], {}, {"base": {}, "tuned": {}}).splitlines()
+    assert text[1:3] == [
+        "lora      r=4 alpha=16 on q_proj, v_proj; DoRA, PiSSA init (4 iterations), 4-bit nf4 base (QLoRA)",
+        "train     20 of 60 planned steps (stopped early; best eval_loss 1.6123 at step 15, kept), train loss 1.2346, "
+        "validation loss 2.3457",
+    ]
+
+
+def test_an_empty_answer_shows_as_empty_in_the_samples() -> None:
+    from loravc.evaluate.evaluation import Sample, samples_markdown
+
+    found = [Sample("Which function?", "<|im_start|>user\nWhich function?", "len", True)]
+    text = samples_markdown("v_20261129_000000_abcdef", found, [""], ["len"])
+    assert "**base:** (empty)\n" in text and "**fine-tuned:** len\n" in text
+    raw = [Sample("The assert", "The assert", None, False)]  # a raw prompt: the continuation follows it
+    text = samples_markdown("v_20261129_000000_abcdef", raw, [" \n"], [" statement"])
+    assert "**base:** (empty)\n" in text and "**fine-tuned:** The assert statement\n" in text
