@@ -78,14 +78,17 @@ def _version(args: argparse.Namespace, ref: str) -> Iterator[tuple[Any, Any]]:
 
 # --- verbs -----------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> None:
+    from loravc.versions.remote import check_remote
+
     with _versions(args) as versions:
         found = versions.all
-    rows = [v.row() for v in found]
+        remote = check_remote(versions, found)
+    rows = [v.row() | {"remote": remote.state(v)} for v in found]
     if args.json:
         _json(rows)
         return
     print(render.list_table(rows))
-    for line in render.list_warnings(rows):
+    for line in render.list_warnings(rows) + render.remote_notes(remote.as_dict(), rows):
         print(line, file=sys.stderr)
 
 
