@@ -11,6 +11,7 @@ examples:
   loravc generate main "The assert statement"
   loravc register main --version v1.2.0 && loravc promote lora-adapter --version v1.2.0 --stage prod
   loravc tune --trials 8
+  loravc gc
 """
 
 import argparse
@@ -201,6 +202,14 @@ def cmd_tune(args: argparse.Namespace) -> None:
         sys.exit(130)
 
 
+def cmd_gc(args: argparse.Namespace) -> None:
+    from loravc.versions.cleanup import collect, kept
+
+    with _versions(args) as versions:
+        print(render.gc_kept(kept(versions)), flush=True)
+        collect(versions, cloud=args.cloud, dry=args.dry, say=lambda line: print(line, flush=True))
+
+
 def cmd_register(args: argparse.Namespace) -> None:
     from loravc.versions.registry import register
 
@@ -243,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    for add in (_inspect_verbs, _export_verbs, _model_verbs, _study_verbs, _registry_verbs):
+    for add in (_inspect_verbs, _export_verbs, _model_verbs, _study_verbs, _registry_verbs, _cache_verbs):
         add(verb)
     return top
 
@@ -361,6 +370,14 @@ def _registry_verbs(verb: Verb) -> None:
     sub.add_argument("--stage", required=True, help="stage name, like prod")
     sub.add_argument("--message", help="tag message")
     sub.add_argument("--push", action="store_true", help="push the tag to origin")
+
+
+def _cache_verbs(verb: Verb) -> None:
+    """gc."""
+    what = "dvc gc keeping every version: the workspace, every commit, branch, tag and experiment"
+    sub = verb("gc", what, cmd_gc)
+    sub.add_argument("--cloud", action="store_true", help="delete from the default DVC remote too (docs/remotes.md)")
+    sub.add_argument("--dry", action="store_true", help="only say what would be removed")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

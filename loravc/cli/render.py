@@ -133,6 +133,23 @@ def remote_notes(check: dict[str, Any], rows: list[dict[str, Any]], shown: int =
     ]
 
 
+def gc_kept(kept: dict[str, Any]) -> str:
+    """`loravc gc`'s first lines: what it keeps (loravc.versions.cleanup.kept), each version on its own line."""
+
+    def some(names: list[str], one: str, many: str) -> str:
+        listed = f": {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" if names else ""
+        return f"{len(names)} {one if len(names) == 1 else many}{listed}"
+
+    lines = [
+        f"keeping the DVC files of the workspace and of {kept['commits']} commits, "
+        f"{some(kept['branches'], 'branch', 'branches')}; {some(kept['tags'], 'tag', 'tags')}; "
+        f"{some(kept['experiments'], 'experiment', 'experiments')}",
+        f"that is every version, {len(kept['versions'])}:",
+    ]
+    rows = [[v["label"], v["version_id"] or "(unreadable: see `loravc list`)"] for v in kept["versions"]]
+    return "\n".join(lines + ([indent(table(rows))] if rows else []))
+
+
 def lora_line(lora: dict[str, Any]) -> str:
     ranks = "/".join(map(str, lora["ranks"]))
     line = (

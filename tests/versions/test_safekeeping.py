@@ -1,5 +1,5 @@
 """Versions you cannot lose by accident: `loravc list` says which versions the DVC remote lacks (or that no remote
-is set).
+is set), and `loravc gc` collects the cache's garbage keeping every version.
 
 Each test works on its own copy of `versions_repo` (conftest: three versions, every one pushed to a directory
 remote) and of that remote; the S3 test pushes its copy to a moto server (tests/versions/test_remote.py).
@@ -136,3 +136,36 @@ def test_list_checks_an_s3_remote_and_names_a_dead_one(
     assert len(lines) == 3 and all(line.split()[-1] == "-" for line in lines.values())
     assert len(err) == 1 and err[0].startswith("warning: could not ask DVC remote 'dead' (")
     assert err[0].endswith("): the remote column is unknown")
+
+
+def test_gc_keeps_every_version_and_removes_the_rest(versions_repo: dict, tmp_path: Path, capsys) -> None:
+    repo, remote = copy_of(versions_repo, tmp_path)
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    stray = "0123456789abcdef0123456789abcdef"  # an object no commit, branch, tag or experiment names
+    for store in (cache, remote / "files" / "md5"):
+        (store / stray[:2]).mkdir(exist_ok=True)
+        (store / stray[:2] / stray[2:]).write_text("garbage\n")
+    before = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
+
+    main(["-C", str(repo), "gc", "--dry"])
+    out = capsys.readouterr().out
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file()) == before  # --dry removes nothing
+
+    main(["-C", str(repo), "gc"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("keeping the DVC files of the workspace and of ")
+    assert "1 branch: main" in out[0] and "1 experiment: rank-two" in out[0] and "lora-adapter@v1.2.0" in out[0]
+    assert out[1] == "that is every version, 3:"
+    assert {line.split()[0] for line in out[2:5]} == {versions_repo[key][:7] for key in ("r8", "r4", "exp")}
+    assert out[5] == "$ dvc gc --workspace --all-commits --all-experiments --all-branches --all-tags --force"
+    assert not (cache / stray[:2] / stray[2:]).exists()
+    assert (remote / "files" / "md5" / stray[:2] / stray[2:]).exists()  # the remote only with --cloud
+    with Versions(repo) as versions:  # every version's adapter and base stay, each object of them
+        kept = set().union(*(objects(versions, v) for v in versions.all))
+    assert len(kept) > 10 and all((cache / oid[:2] / oid[2:]).is_file() for oid in kept)
+
+    main(["-C", str(repo), "gc", "--cloud"])
+    assert capsys.readouterr().out.splitlines()[5].endswith("--all-tags --cloud --force")
+    assert not (remote / "files" / "md5" / stray[:2] / stray[2:]).exists()
+    main(["-C", str(repo), "verify", "--all"])  # every version's adapter, whole in the cache
+    assert capsys.readouterr().out.splitlines()[-1].startswith("3 checked: 3 ok, 0 damaged, 0 not in the local cache")
