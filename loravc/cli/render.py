@@ -124,12 +124,12 @@ def remote_notes(check: dict[str, Any], rows: list[dict[str, Any]], shown: int =
         return []
     revs = [row["rev"][:7] for row in local[:shown]] + [f"and {len(local) - shown} more"] * (len(local) > shown)
     count = f"{len(local)} version has" if len(local) == 1 else f"{len(local)} versions have"
-    how = ["`dvc push --all-commits` sends those of every commit"]
     experiments = [row["experiments"][0] for row in local if row["experiments"] and not row["branches"] + row["tags"]]
-    how += [f"`dvc exp push <git remote> {name}` the experiment's" for name in experiments[:shown]]
+    how = ["`dvc push --all-commits` sends those of every commit"] if len(experiments) < len(local) else []
+    how += [f"`dvc exp push origin {name}` sends experiment {name}'s" for name in experiments[:shown]]
     return [
         f"warning: {count} files only in this machine's DVC cache, not in DVC remote {check['remote']!r} "
-        f"({', '.join(revs)}): {', '.join(how)} ({REMOTES_DOC})"
+        f"({', '.join(revs)}): {'; '.join(how)} ({REMOTES_DOC})"
     ]
 
 

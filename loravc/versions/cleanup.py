@@ -14,6 +14,7 @@ from loravc.core.tools import dvc_cmd, tool_env
 from loravc.versions.catalogue import Versions
 
 KEEP = ("--workspace", "--all-commits", "--all-experiments", "--all-branches", "--all-tags")
+UNRECORDED = "is missing version info. Cache for it will not be collected"  # DVC's warning for a lock-less commit
 
 
 def gc_args(cloud: bool = False, dry: bool = False) -> list[str]:
@@ -37,16 +38,24 @@ def kept(versions: Versions) -> dict[str, Any]:
 
 
 def collect(versions: Versions, cloud: bool, dry: bool, say: Callable[[str], None]) -> list[str]:
-    """Run `dvc gc` keeping every version (after `kept`); each line DVC prints goes to `say`. Returns the argv."""
+    """Run `dvc gc` keeping every version (after `kept`); what DVC prints goes to `say`, but for its warnings about
+    outputs that a commit's dvc.lock does not record (the project's commits before its first run: nothing of
+    theirs is cached), counted in one line. Returns the argv."""
     if cloud and not versions.cache.dvc.config["core"].get("remote"):
         raise UserError("--cloud collects in the default DVC remote, and none is set: see docs/remotes.md")
     argv = dvc_cmd(*gc_args(cloud, dry))
     say("$ dvc " + " ".join(argv[3:]))
-    result = subprocess.run(argv, cwd=versions.root, env=tool_env(), capture_output=True, text=True)
-    for line in (result.stdout + result.stderr).splitlines():
-        if line.strip():
+    result = subprocess.run(
+        argv, cwd=versions.root, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    unrecorded = [line for line in lines if UNRECORDED in line]
+    for line in lines:
+        if UNRECORDED not in line:
             say(line)
+    if unrecorded:
+        say(f"({len(unrecorded)} DVC warnings left out: on commits whose dvc.lock records no outputs, none cached)")
     if result.returncode != 0:
-        last = next((line for line in reversed(result.stderr.splitlines()) if line.strip()), "no message")
+        last = next((line for line in reversed(lines) if UNRECORDED not in line), "no message")
         raise UserError(f"dvc gc failed ({last.strip()}); nothing else was done")
     return argv

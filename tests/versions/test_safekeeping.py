@@ -82,8 +82,8 @@ def test_list_marks_the_versions_the_remote_lacks(versions_repo: dict, tmp_path:
     lines, err = listed(repo, capsys)
     assert all(line.endswith("  local only") for line in lines.values())
     assert err[0].startswith("warning: 3 versions have files only in this machine's DVC cache, not in DVC remote ")
-    assert f"'store' ({exp}, {r4}, {r8}): `dvc push --all-commits` sends those of every commit, " in err[0]
-    assert err[0].endswith("`dvc exp push <git remote> rank-two` the experiment's (docs/remotes.md)")
+    assert f"'store' ({exp}, {r4}, {r8}): `dvc push --all-commits` sends those of every commit; " in err[0]
+    assert err[0].endswith("`dvc exp push origin rank-two` sends experiment rank-two's (docs/remotes.md)")
 
 
 def test_list_says_when_no_remote_is_set(versions_repo: dict, tmp_path: Path, capsys) -> None:
