@@ -11,6 +11,7 @@ examples:
   loravc generate main "The assert statement"
   loravc register main --version v1.2.0 && loravc promote lora-adapter --version v1.2.0 --stage prod
   loravc tune --trials 8
+  loravc gc
 """
 
 import argparse
@@ -78,14 +79,17 @@ def _version(args: argparse.Namespace, ref: str) -> Iterator[tuple[Any, Any]]:
 
 # --- verbs -----------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> None:
+    from loravc.versions.remote import check_remote
+
     with _versions(args) as versions:
         found = versions.all
-    rows = [v.row() for v in found]
+        remote = check_remote(versions, found)
+    rows = [v.row() | {"remote": remote.state(v)} for v in found]
     if args.json:
         _json(rows)
         return
     print(render.list_table(rows))
-    for line in render.list_warnings(rows):
+    for line in render.list_warnings(rows) + render.remote_notes(remote.as_dict(), rows):
         print(line, file=sys.stderr)
 
 
@@ -200,6 +204,14 @@ def cmd_tune(args: argparse.Namespace) -> None:
         sys.exit(130)
 
 
+def cmd_gc(args: argparse.Namespace) -> None:
+    from loravc.versions.cleanup import collect, kept
+
+    with _versions(args) as versions:
+        print(render.gc_kept(kept(versions)), flush=True)
+        collect(versions, cloud=args.cloud, dry=args.dry, say=lambda line: print(line, flush=True))
+
+
 def cmd_register(args: argparse.Namespace) -> None:
     from loravc.versions.registry import register
 
@@ -242,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    for add in (_inspect_verbs, _export_verbs, _model_verbs, _study_verbs, _registry_verbs):
+    for add in (_inspect_verbs, _export_verbs, _model_verbs, _study_verbs, _registry_verbs, _cache_verbs):
         add(verb)
     return top
 
@@ -365,6 +377,14 @@ def _registry_verbs(verb: Verb) -> None:
     sub.add_argument("--stage", required=True, help="stage name, like prod")
     sub.add_argument("--message", help="tag message")
     sub.add_argument("--push", action="store_true", help="push the tag to origin")
+
+
+def _cache_verbs(verb: Verb) -> None:
+    """gc."""
+    what = "dvc gc keeping every version: the workspace, every commit, branch, tag and experiment"
+    sub = verb("gc", what, cmd_gc)
+    sub.add_argument("--cloud", action="store_true", help="delete from the default DVC remote too (docs/remotes.md)")
+    sub.add_argument("--dry", action="store_true", help="only say what would be removed")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,7 +4,8 @@ import json
 from typing import Any
 
 LIST_HEADER = ["revision", "experiment", "registry", "version", "created (UTC)", "base model", "data", "r"]
-LIST_HEADER += ["val loss", "test ppl"]
+LIST_HEADER += ["recipe", "val loss", "test ppl", "remote"]
+REMOTES_DOC = "docs/remotes.md"
 NO_VERSIONS = "no versions yet: run `dvc repro` and commit dvc.lock (or `dvc exp run`)"
 
 
@@ -50,12 +51,14 @@ def list_table(rows: list[dict[str, Any]]) -> str:
             str(row["base_model"] or "-"),
             data_label(row["data"]),
             str(row["lora_r"] or "-"),
+            recipe_text(row.get("recipe")),
             number(row["validation_loss"], 4),
             number(row["test_perplexity"], 2),
+            row.get("remote") or "-",
         ]
         if row["error"]:
             facts = ["(not in the DVC cache: see below)" if row.get("missing") else "(unreadable: see below)"]
-            facts += ["", "", "", "", "", ""]
+            facts += [""] * (len(LIST_HEADER) - 4)
         rev = f"{row['rev'][:7]} {' '.join(row['branches'] + row['tags'])}".strip()
         lines.append([rev, ", ".join(row["experiments"]) or "-", ", ".join(row["registry"]) or "-", *facts])
     return table(lines, LIST_HEADER)
@@ -84,6 +87,67 @@ def list_warnings(rows: list[dict[str, Any]], shown: int = 10) -> list[str]:
             "run `dvc pull` for the current one, `dvc fetch --all-commits` for all, with the remote that holds them"
         )
     return lines
+
+
+def recipe_text(recipe: dict[str, Any] | None) -> str:
+    """`DoRA, 4-bit nf4 base, stopped at step 20 of 60 (best 15)`: loravc.versions.recipe's record; "-" for
+    plain LoRA on a full-precision base (and for versions from before these were recorded)."""
+    if not recipe:
+        return "-"
+    parts = list(recipe["variants"])
+    if q := recipe["quantization"]:
+        parts.append(f"{q['bits']}-bit {q['quant_type']} base" if q.get("quant_type") else f"{q['bits']}-bit base")
+    if stop := recipe["early_stopping"]:
+        planned, stopped = stop["planned_steps"], stop["stopped_at_step"]
+        ran = f"stopped at step {stopped} of {planned}" if stop["stopped_early"] else f"all {planned} steps"
+        parts.append(f"{ran} (best {stop['best_step']})")
+    return ", ".join(parts) or "-"
+
+
+def remote_notes(check: dict[str, Any], rows: list[dict[str, Any]], shown: int = 10) -> list[str]:
+    """`loravc list`'s stderr about the DVC remote (loravc.versions.remote's RemoteCheck): none set, not
+    reachable, or which versions have files only in this machine's cache."""
+    if check["remote"] is None:
+        if check["configured"]:
+            return [
+                f"note: no default DVC remote is set (configured: {', '.join(check['configured'])}), so nothing "
+                f"says which versions are pushed: `dvc remote default <name>` ({REMOTES_DOC})"
+            ]
+        return [
+            "note: no DVC remote is set: every version lives only in this machine's DVC cache, one `dvc gc` or "
+            f"disk away from gone; set one with `dvc remote add -d storage <url>`, then `dvc push` ({REMOTES_DOC})"
+        ]
+    if check["problem"]:
+        return [f"warning: {check['problem']}: the remote column is unknown"]
+    local = [row for row in rows if row.get("remote") == "local only"]
+    if not local:
+        return []
+    revs = [row["rev"][:7] for row in local[:shown]] + [f"and {len(local) - shown} more"] * (len(local) > shown)
+    count = f"{len(local)} version has" if len(local) == 1 else f"{len(local)} versions have"
+    experiments = [row["experiments"][0] for row in local if row["experiments"] and not row["branches"] + row["tags"]]
+    how = ["`dvc push --all-commits` sends those of every commit"] if len(experiments) < len(local) else []
+    how += [f"`dvc exp push origin {name}` sends experiment {name}'s" for name in experiments[:shown]]
+    return [
+        f"warning: {count} files only in this machine's DVC cache, not in DVC remote {check['remote']!r} "
+        f"({', '.join(revs)}): {'; '.join(how)} ({REMOTES_DOC})"
+    ]
+
+
+def gc_kept(kept: dict[str, Any]) -> str:
+    """`loravc gc`'s first lines: what it keeps (loravc.versions.cleanup.kept), each version on its own line."""
+
+    def some(names: list[str], one: str, many: str) -> str:
+        listed = f": {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" if names else ""
+        return f"{len(names)} {one if len(names) == 1 else many}{listed}"
+
+    lines = [
+        f"keeping the DVC files of the workspace and of {kept['commits']} commits, "
+        f"{some(kept['branches'], 'branch', 'branches')}; {some(kept['tags'], 'tag', 'tags')}; "
+        f"{some(kept['experiments'], 'experiment', 'experiments')}",
+        f"that is every version, {len(kept['versions'])}:",
+    ]
+    rows = [[v["label"], v["version_id"] or "(unreadable: see `loravc list`)"] for v in kept["versions"]]
+    return "\n".join(lines + ([indent(table(rows))] if rows else []))
 
 
 def lora_line(lora: dict[str, Any]) -> str:

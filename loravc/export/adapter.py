@@ -1,10 +1,13 @@
 """Format `peft`: a version's adapter directory on its own, loadable by PEFT from anywhere.
 
 Besides the adapter's files (metadata.json included) it holds version.json (revision, DVC hashes) and
-README.md (the model card). Its adapter_config.json names the base so that
-`AutoPeftModelForCausalLM.from_pretrained(dir)` loads the very base the version was trained on: a hub
-base by id and revision; any other (the embedded GGUF build, a local directory) is copied into `base/`
-and named by that directory's absolute path. The version in DVC's cache is only read.
+README.md (the model card). Its adapter_config.json names the very base the version was trained on: a hub
+base pinned to a revision by id and revision; any other (the embedded GGUF build, a local directory, a hub
+id at no pinned revision) is copied into `base/` and named `./base`. PEFT and transformers resolve a local
+base against the working directory and nowhere else, so no name survives a move from every directory: the
+relative one loads from the export's own directory wherever it is copied or moved, never depends on the
+directory it was exported to, and, not being a valid hub id, never reaches the network. The model card says
+how to load it from anywhere else (PeftModel on `base/`). The version in DVC's cache is only read.
 """
 
 import json
@@ -13,7 +16,7 @@ from typing import Any
 
 from loravc.core.errors import UserError
 from loravc.core.metadata import utc_now
-from loravc.export.card import version_card
+from loravc.export.card import SHIPPED_BASE, ships_base, version_card
 from loravc.export.staging import Exported, Job, Options, Staged, default_target, refuse_existing, stage
 from loravc.versions.catalogue import Version, Versions
 
@@ -30,29 +33,38 @@ def export(versions: Versions, version: Version, dest: Path | None = None) -> Pa
 
 
 def write(job: Job) -> Exported:
-    from loravc.train.card import BASE_DIR, HUB, base_kind
+    from loravc.train.card import BASE_DIR
 
     version, target = job.version, job.dest
     refuse_existing(target)
     card = version_card(version, directory=str(target))
     assert version.metadata is not None  # version_card refuses a version without one
     identity = version.metadata.base_model
-    hub = base_kind(identity) == HUB
-    if not hub and version.pins.base is None:
+    ships = ships_base(identity)
+    if ships and version.pins.base is None:
         raise UserError(f"{version.short}: dvc.lock names no base model for stage `train`: nothing to ship with it")
 
     def fill(out: Path) -> Staged:
         job.versions.materialize(version, version.pins.adapter, dest=out)
-        if hub:
-            base = {"base_model_name_or_path": identity["id"], "revision": identity.get("revision")}
-        else:
+        if ships:
             assert version.pins.base is not None
             job.versions.materialize(version, version.pins.base, dest=out / BASE_DIR)
-            base = {"base_model_name_or_path": str(target.resolve() / BASE_DIR), "revision": None}
+            base = {"base_model_name_or_path": SHIPPED_BASE, "revision": None}
+        else:
+            base = {"base_model_name_or_path": identity["id"], "revision": identity["revision"]}
         _name_base(out / "adapter_config.json", base)
         return Staged(card, version.provenance() | {"exported": utc_now().isoformat(), "adapter_config": base})
 
-    return Exported(target, stage(target, fill))
+    return Exported(target, stage(target, fill), _summary(target, identity, ships))
+
+
+def _summary(target: Path, identity: dict[str, Any], ships: bool) -> str:
+    if ships:
+        return (
+            f"the base ships in base/, named {SHIPPED_BASE} (from the working directory): "
+            f"AutoPeftModelForCausalLM loads it in {target}; from elsewhere, as its README.md says"
+        )
+    return f"the base is {identity['id']} at revision {identity['revision']} on the hub"
 
 
 def _name_base(config_file: Path, base: dict[str, Any]) -> None:

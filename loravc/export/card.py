@@ -1,14 +1,17 @@
 """A committed version's model card: `loravc card`, and README.md of every export and merge.
 
 The text is loravc.train.card's (the train stage writes the same card into each version); this adds
-what a version has once committed: its commit, names, DVC hash and the evaluate stage's metrics.
+what a version has once committed: its commit, names, DVC hash and the evaluate stage's metrics, and how an
+export that ships its base (`ships_base`) loads.
 """
 
 from typing import Any
 
 from loravc.core.errors import UserError
-from loravc.train.card import Committed, card_text
+from loravc.train.card import BASE_DIR, HUB, Committed, base_kind, card_text
 from loravc.versions.catalogue import Version
+
+SHIPPED_BASE = f"./{BASE_DIR}"  # how an export's adapter_config.json names the base it ships: relative to itself
 
 
 def version_card(
@@ -30,7 +33,57 @@ def version_card(
     if meta is None:
         raise UserError(version.error or f"{version.short}: its metadata.json could not be read, so it has no card")
     done = committed(version)
+    if how_to_load is None and not (merged or gguf) and ships_base(meta.base_model):
+        how_to_load = shipped_load_text(version, directory or f"model_versions/{meta.version_id}")
     return card_text(meta, done, merged=merged, gguf=gguf, directory=directory, how_to_load=how_to_load)
+
+
+def ships_base(identity: dict[str, Any]) -> bool:
+    """Whether an export carries the base in base/: every base but a hub id pinned to a revision (the embedded
+    GGUF build and a local directory are on no hub; an unpinned hub id's `main` may have moved since)."""
+    return base_kind(identity) != HUB or not identity.get("revision")
+
+
+def shipped_load_text(version: Version, where: str) -> str:
+    """The card's "How to load it" for an export that ships its base, named `./base` in adapter_config.json."""
+    here = [
+        "from peft import AutoPeftModelForCausalLM",
+        "from transformers import AutoTokenizer",
+        "",
+        'model = AutoPeftModelForCausalLM.from_pretrained(".")',
+        'tokenizer = AutoTokenizer.from_pretrained(".")',
+    ]
+    anywhere = [
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'directory = "{where}"  # this directory, wherever it is now',
+        f'base = AutoModelForCausalLM.from_pretrained(f"{{directory}}/{BASE_DIR}")',
+        "model = PeftModel.from_pretrained(base, directory)",
+        "tokenizer = AutoTokenizer.from_pretrained(directory)",
+    ]
+    version_id = version.version_id
+    return "\n".join(
+        [
+            f"An export ships the exact base in `{BASE_DIR}/`, and its adapter_config.json names it "
+            f"`{SHIPPED_BASE}`. PEFT and transformers resolve that against the working directory, so from this "
+            "directory, wherever it was copied or moved, and with no network:",
+            "",
+            "```python",
+            *here,
+            "```",
+            "",
+            "From any other directory, give PeftModel the base (from elsewhere, AutoPeftModelForCausalLM stops "
+            f"with `Repo id must use alphanumeric chars ...: '{SHIPPED_BASE}'` and loads nothing):",
+            "",
+            "```python",
+            *anywhere,
+            "```",
+            "",
+            f"`loravc export {version_id}` writes this directory (`model_versions/{version_id}/`); in the repository "
+            f'that made it, `loravc.export.use.load_version("{version_id}")` loads the version without one.',
+        ]
+    )
 
 
 def committed(version: Version) -> Committed:

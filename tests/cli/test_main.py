@@ -71,7 +71,7 @@ def test_list_prints_every_version_as_a_table_and_as_json(versions_repo: dict, c
     repo = versions_repo["repo"]
     loravc(repo, "list")
     lines = capsys.readouterr().out.splitlines()
-    header = "revision experiment registry version created (UTC) base model data r val loss test ppl"
+    header = "revision experiment registry version created (UTC) base model data r recipe val loss test ppl remote"
     assert lines[0].split() == header.split()
     assert len(lines) == 4
     row = {line.split()[0]: line for line in lines[1:]}
@@ -152,10 +152,11 @@ def test_versions_in_no_cache_or_remote_get_one_summary_line(versions_repo: dict
     main(["-C", repo, "list"])
     out, err = capsys.readouterr()
     assert out.count("(not in the DVC cache: see below)") == 2
-    assert err.splitlines() == [
+    assert err.splitlines()[0] == (
         f"warning: 2 versions are in no DVC cache or remote ({r8}, {r4}; no default DVC remote is configured): "
         "run `dvc pull` for the current one, `dvc fetch --all-commits` for all, with the remote that holds them"
-    ]
+    )
+    assert err.splitlines()[1].startswith("note: no DVC remote is set: ") and len(err.splitlines()) == 2
     main(["-C", repo, "verify", "--all"])  # missing is not damage: exit 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1].startswith("2 checked: 0 ok, 0 damaged, 2 not in the local cache")

@@ -40,7 +40,8 @@ def test_list_lines_up_columns_and_hides_unreadable_facts() -> None:
     lines = render.list_table(rows).splitlines()
     assert lines[0].split() == " ".join(render.LIST_HEADER).split()
     first, second = lines[1], lines[2]
-    facts = ["v_20261128_101500", "2026-11-28", "10:15", "tiny", "data/sums@01234567", "4", "3.1994", "29.75"]
+    facts = ["v_20261128_101500", "2026-11-28", "10:15", "tiny", "data/sums@01234567", "4", "-", "3.1994", "29.75"]
+    facts += ["-"]  # no recipe beyond LoRA; the remote not asked
     assert first.split() == ["aaaaaaa", "main", "-", "lora-adapter#prod", *facts]
     assert second.split() == ["bbbbbbb", "rank-two", "-", "(unreadable:", "see", "below)"]
     assert first.index("lora-adapter#prod") == lines[0].index("registry")  # columns line up

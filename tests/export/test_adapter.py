@@ -1,4 +1,5 @@
-"""Exports: a plain PEFT call loads them from any directory, on the exact base; the card; nothing overwritten.
+"""Exports: plain PEFT loads them on the exact base, moved or copied, with no repository; the card; nothing
+overwritten.
 
 The versions are the tiny ones of `versions_repo` (conftest), whose base is a local directory; a hub base
 is checked by what the export writes (no network here).
@@ -7,6 +8,7 @@ is checked by what the export writes (no network here).
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,38 +28,50 @@ PROBE = "When a class definition is executed,"
 HUB_BASE = {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "source": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 HUB_BASE["revision"] = "12fd25f77366fa6b3b4b768ec3050bf629380bac"
 
-# Another process, another working directory, no hub: AutoPeftModelForCausalLM on the export as written,
-# then the card's snippet on the same directory moved elsewhere.
+# Another process, no hub, the repository gone: the export moved out of it and a copy of that, loaded with
+# AutoPeftModelForCausalLM (and transformers' own adapter loading) from the export's directory, with the card's
+# PeftModel snippet from another one, where AutoPeftModelForCausalLM fails on the relative name and loads nothing.
 LOAD = f"""
-import shutil, sys
+import os, sys
 from pathlib import Path
 import torch
 from peft import AutoPeftModelForCausalLM, PeftModel
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-export, moved, out = (Path(arg) for arg in sys.argv[1:])
-ids = AutoTokenizer.from_pretrained(export)({PROBE!r}, return_tensors="pt")
+moved, copied, elsewhere, out = (Path(arg) for arg in sys.argv[1:])
+ids = AutoTokenizer.from_pretrained(moved)({PROBE!r}, return_tensors="pt")
+logits = {{}}
 with torch.no_grad():
-    direct = AutoPeftModelForCausalLM.from_pretrained(export).eval()(**ids).logits
-    shutil.move(export, moved)
-    base = AutoModelForCausalLM.from_pretrained(moved / "base")
-    after_move = PeftModel.from_pretrained(base, moved).eval()(**ids).logits
-save_file({{"direct": direct.contiguous(), "moved": after_move.contiguous()}}, out)
+    os.chdir(moved)
+    logits["auto_peft"] = AutoPeftModelForCausalLM.from_pretrained(".").eval()(**ids).logits
+    logits["transformers"] = AutoModelForCausalLM.from_pretrained(".").eval()(**ids).logits
+    os.chdir(copied)
+    logits["copy"] = AutoPeftModelForCausalLM.from_pretrained(str(copied)).eval()(**ids).logits
+    os.chdir(elsewhere)
+    base = AutoModelForCausalLM.from_pretrained(copied / "base")
+    logits["peft_model"] = PeftModel.from_pretrained(base, copied).eval()(**ids).logits
+    try:
+        AutoPeftModelForCausalLM.from_pretrained(copied)
+    except OSError as err:
+        print(f"refused: {{err}}")
+save_file({{name: value.contiguous() for name, value in logits.items()}}, out)
 """
 
 
-def test_an_export_loads_with_plain_peft_from_anywhere(versions_repo: dict, tmp_path: Path) -> None:
-    repo = versions_repo["repo"]
+def test_a_moved_or_copied_export_loads_with_plain_peft_and_no_repository(versions_repo: dict, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(versions_repo["repo"], repo, symlinks=True)  # a repository to delete afterwards
     with Versions(repo) as versions:
         version = versions.resolve("lora-adapter#prod")
         cached = versions.materialize(version, version.pins.adapter)
         before = sha256_tree(cached)
-        target = export(versions, version, tmp_path / "exports" / "prod")
+        target = export(versions, version)  # model_versions/v_<id>/, inside the repository
         assert sha256_tree(cached) == before  # the version's own files are only read
         versions.cache.check(version.rev, version.pins.adapter, cached)
+    assert target.parent == repo / "model_versions"
     config = json.loads((target / "adapter_config.json").read_text())
-    assert (config["base_model_name_or_path"], config["revision"]) == (str(target.resolve() / "base"), None)
+    assert (config["base_model_name_or_path"], config["revision"]) == ("./base", None)
     assert json.loads((cached / "adapter_config.json").read_text())["base_model_name_or_path"] == "models/base"
     assert json.loads((target / "base" / "base.json").read_text()) == version.metadata.base_model  # the exact base
     recorded = json.loads((target / "version.json").read_text())
@@ -68,19 +82,27 @@ def test_an_export_loads_with_plain_peft_from_anywhere(versions_repo: dict, tmp_
     card = ModelCard((target / "README.md").read_text())
     assert card.data.library_name == "peft" and version.version_id in card.data.tags
     assert f'directory = "{target}"' in card.text and "PeftModel.from_pretrained(base, directory)" in card.text
+    assert 'AutoPeftModelForCausalLM.from_pretrained(".")' in card.text
 
     model, tokenizer = load_version("lora-adapter#prod", repo=repo)
     with torch.no_grad():
         expected = model(**tokenizer(PROBE, return_tensors="pt")).logits
-    elsewhere, out = tmp_path / "elsewhere", tmp_path / "logits.pt"
+    moved, copied, elsewhere = tmp_path / "moved" / "prod", tmp_path / "copied" / "prod", tmp_path / "elsewhere"
+    moved.parent.mkdir()
     elsewhere.mkdir()
+    shutil.move(target, moved)
+    shutil.copytree(moved, copied)
+    shutil.rmtree(repo)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    moved = tmp_path / "moved" / "copy"
-    subprocess.run([sys.executable, "-c", LOAD, str(target), str(moved), str(out)], cwd=elsewhere, env=env, check=True)
+    out = tmp_path / "logits.safetensors"
+    args = [sys.executable, "-c", LOAD, str(moved), str(copied), str(elsewhere), str(out)]
+    result = subprocess.run(args, cwd=elsewhere, env=env, check=True, capture_output=True, text=True)
+    assert "refused: Repo id must use alphanumeric chars" in result.stdout and "'./base'" in result.stdout
     got = load_file(out)  # safetensors: no pickle
-    assert got["direct"].shape == expected.shape
-    assert torch.allclose(got["direct"], expected, atol=1e-5, rtol=0)
-    assert torch.allclose(got["moved"], expected, atol=1e-5, rtol=0)
+    assert sorted(got) == ["auto_peft", "copy", "peft_model", "transformers"]
+    for name, logits in got.items():
+        assert logits.shape == expected.shape, name
+        assert torch.allclose(logits, expected, atol=1e-5, rtol=0), name
 
 
 def test_a_hub_base_is_named_by_id_and_revision(versions_repo: dict, tmp_path: Path) -> None:
@@ -95,6 +117,18 @@ def test_a_hub_base_is_named_by_id_and_revision(versions_repo: dict, tmp_path: P
     card = ModelCard((target / "README.md").read_text())
     assert (card.data.base_model, card.data.license) == (HUB_BASE["id"], "apache-2.0")
     assert f"at revision `{HUB_BASE['revision']}`" in card.text
+
+
+def test_a_hub_base_at_no_pinned_revision_ships_like_a_local_one(versions_repo: dict, tmp_path: Path) -> None:
+    with Versions(versions_repo["repo"]) as versions:
+        version = versions.resolve("main")
+        assert version.metadata is not None
+        version.metadata.base_model = HUB_BASE | {"revision": None}  # the hub's `main` may have moved since
+        target = export(versions, version, tmp_path / "unpinned")
+    config = json.loads((target / "adapter_config.json").read_text())
+    assert (config["base_model_name_or_path"], config["revision"]) == ("./base", None)
+    assert (target / "base" / "config.json").is_file()
+    assert 'AutoPeftModelForCausalLM.from_pretrained(".")' in (target / "README.md").read_text()
 
 
 def test_a_refused_or_failed_export_writes_nothing(versions_repo: dict, tmp_path: Path, monkeypatch) -> None:
