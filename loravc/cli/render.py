@@ -3,6 +3,8 @@
 import json
 from typing import Any
 
+from loravc.core import recipe
+
 LIST_HEADER = ["revision", "experiment", "registry", "version", "created (UTC)", "base model", "data", "r"]
 LIST_HEADER += ["recipe", "val loss", "test ppl", "remote"]
 REMOTES_DOC = "docs/remotes.md"
@@ -51,7 +53,7 @@ def list_table(rows: list[dict[str, Any]]) -> str:
             str(row["base_model"] or "-"),
             data_label(row["data"]),
             str(row["lora_r"] or "-"),
-            recipe_text(row.get("recipe")),
+            recipe.text(row.get("recipe")),
             number(row["validation_loss"], 4),
             number(row["test_perplexity"], 2),
             row.get("remote") or "-",
@@ -87,21 +89,6 @@ def list_warnings(rows: list[dict[str, Any]], shown: int = 10) -> list[str]:
             "run `dvc pull` for the current one, `dvc fetch --all-commits` for all, with the remote that holds them"
         )
     return lines
-
-
-def recipe_text(recipe: dict[str, Any] | None) -> str:
-    """`DoRA, 4-bit nf4 base, stopped at step 20 of 60 (best 15)`: loravc.versions.recipe's record; "-" for
-    plain LoRA on a full-precision base (and for versions from before these were recorded)."""
-    if not recipe:
-        return "-"
-    parts = list(recipe["variants"])
-    if q := recipe["quantization"]:
-        parts.append(f"{q['bits']}-bit {q['quant_type']} base" if q.get("quant_type") else f"{q['bits']}-bit base")
-    if stop := recipe["early_stopping"]:
-        planned, stopped = stop["planned_steps"], stop["stopped_at_step"]
-        ran = f"stopped at step {stopped} of {planned}" if stop["stopped_early"] else f"all {planned} steps"
-        parts.append(f"{ran} (best {stop['best_step']})")
-    return ", ".join(parts) or "-"
 
 
 def remote_notes(check: dict[str, Any], rows: list[dict[str, Any]], shown: int = 10) -> list[str]:

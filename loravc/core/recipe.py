@@ -1,42 +1,69 @@
-"""A version's recipe in words, from its metadata.json: what it adds to plain LoRA on a full-precision base (PEFT
-variants, a quantized base) and how early stopping ended it. The run summary and `loravc list` say it alike."""
+"""A version's recipe beyond rank and data, in words, from its metadata.json: the PEFT variant, a quantized base and
+an early stop. The evaluate stage's summary and `loravc list` say it alike (`loravc show` has the whole record).
 
+Metadata written before these were recorded (no `lora.options`, `training.quantization` or
+`training.early_stopping`) reads as plain LoRA on a full-precision base without early stopping.
+"""
+
+import json
 from typing import Any
 
-VARIANTS = {"use_dora": "DoRA", "use_rslora": "rsLoRA"}
-INITS = {"pissa": "PiSSA", "olora": "OLoRA", "gaussian": "Gaussian", "orthogonal": "orthogonal"}
-NAMED = {*VARIANTS, "init_lora_weights", "modules_to_save"}
+FLAGS = {"use_dora": "DoRA", "use_rslora": "rsLoRA"}  # peft.LoraConfig switches that name a variant
+INITS = {"pissa": "PiSSA", "olora": "OLoRA"}  # init_lora_weights prefixes (pissa_niter_16 is PiSSA too)
+STOP_KEYS = ("best_step", "stopped_at_step", "planned_steps", "stopped_early")
 
 
-def lora_variants(options: dict[str, Any], quantization: dict[str, Any] | None) -> list[str]:
-    """The PEFT variants of train.lora's options (metadata lora.options) and the quantized base (metadata
-    training.quantization), each a few words; [] for plain LoRA on a full-precision base."""
-    words = [name for key, name in VARIANTS.items() if options.get(key)]
-    init = options.get("init_lora_weights")
-    if isinstance(init, str):
-        niter = init.removeprefix("pissa_niter_")
-        words.append(f"PiSSA init ({niter} iterations)" if niter != init else f"{INITS.get(init, init)} init")
-    elif init is False:
-        words.append("random init (B not zero)")
-    if saved := options.get("modules_to_save"):
-        words.append(f"whole {', '.join(saved)} trained")
-    if other := sorted(set(options) - NAMED):
-        words.append(f"options {', '.join(other)}")
-    if quantization:
-        kind = f" {quantization['quant_type']}" if quantization.get("quant_type") else ""
-        words.append(f"{quantization['bits']}-bit{kind} base (QLoRA)")
-    return words
+def record(meta: Any) -> dict[str, Any]:
+    """{"variants": names, "quantization": metadata's record or None, "early_stopping": its steps or None}, from a
+    loravc.core.metadata.VersionMetadata."""
+    stop = meta.training.early_stopping
+    return {
+        "variants": variants(meta.lora.options),
+        "quantization": meta.training.quantization or None,
+        "early_stopping": {key: stop.get(key) for key in STOP_KEYS} if stop else None,
+    }
 
 
-def steps_run(steps: int, early_stopping: dict[str, Any] | None) -> str:
-    """The optimizer steps a version trained for, with early stopping's outcome (metadata training.early_stopping):
-    where it stopped of the steps planned, and the best evaluation, whose weights the version holds."""
-    if not early_stopping:
-        return f"{steps} steps"
-    best_value = early_stopping.get("best_value")
-    value = f" {best_value:.4f}" if isinstance(best_value, int | float) else ""
-    best = f"best {early_stopping['metric']}{value} at step {early_stopping['best_step']}, kept"
-    planned = early_stopping["planned_steps"]
-    if early_stopping.get("stopped_early"):
-        return f"{early_stopping['stopped_at_step']} of {planned} planned steps (stopped early; {best})"
-    return f"{steps} steps (early stopping on, did not stop; {best})"
+def variants(options: dict[str, Any]) -> list[str]:
+    """The PEFT options of train.lora as names: DoRA, rsLoRA, PiSSA, OLoRA, `<init> init` for another
+    initialisation, and any other option by its key (modules_to_save, rank_pattern, ...)."""
+    names = []
+    for key, value in options.items():
+        if key in FLAGS:
+            names += [FLAGS[key]] if value else []
+        elif key == "init_lora_weights":
+            if isinstance(value, str):
+                named = (name for prefix, name in INITS.items() if value.startswith(prefix))
+                names.append(next(named, f"{value} init"))
+            elif value is not True:
+                names.append(f"init_lora_weights {json.dumps(value)}")
+        else:
+            names.append(key)
+    return names
+
+
+def quantized_base(quantization: dict[str, Any] | None) -> str | None:
+    """`4-bit nf4 base` or `8-bit base` (metadata training.quantization); None for a full-precision base."""
+    if not quantization:
+        return None
+    kind = f" {quantization['quant_type']}" if quantization.get("quant_type") else ""
+    return f"{quantization['bits']}-bit{kind} base"
+
+
+def early_stop(stop: dict[str, Any] | None) -> str | None:
+    """`stopped at step 20 of 60 (best 15)`, or `all 60 steps (best 50)` when it ran to the end: where training
+    stopped of the steps planned, and the best evaluation's step, whose weights are the version. None: it was off."""
+    if not stop:
+        return None
+    planned = stop["planned_steps"]
+    ran = f"stopped at step {stop['stopped_at_step']} of {planned}" if stop["stopped_early"] else f"all {planned} steps"
+    return f"{ran} (best {stop['best_step']})"
+
+
+def text(recipe: dict[str, Any] | None) -> str:
+    """`DoRA, 4-bit nf4 base, stopped at step 20 of 60 (best 15)` from `record`'s dict; "-" for plain LoRA on a
+    full-precision base (and for versions from before these were recorded)."""
+    if not recipe:
+        return "-"
+    parts = [*recipe["variants"], quantized_base(recipe["quantization"]), early_stop(recipe["early_stopping"])]
+    return ", ".join(part for part in parts if part) or "-"

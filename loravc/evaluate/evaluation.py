@@ -285,12 +285,13 @@ def summary_text(
     """The evaluate stage's one-screen summary of a version: LoRA, training, perplexity, task and harness
     scores. `paths`: the stage's adapter, predictions and samples paths; `task`: empty for text data."""
     lora, trained, training = meta.lora, meta.metrics, meta.training
-    variants = recipe.lora_variants(lora.options, training.quantization)
+    variants = [*recipe.variants(lora.options), recipe.quantized_base(training.quantization)]
+    stop = recipe.early_stop(training.early_stopping)
     lines = [
         f"version   {meta.version_id}  ({paths['adapter']}, base {meta.base_model['id']})",
         f"lora      r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}"
-        + (f"; {', '.join(variants)}" if variants else ""),
-        f"train     {recipe.steps_run(trained.steps, training.early_stopping)}, train loss {trained.train_loss:.4f}, "
+        + "".join(f", {name}" for name in variants if name),
+        f"train     {trained.steps} steps{f', {stop}' if stop else ''}, train loss {trained.train_loss:.4f}, "
         f"validation loss {trained.validation_loss:.4f}",
         f"test      perplexity base {ppl['base']['perplexity']:.2f} -> fine-tuned {ppl['tuned']['perplexity']:.2f} "
         f"over {ppl['tuned']['tokens']} tokens ({scored_tokens})",

@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from loravc.core import recipe
 from loravc.core.errors import UserError
 from loravc.core.metadata import METADATA_FILE, VERSION_ID_RE, VersionMetadata, describe_problem
 from loravc.core.schema import flatten
@@ -27,7 +28,6 @@ from loravc.versions import pins as pins_module
 from loravc.versions.cache import DvcCache, NotInCache
 from loravc.versions.gitrepo import GitRepo
 from loravc.versions.pins import Out, Pins, load_yaml12, parse_pins, pins_from_dict, pins_to_dict
-from loravc.versions.recipe import recipe
 from loravc.versions.refs import LIST_HINT, REGISTRY_RE, Ref, check_ref
 
 INDEX_FILE = "pins-index.json"  # in the cache's scratch store: parsed pins by (dvc.yaml, dvc.lock) blob ids
@@ -102,7 +102,7 @@ class Version:
             "created": meta.created if meta else None,
             "base_model": meta.base_model.get("id") if meta else None,
             "lora_r": meta.lora.r if meta else None,
-            "recipe": recipe(meta) if meta else None,
+            "recipe": recipe.record(meta) if meta else None,
             "data": self.data() if meta else None,
             "validation_loss": meta.metrics.validation_loss if meta else None,
             "test_perplexity": self.test_perplexity,

@@ -1,37 +1,27 @@
-"""A version's recipe in words, read from its metadata: PEFT variants, a quantized base, an early stop."""
+"""A version's recipe in words, as the run summary and `loravc list` say it: a quantized base, an early stop
+(the PEFT variants' names and the list column: tests/cli/test_recipe_column.py)."""
 
-import pytest
-
-from loravc.core.recipe import lora_variants, steps_run
-
-
-@pytest.mark.parametrize(
-    ("options", "quantization", "words"),
-    [
-        ({}, None, []),
-        ({"use_dora": True, "use_rslora": True}, None, ["DoRA", "rsLoRA"]),
-        ({"use_dora": False, "init_lora_weights": True}, None, []),  # PEFT's defaults name no variant
-        ({"init_lora_weights": "pissa"}, None, ["PiSSA init"]),
-        ({"init_lora_weights": "pissa_niter_16"}, None, ["PiSSA init (16 iterations)"]),
-        ({"init_lora_weights": "olora"}, None, ["OLoRA init"]),
-        ({"init_lora_weights": False}, None, ["random init (B not zero)"]),
-        (
-            {"modules_to_save": ["lm_head"], "layer_replication": [[0, 2]]},
-            None,
-            ["whole lm_head trained", "options layer_replication"],
-        ),
-        ({}, {"bits": 4, "quant_type": "nf4", "double_quant": True}, ["4-bit nf4 base (QLoRA)"]),
-        ({}, {"bits": 8, "bitsandbytes": "0.50.2"}, ["8-bit base (QLoRA)"]),
-    ],
-)
-def test_lora_variants_name_what_plain_lora_lacks(options: dict, quantization: dict | None, words: list) -> None:
-    assert lora_variants(options, quantization) == words
+from loravc.core.recipe import early_stop, quantized_base, text
 
 
-def test_steps_say_where_early_stopping_ended_the_run() -> None:
-    record = {"metric": "eval_loss", "best_step": 15, "best_value": 1.61234, "planned_steps": 60}
-    assert steps_run(60, None) == "60 steps"
-    stopped = record | {"stopped_at_step": 20, "stopped_early": True}
-    assert steps_run(20, stopped) == "20 of 60 planned steps (stopped early; best eval_loss 1.6123 at step 15, kept)"
-    ran = record | {"stopped_at_step": 60, "stopped_early": False, "best_step": 55, "best_value": None}
-    assert steps_run(60, ran) == "60 steps (early stopping on, did not stop; best eval_loss at step 55, kept)"
+def test_a_quantized_base_is_named_by_its_bits_and_type() -> None:
+    assert quantized_base(None) is None
+    assert quantized_base({"bits": 4, "quant_type": "nf4", "double_quant": True}) == "4-bit nf4 base"
+    assert quantized_base({"bits": 8, "bitsandbytes": "0.50.2"}) == "8-bit base"
+
+
+def test_an_early_stop_says_where_it_stopped_of_the_steps_planned_and_the_best_step() -> None:
+    stop = {"best_step": 15, "stopped_at_step": 20, "planned_steps": 60, "stopped_early": True}
+    assert early_stop(None) is None
+    assert early_stop(stop) == "stopped at step 20 of 60 (best 15)"
+    assert (
+        early_stop(stop | {"stopped_at_step": 60, "stopped_early": False, "best_step": 55}) == "all 60 steps (best 55)"
+    )
+
+
+def test_the_recipe_text_joins_what_there_is() -> None:
+    assert text(None) == "-"
+    assert text({"variants": [], "quantization": None, "early_stopping": None}) == "-"
+    stop = {"best_step": 1, "stopped_at_step": 2, "planned_steps": 6, "stopped_early": True}
+    recipe = {"variants": ["DoRA", "rsLoRA"], "quantization": {"bits": 4, "quant_type": "nf4"}, "early_stopping": stop}
+    assert text(recipe) == "DoRA, rsLoRA, 4-bit nf4 base, stopped at step 2 of 6 (best 1)"

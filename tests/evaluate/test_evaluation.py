@@ -192,9 +192,8 @@ def test_summary_text_shows_every_score_of_a_version() -> None:
     }
     text = summary_text(meta, paths, ppl, "all", [], {}, {"base": {}, "tuned": {}}).splitlines()
     assert text[1:3] == [
-        "lora      r=4 alpha=16 on q_proj, v_proj; DoRA, PiSSA init (4 iterations), 4-bit nf4 base (QLoRA)",
-        "train     20 of 60 planned steps (stopped early; best eval_loss 1.6123 at step 15, kept), train loss 1.2346, "
-        "validation loss 2.3457",
+        "lora      r=4 alpha=16 on q_proj, v_proj, DoRA, PiSSA, 4-bit nf4 base",
+        "train     20 steps, stopped at step 20 of 60 (best 15), train loss 1.2346, validation loss 2.3457",
     ]
 
 

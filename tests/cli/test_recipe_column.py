@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from loravc.cli.render import list_table, recipe_text
+from loravc.cli.render import list_table
 from loravc.core.metadata import VersionMetadata
-from loravc.versions.recipe import recipe, variants
+from loravc.core.recipe import record as recipe
+from loravc.core.recipe import text as recipe_text
+from loravc.core.recipe import variants
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "metadata"
 STOPPED = {"best_step": 15, "stopped_at_step": 20, "planned_steps": 60, "stopped_early": True, "metric": "eval_loss"}
