@@ -6,7 +6,7 @@
 #   locks/qlora.txt  bitsandbytes (the qlora extra), which QLORA=1 adds to either
 # A locked package keeps its version unless asked: arguments go to `uv pip compile`, for example
 # `bash scripts/lock.sh --upgrade-package peft` (one package) or `--upgrade` (all). uv, pinned below, is
-# installed into a scratch directory that is removed afterwards. Needs PyPI, and PyPI's CPU index for
+# installed into a scratch directory that is removed afterwards. Needs PyPI, and PyTorch's CPU index for
 # torch (CPU_LINKS= to change it); where that cannot be reached, the directories pip's find-links name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
