@@ -1,4 +1,5 @@
-"""scripts/setup.sh chooses the torch build: CPU without a CUDA GPU, CUDA (with the gpu extra) with one or GPU=1."""
+"""scripts/setup.sh installs from the locks: the CPU build without a CUDA GPU, CUDA (with the gpu extra) with one or
+GPU=1, bitsandbytes with QLORA=1."""
 
 import os
 import shutil
@@ -10,10 +11,16 @@ import pytest
 from tests.conftest import ROOT
 
 
-def dry_run(tmp_path: Path, gpu: str | None = None, nvidia_smi: bool = False, qlora: str | None = None) -> list[str]:
-    """What setup.sh would run in a fresh copy (no .venv), with or without an nvidia-smi that sees a GPU."""
+def copy_scripts(tmp_path: Path) -> None:
+    """setup.sh and the locks it reads, in a fresh directory."""
     (tmp_path / "scripts").mkdir(exist_ok=True)
     shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    shutil.copytree(ROOT / "locks", tmp_path / "locks", dirs_exist_ok=True)
+
+
+def dry_run(tmp_path: Path, gpu: str | None = None, nvidia_smi: bool = False, qlora: str | None = None) -> list[str]:
+    """What setup.sh would run in a fresh copy (no .venv), with or without an nvidia-smi that sees a GPU."""
+    copy_scripts(tmp_path)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     fake = bin_dir / "nvidia-smi"
@@ -32,71 +39,57 @@ def dry_run(tmp_path: Path, gpu: str | None = None, nvidia_smi: bool = False, ql
     return done.stdout.splitlines()
 
 
+CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0"
+
+
 @pytest.mark.parametrize(
     ("gpu", "nvidia_smi", "build"),
     [(None, False, "cpu"), (None, True, "cuda"), ("1", False, "cuda"), ("0", True, "cpu")],
     ids=["no GPU", "a GPU", "GPU=1", "GPU=0"],
 )
-def test_setup_installs_the_torch_build_the_machine_needs(
+def test_setup_installs_the_torch_build_the_machine_needs_from_its_lock(
     tmp_path: Path, gpu: str | None, nvidia_smi: bool, build: str
 ) -> None:
     lines = dry_run(tmp_path, gpu, nvidia_smi)
-    assert lines[0].startswith(f"setup: torch {build} build (")
-    torch_lines = [line for line in lines if "torch==2.13.0" in line]
+    assert lines[0].startswith(f"setup: torch {build} build (") and lines[0].endswith(f"), from locks/{build}.txt")
+    torch_lines = [line for line in lines if line.startswith("pip") and "torch" in line]
     if build == "cpu":
-        assert torch_lines == [
-            "pip install --index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0 torch==2.13.0"
-        ]
-        assert lines[-1] == "pip install -e .[dev]"
+        assert torch_lines == [f"pip install --require-hashes --no-deps {CPU_INDEX} -r <the torch of locks/cpu.txt>"]
     else:
-        assert torch_lines == ["pip install torch==2.13.0"]
-        assert lines[-1] == "pip install -e .[dev,gpu]"
+        assert torch_lines == ["pip install --require-hashes --no-deps -r <the torch of locks/cuda.txt>"]
+    assert lines[-2:] == [f"pip install --require-hashes -r locks/{build}.txt", "pip install --no-deps -e ."]
 
 
-@pytest.mark.parametrize(("gpu", "extras"), [("0", "dev,qlora"), ("1", "dev,gpu,qlora")])
-def test_qlora_1_adds_bitsandbytes(tmp_path: Path, gpu: str, extras: str) -> None:
-    assert dry_run(tmp_path, gpu, qlora="1")[-1] == f"pip install -e .[{extras}]"
+@pytest.mark.parametrize("build", ["cpu", "cuda"])
+def test_qlora_1_adds_the_bitsandbytes_lock(tmp_path: Path, build: str) -> None:
+    lines = dry_run(tmp_path, "1" if build == "cuda" else "0", qlora="1")
+    assert lines[0].endswith(f"from locks/{build}.txt locks/qlora.txt")
+    assert f"pip install --require-hashes -r locks/{build}.txt -r locks/qlora.txt" in lines
+
+
+def test_another_platform_or_python_is_refused(tmp_path: Path) -> None:
+    """The locks are for Linux x86_64 with Python 3.11: another interpreter is told so before anything installs."""
+    copy_scripts(tmp_path)
+    fake = tmp_path / "python3.12"
+    fake.write_text("#!/bin/sh\necho 'linux x86_64 3.12'\n")  # what setup.sh asks the interpreter
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "QLORA"}
+    env |= {"GPU": "0", "SETUP_DRY_RUN": "1", "PYTHON": str(fake)}
+    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and not done.stdout
+    assert "the locks are for linux x86_64 3.11, not linux x86_64 3.12" in done.stderr
+    assert "PYTHON=python3.11" in done.stderr
 
 
 def test_an_unknown_qlora_switch_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "scripts").mkdir()
-    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    copy_scripts(tmp_path)
     env = os.environ | {"GPU": "0", "QLORA": "yes", "SETUP_DRY_RUN": "1"}
     done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 2 and "use QLORA=1 (add bitsandbytes) or QLORA=0" in done.stderr
 
 
 def test_an_unknown_gpu_switch_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "scripts").mkdir()
-    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    copy_scripts(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "QLORA"} | {"GPU": "yes", "SETUP_DRY_RUN": "1"}
     done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 2 and "use GPU=1 (the CUDA build) or GPU=0" in done.stderr
-
-
-def rerun_with_torch(tmp_path: Path, installed: str) -> list[str]:
-    """What setup.sh (GPU=0, dry run) would do in a .venv whose torch reports `installed` ("<version> <build>")."""
-    (tmp_path / "scripts").mkdir()
-    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
-    fake = tmp_path / ".venv" / "bin" / "python"
-    fake.parent.mkdir(parents=True)
-    fake.write_text(f"#!/bin/sh\necho '{installed}'\n")  # what setup.sh asks the venv's python about torch
-    fake.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("GPU", "QLORA")} | {"SETUP_DRY_RUN": "1", "GPU": "0"}
-    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
-
-
-def test_a_torch_of_the_other_build_is_replaced(tmp_path: Path) -> None:
-    """A .venv whose torch is the CUDA build (same version): uninstalled first, since pip would keep it."""
-    lines = rerun_with_torch(tmp_path, "2.13.0 cuda")
-    cpu_install = "pip install --index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0 torch==2.13.0"
-    assert "pip uninstall -y torch" in lines and cpu_install in lines
-    assert lines.index("pip uninstall -y torch") < lines.index(cpu_install)
-
-
-def test_the_right_torch_already_there_is_kept(tmp_path: Path) -> None:
-    lines = rerun_with_torch(tmp_path, "2.13.0 cpu")
-    assert not [line for line in lines if "torch==" in line or "uninstall" in line]
-    assert lines[-1] == "pip install -e .[dev]"

@@ -176,6 +176,7 @@ def show(info: dict[str, Any]) -> str:
         ["lora weights", lora_line(info["lora_weights"])],
         ["val loss", number(info["validation_loss"], 4)],
         ["test ppl", number(info["test_perplexity"], 4)],
+        *lock_rows((info["metadata"] or {}).get("lock"), info.get("environment_lock")),
     ]
     metrics = table([[k, str(v)] for k, v in info["metrics"].items()]) if info["metrics"] else "(none)"
     params = table([[k, json.dumps(v)] for k, v in info["params"].items()]) if info["params"] else "(none)"
@@ -190,6 +191,21 @@ def show(info: dict[str, Any]) -> str:
             indent(json.dumps(info["metadata"], indent=2)),
         ]
     )
+
+
+def lock_rows(made: dict[str, str] | None, here: dict[str, str] | None) -> list[list[str]]:
+    """`show`'s lock: the locks (file and sha256) that set up the environment that trained the version, and a note
+    when this environment was set up from other ones. "-" for versions made before metadata.json recorded it."""
+    if not made:
+        return [["lock", "-"]]
+    rows = [["lock", locks_text(made)]]
+    if here is not None and here != made:
+        rows.append(["", f"made under another lock than this environment's ({locks_text(here)}): libraries may differ"])
+    return rows
+
+
+def locks_text(locks: dict[str, str]) -> str:
+    return ", ".join(f"{name} sha256 {sha[:12]}" for name, sha in sorted(locks.items()))
 
 
 def compare(result: dict[str, Any], ref_a: str, ref_b: str) -> str:

@@ -4,7 +4,7 @@
 (evaluate, the version catalogue, the registry, the CLI) reads it through `from_json`, which checks
 every field and names the first bad one. `schema_version` says which layout a file has:
   1  every file written before the field existed (2026-11-26): read as is; some keys may be absent
-  2  adds `schema_version` itself; keys as in 1
+  2  adds `schema_version` itself; keys as in 1 (later keys, such as `lock`, are optional: absent in older files)
 A file from a newer schema than this code knows is refused with a message to update the code.
 Keys this code does not know are kept (`extra`) and written back unchanged.
 """
@@ -12,6 +12,7 @@ Keys this code does not know are kept (`extra`) and written back unchanged.
 import json
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -24,6 +25,7 @@ from loravc.core.schema import build
 METADATA_FILE = "metadata.json"
 SCHEMA_VERSION = 2
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "dvc", "dvclive", "safetensors")
+LOCK_RECORD = "loravc-lock.json"  # in the environment (.venv): the locks scripts/setup.sh installed, with their sha256
 VERSION_ID_RE = re.compile(r"v_\d{8}_\d{6}(_[0-9a-f]{6})?")  # v_<UTC time>_<6 hex>; older ids lack the suffix
 
 
@@ -101,6 +103,7 @@ class VersionMetadata:
     metrics: TrainMetrics
     code: CodeRecord
     libraries: dict[str, Any]  # package -> version (None: not installed)
+    lock: dict[str, str] | None = None  # {lock file: sha256} that set up the environment (absent before 2026-12-07)
     started: str | None = None
     world_size: int | None = None
     schema_version: int = SCHEMA_VERSION
@@ -154,7 +157,7 @@ class VersionMetadata:
 
 
 ORDER = ("version_id", "created", "started", "base_model", "lora", "data", "training", "metrics", "code")
-ORDER += ("libraries", "world_size")
+ORDER += ("libraries", "lock", "world_size")
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -261,6 +264,19 @@ def library_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+def environment_lock(prefix: str | Path | None = None) -> dict[str, str] | None:
+    """The locks this Python environment (default: the running one) was set up from, {lock file: sha256}, as
+    scripts/setup.sh records them in <environment>/loravc-lock.json; None for an environment set up otherwise."""
+    path = Path(sys.prefix if prefix is None else prefix) / LOCK_RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
+        return None
+    return record
 
 
 def write_json(directory: Path, record: dict[str, Any]) -> Path:

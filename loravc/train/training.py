@@ -16,6 +16,7 @@ from loravc.core.metadata import (
     TrainingRecord,
     TrainMetrics,
     VersionMetadata,
+    environment_lock,
     git_revision,
     library_versions,
     utc_now,
@@ -292,6 +293,7 @@ def version_metadata(tp: TrainParams, inputs: Inputs, run: Run, metrics: dict[st
         metrics=TrainMetrics(**metrics),
         code=git_revision(),
         libraries=library_versions(),
+        lock=environment_lock(),
         world_size=trainer.args.world_size,
     )
 

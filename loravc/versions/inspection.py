@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loravc.core.metadata import environment_lock
 from loravc.versions.catalogue import Version, Versions
 
 
@@ -96,7 +97,8 @@ def _numel(shape: list[int]) -> int:
 
 
 def describe(versions: Versions, version: Version) -> dict[str, Any]:
-    """Everything `show` prints: refs, metadata, metrics, params, LoRA facts from the weights."""
+    """Everything `show` prints: refs, metadata, metrics, params, LoRA facts from the weights, and the locks this
+    environment was set up from (to compare with the version's `lock`)."""
     adapter = versions.materialize(version, version.pins.adapter)
     return version.row() | {
         "metadata": version.metadata.to_dict() if version.metadata else None,
@@ -104,6 +106,7 @@ def describe(versions: Versions, version: Version) -> dict[str, Any]:
         "params": version.pins.params,
         "lora_weights": lora_facts(adapter),
         "base": version.pins.base.as_dict() if version.pins.base else None,
+        "environment_lock": environment_lock(),
     }
 
 

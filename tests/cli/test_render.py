@@ -1,8 +1,14 @@
 """What the `loravc` verbs print, from records alone (no repository needed)."""
 
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from loravc.cli import render
+from loravc.core.metadata import VersionMetadata
+
+OLD_METADATA = Path(__file__).parents[1] / "fixtures" / "metadata"
 
 
 def row(rev: str, **values: Any) -> dict[str, Any]:
@@ -113,3 +119,51 @@ def test_verify_prints_one_ok_line_per_check() -> None:
         "  ok  loads on cpu: finite logits for a 17-token probe",
         "  ok  test perplexity 29.75 vs recorded 29.7475 (difference 8.40e-05 <= 1e-03 relative)",
     ]
+
+
+LOCK = {"locks/cpu.txt": "9774c3cee439" + "0" * 52, "locks/qlora.txt": "101b482a4caa" + "1" * 52}
+
+
+def shown(metadata: dict[str, Any], environment_lock: dict[str, str] | None) -> list[str]:
+    """`loravc show`'s lines for a version with this metadata.json, seen from an environment set up from these locks."""
+    lora = {"ranks": [4], "alpha": 16, "target_modules": ["q_proj"], "modules": 2, "trainable_parameters": 9}
+    info = row("a" * 40) | {"metadata": metadata, "metrics": {}, "params": {}, "lora_weights": lora, "base": None}
+    return render.show(info | {"environment_lock": environment_lock}).splitlines()
+
+
+def lock_rows(lines: list[str]) -> list[str]:
+    """The rows of show's table from its `lock` row on (the table's last rows), stripped."""
+    rows = lines[: lines.index("")]
+    return [line.strip() for line in rows[next(i for i, line in enumerate(rows) if line.startswith("lock ")) :]]
+
+
+@pytest.fixture(params=["62c3ebc846f7a2f40f5627080b87a1a2", "7458874aa3c655880c0bd6a9816cb349"])
+def metadata(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The metadata.json of a committed version from before the lock record: the first (schema 1), and a later one."""
+    return VersionMetadata.from_json((OLD_METADATA / f"{request.param}.json").read_bytes()).to_dict()
+
+
+def test_show_names_the_lock_a_version_was_made_under(metadata: dict[str, Any]) -> None:
+    assert lock_rows(shown(metadata | {"lock": LOCK}, LOCK)) == [
+        "lock          locks/cpu.txt sha256 9774c3cee439, locks/qlora.txt sha256 101b482a4caa"
+    ]
+
+
+def test_show_says_when_this_environment_was_set_up_from_another_lock(metadata: dict[str, Any]) -> None:
+    here = {"locks/cpu.txt": "5" * 64}  # another locks/cpu.txt, and no bitsandbytes
+    assert lock_rows(shown(metadata | {"lock": LOCK}, here)) == [
+        "lock          locks/cpu.txt sha256 9774c3cee439, locks/qlora.txt sha256 101b482a4caa",
+        "made under another lock than this environment's (locks/cpu.txt sha256 555555555555): libraries may differ",
+    ]
+
+
+@pytest.mark.parametrize("here", [LOCK, None], ids=["set up from a lock", "set up otherwise"])
+def test_show_says_nothing_alarming_of_a_version_from_before_locks(
+    metadata: dict[str, Any], here: dict[str, str] | None
+) -> None:
+    assert metadata["lock"] is None
+    assert lock_rows(shown(metadata, here)) == ["lock          -"]
+
+
+def test_show_of_a_version_made_outside_a_set_up_environment_compares_nothing(metadata: dict[str, Any]) -> None:
+    assert len(lock_rows(shown(metadata | {"lock": LOCK}, None))) == 1

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from loravc.core.errors import UserError
-from loravc.core.metadata import METADATA_FILE, SCHEMA_VERSION, VersionMetadata, read_metadata, write_metadata
+from loravc.core.metadata import (
+    LOCK_RECORD,
+    METADATA_FILE,
+    SCHEMA_VERSION,
+    VersionMetadata,
+    environment_lock,
+    read_metadata,
+    write_metadata,
+)
 from loravc.core.schema import parse_yaml
 from loravc.versions.cache import DvcCache
 from loravc.versions.gitrepo import GitRepo
@@ -65,6 +73,7 @@ CURRENT: dict[str, Any] = {
     },
     "code": {"commit": "3845a5e" + "0" * 33, "dirty": False},
     "libraries": {"torch": "2.13.0", "trl": "1.16.0", "liger_kernel": None},
+    "lock": {"locks/cpu.txt": "9774c3ce" + "0" * 56, "locks/qlora.txt": "101b482a" + "1" * 56},
     "world_size": 1,
 }
 
@@ -97,6 +106,23 @@ def test_a_file_without_schema_version_is_schema_1_and_keeps_its_gaps() -> None:
     meta = VersionMetadata.from_dict(old)
     assert meta.schema_version == 1
     assert meta.started is None and meta.world_size is None and meta.lora.dtype is None and meta.data.shape is None
+
+
+def test_a_file_from_before_the_lock_record_reads_with_none() -> None:
+    meta = VersionMetadata.from_dict(with_changes(lock=KeyError))
+    assert meta.lock is None and meta.libraries["trl"] == "1.16.0"
+    assert VersionMetadata.from_dict(meta.to_dict()) == meta
+
+
+def test_the_environment_lock_is_what_setup_recorded_in_the_environment(tmp_path: Path) -> None:
+    """scripts/setup.sh writes <.venv>/loravc-lock.json; an environment set up otherwise has none."""
+    assert environment_lock(tmp_path) is None
+    record = {"locks/cpu.txt": "ab" * 32, "locks/qlora.txt": "cd" * 32}
+    (tmp_path / LOCK_RECORD).write_text(json.dumps(record), encoding="utf-8")
+    assert environment_lock(tmp_path) == record
+    for damaged in ("{", "[1]", '{"locks/cpu.txt": 5}'):
+        (tmp_path / LOCK_RECORD).write_text(damaged, encoding="utf-8")
+        assert environment_lock(tmp_path) is None
 
 
 def test_unknown_keys_are_kept_and_written_back() -> None:

@@ -12,7 +12,7 @@ from loravc.base.params import BaseParams
 from loravc.core.base_files import read_identity
 from loravc.core.devices import cpu_bf16
 from loravc.core.errors import UserError
-from loravc.core.metadata import SCHEMA_VERSION, VERSION_ID_RE
+from loravc.core.metadata import SCHEMA_VERSION, VERSION_ID_RE, environment_lock
 from loravc.core.params import MAX_LENGTH
 from loravc.core.quantization import QuantizationParams
 from loravc.data import records as data
@@ -131,6 +131,7 @@ def test_train_writes_a_pickle_free_version_with_metadata(tmp_path: Path, prepar
     assert meta.training.attention == "sdpa_varlen" and meta.training.trainer["bf16"] is (native is not None)
     assert meta.training.precision == (f"bf16 autocast ({native})" if native else "fp32")
     assert meta.libraries["trl"] == importlib.metadata.version("trl")
+    assert meta.lock == environment_lock()  # the locks scripts/setup.sh recorded in this environment (None: none)
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert live.pop("step") == 2  # dvclive's last step
     assert live == {key: value for key, value in vars(meta.metrics).items() if key != "extra"}
