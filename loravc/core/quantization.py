@@ -49,7 +49,8 @@ def check_available(q: QuantizationParams, device: str, key: str = "train.quanti
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError(
             f"{key} is {q.bits}: {q.bits}-bit bases need bitsandbytes, which is not installed: "
-            f"pip install -e '.[qlora]' (or pip install {BITSANDBYTES})" + (f", or set {key}: null" if own else "")
+            f"run `QLORA=1 bash scripts/setup.sh` (it adds locks/qlora.txt: {BITSANDBYTES})"
+            + (f", or set {key}: null" if own else "")
         )
     if device == "mps" or device.startswith("mps:"):
         raise UserError(f"{key} is {q.bits}: bitsandbytes does not run on mps: use cpu or cuda")

@@ -1,7 +1,7 @@
 """lm-evaluation-harness tasks on the base and on base + adapter: what fine-tuning breaks on other tasks.
 
-Optional (`pip install -e ".[eval]"`). `evaluate.harness` names the tasks: lm-eval's own (their
-datasets must be in the Hugging Face cache, or the hub reachable) or ones defined by YAML files in
+Optional (the `eval` extra; scripts/setup.sh installs it from the locks). `evaluate.harness` names the tasks:
+lm-eval's own (their datasets must be in the Hugging Face cache, or the hub reachable) or ones defined by YAML files in
 TASKS_DIR, which dvc.yaml lists as a dependency of `evaluate`. Every task is loaded, dataset
 included, before any model loads, so a name that does not exist or a dataset that is not there
 stops the stage at once. Both models are scored through lm-eval's HF model wrapping the one
@@ -25,7 +25,7 @@ def load_tasks(names: list[str], tasks_dir: Path = TASKS_DIR) -> Any:
     except ImportError:
         raise UserError(
             "evaluate.harness lists tasks but lm-evaluation-harness is not installed: "
-            "pip install -e '.[eval]' (or set evaluate.harness: [])"
+            "run `bash scripts/setup.sh` (the locks hold it), or set evaluate.harness: []"
         ) from None
     local = str(tasks_dir) if tasks_dir.is_dir() else None
     manager = TaskManager(include_path=local, include_defaults=False) if local else None

@@ -70,11 +70,12 @@ def sft_config(params: TrainParams, device: str, output_dir: Path, plan: labels.
     kwargs = trainer_settings(params, device, plan.tokens if plan else labels.ALL)
     if kwargs.get("use_liger_kernel") and not liger_installed():
         raise UserError(
-            "train.trainer.use_liger_kernel is true but liger-kernel is not installed: pip install liger-kernel"
+            "train.trainer.use_liger_kernel is true but liger-kernel is not installed: on a CUDA GPU, `GPU=1 bash "
+            "scripts/setup.sh` installs it (locks/cuda.txt)"
         )
     profile_liger = PROFILES[resolve_profile(params.profile, device)].trainer.get("use_liger_kernel")
     if profile_liger and "use_liger_kernel" not in params.trainer and not liger_installed():
-        message = "liger-kernel is not installed: training without its fused kernels (pip install liger-kernel)"
+        message = "liger-kernel is not installed: training without its fused kernels (`GPU=1 bash scripts/setup.sh`)"
         warnings.warn(message, stacklevel=2)
     try:
         return SFTConfig(**kwargs, output_dir=str(output_dir))

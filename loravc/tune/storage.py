@@ -39,7 +39,7 @@ def require_optuna() -> Any:
     try:
         import optuna
     except ImportError:
-        raise UserError("loravc tune needs Optuna: pip install -e '.[tune]'") from None
+        raise UserError("loravc tune needs Optuna: run `bash scripts/setup.sh` (the locks hold it)") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats with ask-and-tell (loravc.tune.liveness records them) are marked experimental: not news to a user
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

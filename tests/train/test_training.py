@@ -471,7 +471,7 @@ def test_quantization_without_bitsandbytes_is_a_clear_error_before_any_model_loa
     for auto in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
         monkeypatch.setattr(auto, "from_pretrained", lambda *a, **k: pytest.fail("loaded before the check"))
     params = Params(train=TrainParams(device="cpu", quantization=QuantizationParams(bits=4)))
-    message = r"train\.quantization\.bits is 4: 4-bit bases need bitsandbytes, which is not installed: pip install"
+    message = r"train\.quantization\.bits is 4: 4-bit bases need bitsandbytes, which is not installed: run `QLORA=1"
     with pytest.raises(UserError, match=message):
         train(params.train, base, prepared_dir, tmp_path / "adapter", tmp_path / "live")
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "live").exists()
