@@ -84,5 +84,5 @@ def test_each_trial_is_sampled_by_the_tune_sections_sampler_and_seed() -> None:
 
 def test_without_optuna_tune_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
-    with pytest.raises(UserError, match=r"^loravc tune needs Optuna: run `bash scripts/setup.sh` \(the locks hold it\)"):
+    with pytest.raises(UserError, match=r"^loravc tune needs Optuna: run `bash scripts/setup.sh`"):
         require_optuna()
