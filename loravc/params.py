@@ -28,8 +28,6 @@ class Params:
     tune: TuneParams = field(default_factory=TuneParams)
 
 
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate all of params.yaml; every problem names the file and the key."""
     raw = read_params(path)

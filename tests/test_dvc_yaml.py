@@ -123,7 +123,7 @@ def test_edits_rerun_only_the_stages_whose_code_they_touch(built_repo: Path) -> 
     repo = built_repo
     assert changed_stages(repo) == set()
     edit(repo / "loravc/tune/params.py", '"must be at least 1")', '"must be 1 or more")')
-    edit(repo / "loravc/export/use.py", '"""', '"""Edited. ', )
+    edit(repo / "loravc/export/use.py", '"""', '"""Edited. ')
     edit(repo / "loravc/versions/catalogue.py", '"""', '"""Edited. ')
     edit(repo / "loravc/cli/render.py", '"""', '"""Edited. ')
     assert changed_stages(repo) == set()

@@ -25,7 +25,6 @@ def knob(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-
 def require(ok: bool, key: str, what: str) -> None:
     """A UserError naming the key and what it must be, unless `ok`."""
     if not ok:

@@ -37,7 +37,6 @@ class QuantizationParams:
         )
 
 
-
 BITSANDBYTES = "bitsandbytes==0.50.2"  # the version the CPU workaround below is written for (pyproject's qlora extra)
 
 

@@ -33,8 +33,6 @@ class EvaluateParams:
         require(self.max_new_tokens >= 1, "evaluate.max_new_tokens", "must be at least 1")
         require(self.samples >= 0, "evaluate.samples", "must be 0 or more")
         require(self.bootstrap_samples >= 100, "evaluate.bootstrap_samples", "must be at least 100")
-        require(
-            self.harness_limit is None or self.harness_limit >= 1, "evaluate.harness_limit", "must be null or >= 1"
-        )
+        require(self.harness_limit is None or self.harness_limit >= 1, "evaluate.harness_limit", "must be null or >= 1")
         require(self.harness_max_length >= 16, "evaluate.harness_max_length", "must be at least 16")
         check_metrics(self.metrics)

@@ -93,7 +93,6 @@ LORA_OWNED = {
 }
 
 
-
 def lora_config(params: LoraParams) -> Any:
     """peft.LoraConfig from train.lora: the project's keys, and every other key as a LoraConfig option."""
     from peft import LoraConfig
