@@ -3,7 +3,6 @@ through loravc.cli.render."""
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,14 +18,10 @@ def _json(value: Any) -> None:
 
 
 def _quiet_loading() -> None:
-    """No weight-loading progress bars or library deprecation notices around a one-line answer."""
-    import warnings
+    """No GGUF-reading bar around a one-line answer (the other libraries' noise is off from the start: run_main)."""
+    from loravc.core.quiet import quiet_gguf_reading
 
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own tqdm bar
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_gguf_reading()
 
 
 @contextmanager

@@ -3,13 +3,17 @@
 import sys
 from collections.abc import Callable
 
+from loravc.core.quiet import quiet_libraries
+
 
 class UserError(Exception):
     """A problem the user can fix (params, data, a version reference): no traceback."""
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a command-line entry point; a UserError prints one clear message and exits 2."""
+    """Run a command-line entry point (every stage and `loravc`) with library noise off (loravc.core.quiet); a
+    UserError prints one clear message and exits 2."""
+    quiet_libraries()
     try:
         main()
     except UserError as err:
