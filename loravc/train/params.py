@@ -26,6 +26,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "save_strategy": "epoch",  # a checkpoint after each epoch, to resume from after a kill
     "save_total_limit": 2,  # keep the newest two (loravc.train.checkpoints clears them after a finished run)
     "report_to": "none",
+    "disable_tqdm": True,  # no progress bars: the loss lines (logging_steps) show progress; false draws them
 }
 
 

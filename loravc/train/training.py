@@ -23,6 +23,7 @@ from loravc.core.metadata import (
     version_id,
     write_metadata,
 )
+from loravc.core.quiet import without_warning
 from loravc.core.tracking import live_callback, open_live
 from loravc.data import labels
 from loravc.data import records as data
@@ -63,8 +64,10 @@ def save_adapter(model: Any, out_dir: Path, state_dict: dict[str, Any] | None, i
     if initial is None:
         model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
         return
-    # No state_dict: PEFT loads the initial adapter into the model and subtracts it (this process holds it all)
-    model.save_pretrained(out_dir, safe_serialization=True, path_initial_model_for_weight_conversion=str(initial))
+    # No state_dict: PEFT loads the initial adapter into the model and subtracts it (this process holds it all).
+    # Loading it as a second adapter, PEFT warns to convert the PiSSA/OLoRA adapter: what this call does.
+    with without_warning(r"(PiSSA|OLoRA) changes the base weights of the model", UserWarning):
+        model.save_pretrained(out_dir, safe_serialization=True, path_initial_model_for_weight_conversion=str(initial))
 
 
 def _dataset(records: list[dict[str, Any]]) -> Any:
@@ -150,8 +153,9 @@ def initial_adapter(tp: TrainParams, trainer: Any, scratch: Path, main: bool) ->
     return initial
 
 
-def add_callbacks(trainer: Any, tp: TrainParams, live: Any, fingerprint: dict[str, Any], live_dir: Path,
-                  resume: Any) -> Any:
+def add_callbacks(
+    trainer: Any, tp: TrainParams, live: Any, fingerprint: dict[str, Any], live_dir: Path, resume: Any
+) -> Any:
     """dvclive, per-epoch checkpoints with their fingerprint, a tune trial's pruning, early stopping. Returns the
     pruning callback (None outside a `loravc tune` trial)."""
     from transformers import EarlyStoppingCallback
