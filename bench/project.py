@@ -5,8 +5,11 @@ params.yaml editor that keeps comments, the smoke-size params, and git/dvc comma
 interpreter's tools first on PATH, offline and quiet. No torch or transformers imports here.
 """
 
+import json
+import os
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,10 @@ PROJECT_FILES = (
 )
 """What a fresh clone holds that the pipeline needs (no models, no DVC cache), relative to ROOT."""
 
+STDERR_LOG = "LORAVC_STDERR_LOG"
+"""Environment variable naming a directory: `run` keeps there what each dvc, stage or loravc process printed on
+stderr (the test session sets it: tests/test_quiet_runs.py reads them)."""
+
 
 def run(
     cmd: Sequence[str], cwd: Path, *, check: bool = True, env: Mapping[str, str] | None = None, **kwargs: Any
@@ -37,9 +44,29 @@ def run(
     """Run a command in cwd under tool_env(env), output captured as text; with `check`, a non-zero exit
     raises RuntimeError naming the command, the directory and both outputs."""
     result = subprocess.run(list(cmd), cwd=cwd, env=tool_env(env), capture_output=True, text=True, **kwargs)
+    keep_stderr(cmd, cwd, result)
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode} in {cwd}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def project_command(cmd: Sequence[str]) -> bool:
+    """dvc, a pipeline stage or loravc: `python -m dvc|stages.<stage>|loravc ...`, or `dvc ...`."""
+    args = list(cmd)
+    name = args[2] if len(args) > 2 and args[1] == "-m" else Path(args[0]).name if args else ""
+    return name in ("dvc", "loravc") or name.startswith("stages.")
+
+
+def keep_stderr(cmd: Sequence[str], cwd: Path, result: subprocess.CompletedProcess[str]) -> None:
+    """With STDERR_LOG set, a project command's argv, directory, exit status and stderr as one JSON file there."""
+    folder = os.environ.get(STDERR_LOG)
+    if not folder or not project_command(cmd):
+        return
+    record = {"argv": list(cmd), "cwd": str(cwd), "returncode": result.returncode, "stderr": result.stderr or ""}
+    path = Path(folder) / f"{time.time_ns()}-{os.getpid()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".partial").write_text(json.dumps(record), encoding="utf-8")
+    path.with_suffix(".partial").replace(path)
 
 
 def git(repo: Path, *args: str) -> str:

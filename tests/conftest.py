@@ -10,13 +10,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 # The project scaffolding the benchmarks use too; test modules import ROOT, run, git, update_params from here.
-from bench.project import ROOT, git, project_repo, run, smoke_params, update_params
+from bench.project import ROOT, STDERR_LOG, git, project_repo, run, smoke_params, update_params
+from loravc.core.quiet import PROGRESS_BARS_OFF
 from loravc.core.tools import QUIET_ENV, dvc_cmd
 from loravc.data.labels import SMOLLM2_CHATML
 
@@ -33,7 +35,12 @@ STAGE_IMPORTS = Path(os.environ["LORAVC_STAGE_IMPORTS"])
 RECORDER = ROOT / "tests" / "stage_imports"  # its sitecustomize.py
 if str(RECORDER) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RECORDER), os.environ.get("PYTHONPATH")]))
-LAST = "tests/test_stage_imports.py"
+# Every dvc, stage and loravc process run through bench.project.run keeps its stderr there, for test_quiet_runs, run
+# after test_stage_imports (whose PEFT-option runs it reads too).
+if STDERR_LOG not in os.environ:
+    os.environ[STDERR_LOG] = tempfile.mkdtemp(prefix="loravc-stderr-")
+STDERR_RECORDS = Path(os.environ[STDERR_LOG])
+LAST = ("tests/test_stage_imports.py", "tests/test_quiet_runs.py")  # in this order, after every other test
 
 
 # A test is `slow` when it runs the real pipeline (dvc repro or dvc exp run in a scratch repository, these
@@ -43,12 +50,25 @@ PIPELINE_FIXTURES = {"pipeline_repo", "built_repo", "built_repo_template", "vers
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Pipeline tests are marked slow; the stage-imports check runs after every other test, so that it sees
-    every pipeline run they made."""
+    """Pipeline tests are marked slow; the stage-imports and quiet checks run after every other test, so that
+    they see every pipeline run they made."""
     for item in items:
         if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: item.nodeid.startswith(LAST))
+    items.sort(key=lambda item: next((i + 1 for i, name in enumerate(LAST) if item.nodeid.startswith(name)), 0))
+
+
+@pytest.fixture(autouse=True)
+def progress_switches_stay_in_their_test() -> Iterator[None]:
+    """`loravc` run in this process turns the libraries' progress bars off in os.environ (loravc.core.quiet): not
+    for later tests' pipeline runs, whose processes must do it themselves (test_quiet_runs reads their stderr)."""
+    before = {name: os.environ.get(name) for name in PROGRESS_BARS_OFF}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 CHAT_TEMPLATE = SMOLLM2_CHATML  # the shipped base's template family, so chat data trains as on SmolLM2

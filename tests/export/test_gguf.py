@@ -2,7 +2,6 @@
 against the merged tensors, Modelfiles, refusals, and the CLI on a tiny version."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.project import run
 from loravc.core.errors import UserError
 from loravc.export.gguf import checks, common, ollama, writer
 
@@ -235,10 +235,8 @@ def test_modelfile_translates_chatml_to_ollamas_go_template() -> None:
 
 
 def loravc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "loravc", "-C", str(repo), *args], capture_output=True, text=True, env=env
-    )
+    """`loravc -C repo ARGS` in its own process, offline (tests/test_quiet_runs.py reads its stderr)."""
+    return run([sys.executable, "-m", "loravc", "-C", str(repo), *args], REPO, check=False)
 
 
 def main(args: list[str]) -> None:
