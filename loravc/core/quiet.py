@@ -12,6 +12,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 VERBOSE = "LORAVC_VERBOSE"
 
@@ -31,6 +32,8 @@ LOG_NOTICES = {
     "kernels._internals.hf_hub": r"Skipping publisher trust check for '[^']+' because Hugging Face Hub is in offline",
     # checkpoints saved within a second of each other (a fast run): it orders them by step instead, as it should
     "transformers.trainer_utils": r"mtime may not be reliable on this filesystem, falling back to numerical ordering",
+    # lm-evaluation-harness given the model evaluate has loaded (loravc.evaluate.harness), in one process, as meant
+    "lm_eval.models.huggingface": r"`pretrained` model kwarg is not of type `str`|Passed an already-initialized model",
 }
 """Logger name -> the start of the one message silenced on it."""
 
@@ -71,6 +74,27 @@ def without_warning(message: str, category: type[Warning]) -> Iterator[None]:
         if not verbose():
             warnings.filterwarnings("ignore", message=message, category=category)
         yield
+
+
+@contextmanager
+def progress_bars_off() -> Iterator[None]:
+    """Within the block, no tqdm bar is drawn, whatever its caller asks: for a library that draws its own with no
+    switch (lm-evaluation-harness, in loravc.evaluate.harness). Unless LORAVC_VERBOSE is set."""
+    if verbose():
+        yield
+        return
+    from tqdm import std
+
+    descriptor, init = vars(std.tqdm)["__init__"], std.tqdm.__init__
+
+    def silent(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **(kwargs | {"disable": True}))
+
+    std.tqdm.__init__ = silent  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = descriptor  # type: ignore[method-assign]
 
 
 def quiet_gguf_reading() -> None:

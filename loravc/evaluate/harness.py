@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loravc.core.errors import UserError
+from loravc.core.quiet import progress_bars_off
 
 TASKS_DIR = Path("data/harness")  # local task definitions (YAML), a dependency of the evaluate stage
 
@@ -72,7 +73,8 @@ def run(
     # logits per batch on a CPU); rolling-loglikelihood tasks score longer texts in windows of it
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
     seeds = {"random_seed": seed, "numpy_random_seed": seed, "torch_random_seed": seed, "fewshot_random_seed": seed}
-    results = simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit, log_samples=False, **seeds)
+    with progress_bars_off():  # lm-eval draws a bar per task and request type, with no switch of its own
+        results = simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit, log_samples=False, **seeds)
     scores: dict[str, float] = {}
     for task, values in sorted(results["results"].items()):
         for key, value in values.items():

@@ -55,3 +55,17 @@ def test_verbose_leaves_the_libraries_alone(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.delenv(name, raising=False)
     quiet.quiet_libraries()
     assert not any(name in os.environ for name in quiet.PROGRESS_BARS_OFF)
+
+
+def test_progress_bars_off_in_the_block_only(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from tqdm import std
+    from tqdm.auto import tqdm
+
+    monkeypatch.delenv(quiet.VERBOSE, raising=False)
+    before = vars(std.tqdm)["__init__"]
+    with quiet.progress_bars_off():
+        assert list(tqdm(range(3), desc="Running loglikelihood requests", disable=False)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    assert vars(std.tqdm)["__init__"] is before
+    list(tqdm(range(3), desc="after"))
+    assert "after" in capsys.readouterr().err
