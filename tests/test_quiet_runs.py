@@ -19,6 +19,11 @@ ALLOWED = [
     # TRL's check that chat data trains the turn's end, which a user can fix: the tiny test base's tokenizer spells
     # <|im_end|> out of plain pieces, no token of its own (the shipped base has one: its runs never print this)
     re.compile(r"\[RANK \d+\] The chat template does not include the assistant turn's end-of-turn token .*"),
+    # the project's own notes and warnings (`loravc list`: a version whose files are gone, no DVC remote set)
+    re.compile(r"(note|warning): .*"),
+    # torch's DDP (train.processes 2) says that no parameter went unused, so the graph traversal for them can go:
+    # train.trainer.ddp_find_unused_parameters: false does it (the Trainer turns it on for any PEFT model)
+    re.compile(r"\[rank\d+\]:\[W[\d :.]+reducer\.cpp:\d+\] Warning: find_unused_parameters=True was specified .*"),
 ]
 """Lines a successful run may print on stderr, whole (each with why)."""
 
