@@ -3,7 +3,8 @@
 bench.project.run keeps the stderr of every such process the suite runs (conftest: STDERR_RECORDS): the default
 pipeline on the real base, the tiny one with the options its tests set, the DoRA, PiSSA and QLoRA runs that
 test_stage_imports adds, and the CLI's GGUF export. This test runs after them all (conftest) and fails on any line
-of a run that succeeded outside ALLOWED. A failed run's error lines are its test's business.
+of a run that succeeded outside ALLOWED. A failed run's error lines are its test's business. DVC itself prints
+nothing on stderr in a successful init, repro, exp run, push or status, so no DVC line is allowed.
 """
 
 import json
