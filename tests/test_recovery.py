@@ -56,9 +56,11 @@ def test_what_a_run_killed_midway_leaves_is_undone(built_repo: Path) -> None:
     """train fails; then the partial outputs a killed run leaves (part of its curves, its running metrics)."""
     repo = built_repo
     before = last_version(repo)
-    update_params(repo / "params.yaml", {"train": {"lora": {"target_modules": ["no_such_proj"]}}})
-    failed = dvc(repo, "repro", check=False)  # found by train's preflight, after DVC removed train's outputs
-    assert failed.returncode != 0 and "no_such_proj" in failed.stderr, failed.stderr
+    # early stopping's evaluation interval against the run's steps needs the data: only train's preflight sees it,
+    # after DVC removed train's outputs (a value stage `source` can check fails before: tests/test_experiments.py)
+    update_params(repo / "params.yaml", {"train": {"early_stopping": {"patience": 1, "eval_steps": 500}}})
+    failed = dvc(repo, "repro", check=False)
+    assert failed.returncode != 0 and "train.early_stopping.eval_steps is 500" in failed.stderr, failed.stderr
     assert "failed to reproduce 'train'" in failed.stderr
     assert not (repo / "dvclive" / "train" / "metrics.json").exists()
     curves = repo / "dvclive" / "train" / "plots" / "metrics"

@@ -111,7 +111,10 @@ def test_list_checks_an_s3_remote_and_names_a_dead_one(
     import boto3
 
     repo, _ = copy_of(versions_repo, tmp_path)
-    use_remote(repo, "s3", "s3://models/loravc", s3_server)
+    # a prefix of its own: the moto server is the session's, and tests/versions/test_remote.py pushes every
+    # version of the same repository to s3://models/loravc
+    prefix = f"safekeeping-{tmp_path.name}"
+    use_remote(repo, "s3", f"s3://models/{prefix}", s3_server)
     dvc(repo, "push", "-q")  # the workspace's version (the experiment's results) alone
     lines, err = listed(repo, capsys)
     exp = versions_repo["exp"][:7]
@@ -122,14 +125,14 @@ def test_list_checks_an_s3_remote_and_names_a_dead_one(
     ]
     s3 = boto3.client("s3", endpoint_url=s3_server)
     for oid in own_objects(repo, "rank-two", ("main", "main~1")):
-        s3.delete_object(Bucket="models", Key=f"loravc/files/md5/{oid[:2]}/{oid[2:]}")
+        s3.delete_object(Bucket="models", Key=f"{prefix}/files/md5/{oid[:2]}/{oid[2:]}")
     lines, _ = listed(repo, capsys)
     assert lines[exp].endswith("  local only")
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    use_remote(repo, "dead", "s3://models/loravc", f"http://127.0.0.1:{port}")
+    use_remote(repo, "dead", f"s3://models/{prefix}", f"http://127.0.0.1:{port}")
     started = time.monotonic()
     lines, err = listed(repo, capsys)
     assert time.monotonic() - started < 30
