@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from workers import FOLDER_ENV, WORKER, Gates, read_groups, write_groups
+from workers import FOLDER_ENV, SHARED, WORKER, Gates, read_groups, write_groups
 
 LAST = ("tests/test_last.py",)
 IDS = ["tests/a.py::x", "tests/b.py::y@shared", "tests/test_last.py::first", "tests/test_last.py::second"]
@@ -31,16 +31,18 @@ def test_a_gate_that_never_opens_fails_its_check_instead_of_hanging(tmp_path: Pa
 
 
 def test_the_tests_of_a_shared_fixture_are_one_group(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Each worker builds the versions and default repositories (minutes each) for the tests it is sent: all of
-    their tests must be one group, and the tests of a module-scoped fixture one group per module."""
+    """Each worker builds the versions or default repository (minutes each) for the tests it is sent: all the
+    tests of each must be one group, and the tests of a module-scoped fixture one group per module."""
     items = request.session.items
-    shared = [item for item in items if {"versions_repo", "default_repo"} & set(item.fixturenames)]
+    shared = {name: [item for item in items if name in item.fixturenames] for name in SHARED}
     per_module = [item for item in items if "exp_repo" in item.fixturenames]  # test_experiments.py's, module-scoped
-    if not shared or not per_module:
+    if not all(shared.values()) or not per_module:
         pytest.skip("runs with the whole suite, which collects the tests of those fixtures")
     write_groups(tmp_path, "gw9", items)
     groups = read_groups(tmp_path)
-    assert {groups[item.nodeid] for item in shared} == {"shared-repositories"}
+    for name, tests in shared.items():
+        assert {groups[item.nodeid] for item in tests} == {name}
+    assert not [item.nodeid for item in items if set(SHARED) <= set(item.fixturenames)]  # else one is built twice
     assert {groups[item.nodeid] for item in per_module} == {"tests/test_experiments.py"}
     assert request.node.nodeid not in groups  # a scope of its own
     if WORKER is not None:  # and this worker wrote the same for the controller's scheduler

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = {"versions_repo", "default_repo"}  # session fixtures built once, on the worker that runs all their tests
+SHARED = ("versions_repo", "default_repo")  # session fixtures built once, each on the worker that runs all its tests
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in a worker's process, absent in the controller
 FOLDER_ENV = "LORAVC_TEST_WORKERS"  # a folder for groups and gates, made in the controller before its workers
 if FOLDER_ENV not in os.environ:
@@ -24,10 +24,13 @@ if FOLDER_ENV not in os.environ:
 
 
 def group_of(item: pytest.Item) -> str | None:
-    """The group of a test: the tests of the versions and default repositories on one worker (which builds
-    each once), those of a module-scoped fixture on one worker per module; any other test runs where there is room."""
-    if SHARED & set(getattr(item, "fixturenames", ())):
-        return "shared-repositories"
+    """The group of a test: the tests of the versions repository on one worker (which builds it once), those of
+    the default repository on one, those of a module-scoped fixture on one per module; any other test runs where
+    there is room. (No test uses both repositories: each builds on a different worker, at the same time.)"""
+    names = set(getattr(item, "fixturenames", ()))
+    for shared in SHARED:
+        if shared in names:
+            return shared
     info = getattr(item, "_fixtureinfo", None)
     definitions = info.name2fixturedefs.values() if info else ()
     if any(d.scope == "module" for defs in definitions for d in defs):
