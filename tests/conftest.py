@@ -202,6 +202,9 @@ def pipeline_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
     return make_repo(tmp_path / "repo", tiny_model_dir)
 
 
+FIRST_REPRO = "first-repro.txt"  # beside the built template's repository: what its `dvc repro` printed
+
+
 @pytest.fixture(scope="session")
 def built_repo_template(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """The tiny pipeline run once (`dvc repro`) and committed: a version to copy, never to modify (one for the run:
@@ -209,7 +212,7 @@ def built_repo_template(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir
 
     def build(folder: Path) -> Path:
         repo = make_repo(folder / "repo", tiny_model_dir)
-        dvc(repo, "repro")
+        (folder / FIRST_REPRO).write_text(dvc(repo, "repro").stdout, encoding="utf-8")
         git(repo, "add", "-A")
         git(repo, "commit", "-qm", "first version")
         return repo
@@ -267,7 +270,8 @@ def versions_repo(tmp_path_factory: pytest.TempPathFactory, built_repo_template:
 
     main~1: LoRA r=8 (the built template); main: r=4, registered as lora-adapter@v1.2.0 and promoted
     to prod; the experiment `rank-two` (`dvc exp run -S train.lora.r=2`), whose results stay in the
-    workspace. Every commit's outputs are pushed to a local DVC remote, so clones can fetch them.
+    workspace. Every commit's outputs are pushed to a local DVC remote, so clones can fetch them. With them,
+    what each commit's `dvc repro` printed ("repro") and the sha256 of each file of its adapter ("adapter").
     """
     from loravc.versions.catalogue import Versions
     from loravc.versions.registry import promote, register
@@ -277,8 +281,11 @@ def versions_repo(tmp_path_factory: pytest.TempPathFactory, built_repo_template:
     shutil.copytree(built_repo_template, repo, symlinks=True)
     remote = str(root / "remote")
     dvc(repo, "remote", "add", "-d", "store", remote)
+    printed = {"r8": (built_repo_template.parent / FIRST_REPRO).read_text(encoding="utf-8")}
+    adapter = {"r8": sha256_tree(repo / "models" / "adapter")}
     update_params(repo / "params.yaml", {"train": {"lora": {"r": 4}}})
-    dvc(repo, "repro")
+    printed["r4"] = dvc(repo, "repro").stdout
+    adapter["r4"] = sha256_tree(repo / "models" / "adapter")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "LoRA r=4")
     dvc(repo, "exp", "run", "-S", "train.lora.r=2", "-n", "rank-two")
@@ -297,6 +304,8 @@ def versions_repo(tmp_path_factory: pytest.TempPathFactory, built_repo_template:
         "r8": git(repo, "rev-parse", "main~1"),
         "r4": git(repo, "rev-parse", "main"),
         "exp": next(line.split()[0] for line in exps if line.endswith("/rank-two")),
+        "repro": printed,
+        "adapter": adapter,
     }
 
 

@@ -1,7 +1,9 @@
 """The versioning acceptance test: every committed version comes back byte for byte."""
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,44 +14,35 @@ from loravc.export.use import load_version
 from tests.conftest import UP_TO_DATE, dvc, git, lora_rank_from_weights, ran_stages, sha256_tree, update_params
 
 
-def test_repro_commit_change_rank_and_restore_each_version(pipeline_repo: Path) -> None:
-    """The full user story from an empty repository (the other tests start from a built copy)."""
-    repo = pipeline_repo
+def test_repro_commit_change_rank_and_restore_each_version(versions_repo: dict[str, Any], tmp_path: Path) -> None:
+    """The user story from an empty repository, as versions_repo told it (`dvc repro`, commit, the rank changed,
+    `dvc repro`, commit): what each repro ran, and each version back byte for byte in a copy."""
+    printed, adapters = versions_repo["repro"], versions_repo["adapter"]
+    assert ran_stages(printed["r8"]) == {"base", "prepare", "train", "evaluate", "report"}
+    assert "Running stage 'source'" in printed["r8"]  # on every repro: what base.source is made of
+    assert "perplexity base" in printed["r8"]
+    assert ran_stages(printed["r4"]) == {"train", "evaluate", "report"}  # the rank is a param of train's alone
+    assert adapters["r4"] != adapters["r8"]
+
+    repo = tmp_path / "repo"
+    shutil.copytree(versions_repo["repo"], repo, symlinks=True)
     adapter = repo / "models" / "adapter"
-
-    first = dvc(repo, "repro")
-    assert ran_stages(first.stdout) == {"base", "prepare", "train", "evaluate", "report"}
-    assert "Running stage 'source'" in first.stdout  # on every repro: what base.source is made of
-    assert "perplexity base" in first.stdout
-    meta = json.loads((adapter / "metadata.json").read_text())
-    assert meta["lora"]["r"] == 8 and VERSION_ID_RE.fullmatch(meta["version_id"])
-    for stage in ("prepare", "train", "evaluate"):
-        assert (repo / "dvclive" / stage / "metrics.json").is_file()
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "r=8")
-    rev_r8, files_r8 = git(repo, "rev-parse", "HEAD"), sha256_tree(adapter)
-    assert lora_rank_from_weights(adapter) == {8}
-    assert "dvc.lock" in git(repo, "show", "--name-only", "HEAD")
-
-    metrics = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
-    assert "tuned_perplexity" in json.dumps(metrics)
-
-    update_params(repo / "params.yaml", {"train": {"lora": {"r": 4}}})
-    second = dvc(repo, "repro")
-    assert ran_stages(second.stdout) == {"train", "evaluate", "report"}
-    git(repo, "commit", "-qam", "r=4")
-    files_r4 = sha256_tree(adapter)
-    assert lora_rank_from_weights(adapter) == {4} and files_r4 != files_r8
-
-    git(repo, "checkout", "-q", rev_r8)
-    dvc(repo, "checkout")
-    assert sha256_tree(adapter) == files_r8
-    assert lora_rank_from_weights(adapter) == {8}
+    git(repo, "reset", "-q", "--hard")  # the workspace holds the experiment rank-two's results
+    for name, r in (("r8", 8), ("r4", 4)):
+        rev = versions_repo[name]
+        assert "dvc.lock" in git(repo, "show", "--name-only", rev)
+        git(repo, "checkout", "-q", rev)
+        dvc(repo, "checkout")
+        assert sha256_tree(adapter) == adapters[name] and lora_rank_from_weights(adapter) == {r}
+        meta = json.loads((adapter / "metadata.json").read_text())
+        assert meta["lora"]["r"] == r and VERSION_ID_RE.fullmatch(meta["version_id"])
+        assert all((repo / "dvclive" / stage / "metrics.json").is_file() for stage in ("prepare", "train", "evaluate"))
+    assert "tuned_perplexity" in dvc(repo, "metrics", "show", "--json").stdout
 
     git(repo, "checkout", "-q", "main")
-    dvc(repo, "checkout")
-    assert sha256_tree(adapter) == files_r4 and lora_rank_from_weights(adapter) == {4}
+    assert git(repo, "rev-parse", "HEAD") == versions_repo["r4"]
     assert "Stage 'train' didn't change" in dvc(repo, "repro").stdout
+    assert sha256_tree(adapter) == adapters["r4"]
 
 
 def test_bad_params_fail_clearly_and_the_version_survives(built_repo: Path) -> None:
@@ -80,20 +73,47 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Path, capsys) -> None:
+TRAIN = [chat(f"What is {a} plus {b}?", f"{a + b}.") for a in range(6) for b in range(4)]
+TEST = [chat(f"What is {a} plus {b}?", f"{a + b}.") for a, b in ((7, 1), (9, 2), (8, 8), (6, 5))]
+COMMON = ["-S", "data.train=data/sums", "-S", "train.max_length=256", "-S", "evaluate.max_new_tokens=3"]
+
+
+@pytest.fixture(scope="module")
+def sums_template(tmp_path_factory: pytest.TempPathFactory, built_repo_template: Path) -> dict[str, Any]:
+    """The built repository with a user's chat data (data/sums, a fixed test.jsonl) and a local lm-eval task of
+    theirs next to the shipped one, swapped in by one `dvc exp run` (the experiment `first`): copy, don't change."""
+    repo = tmp_path_factory.mktemp("sums") / "repo"
+    shutil.copytree(built_repo_template, repo, symlinks=True)
+    write_jsonl(repo / "data" / "sums" / "train.jsonl", TRAIN)
+    write_jsonl(repo / "data" / "sums" / "test.jsonl", TEST)
+    pairs = [(record["messages"][1]["content"], record["messages"][2]["content"]) for record in TEST[:2]]
+    write_jsonl(repo / "data" / "harness" / "sums.jsonl", [{"q": q, "a": a} for q, a in pairs])  # their likelihood
+    (repo / "data" / "harness" / "sums.yaml").write_text(
+        "task: sums\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: data/harness/sums.jsonl\n"
+        'test_split: test\noutput_type: loglikelihood\ndoc_to_text: "{{q}}"\ndoc_to_target: " {{a}}"\n'
+        "metric_list:\n  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n"
+    )
+    harness = ["-S", "evaluate.harness=[python_module_docs,sums]", "-S", "evaluate.harness_limit=3"]
+    return {"repo": repo, "out": dvc(repo, "exp", "run", "-n", "first", *COMMON, *harness).stdout}
+
+
+@pytest.fixture
+def sums_repo(sums_template: dict[str, Any], tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(sums_template["repo"], repo, symlinks=True)
+    return repo
+
+
+def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(
+    sums_template: dict[str, Any], sums_repo: Path, capsys
+) -> None:
     """A directory of chat data with a fixed test.jsonl, swapped in with one -S; editing it reruns prepare."""
     from loravc.cli.main import main as loravc
 
-    repo = built_repo
-    train = [chat(f"What is {a} plus {b}?", f"{a + b}.") for a in range(6) for b in range(4)]
-    write_jsonl(repo / "data" / "sums" / "train.jsonl", train)
-    write_jsonl(
-        repo / "data" / "sums" / "test.jsonl", [chat("What is 7 plus 1?", "8."), chat("What is 9 plus 2?", "11.")]
-    )
-    run = dvc(repo, "exp", "run", "-n", "sums", "-S", "data.train=data/sums", "-S", "train.max_length=256")
-    assert ran_stages(run.stdout) == {"prepare", "train", "evaluate", "report"}
-    assert "24 messages records from data/sums" in run.stdout and "(test: fixed, data/sums/test.jsonl)" in run.stdout
-    assert "the loss trains on assistant tokens" in run.stdout
+    repo, out = sums_repo, sums_template["out"]
+    assert ran_stages(out) == {"prepare", "train", "evaluate", "report"}
+    assert "24 messages records from data/sums" in out and "(test: fixed, data/sums/test.jsonl)" in out
+    assert "the loss trains on assistant tokens" in out
 
     meta = json.loads((repo / "models" / "adapter" / "metadata.json").read_text())
     assert meta["data"]["source"] == "data/sums" and meta["data"]["shape"] == "messages"
@@ -105,16 +125,16 @@ def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Pa
     samples = (repo / "reports" / "samples.md").read_text()
     assert "## What is 7 plus 1?" in samples and "**reference:** 8." in samples
 
-    model, tokenizer = load_version("sums", repo=repo)
+    model, tokenizer = load_version("first", repo=repo)
     question = "What is 2 plus 2?"
     as_chat = generate(model, tokenizer, [chat_prompt(question, tokenizer)], 3, templated=True)[0]
     as_text = generate(model, tokenizer, [question], 3)[0]
-    loravc(["-C", str(repo), "generate", "sums", question, "--max-new-tokens", "3"])
+    loravc(["-C", str(repo), "generate", "first", question, "--max-new-tokens", "3"])
     assert capsys.readouterr().out == as_chat + "\n"  # the reply to a user message, through the chat template
-    loravc(["-C", str(repo), "generate", "sums", question, "--max-new-tokens", "3", "--raw"])
+    loravc(["-C", str(repo), "generate", "first", question, "--max-new-tokens", "3", "--raw"])
     assert capsys.readouterr().out == question + as_text + "\n"  # the text continued as is
 
-    loravc(["-C", str(repo), "compare", "main", "sums"])
+    loravc(["-C", str(repo), "compare", "main", "first"])
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert lines["data"] == ["data", "differs"]
     assert lines["source"][1:] == ["data/raw/pydoc_topics.jsonl", "data/sums"]
@@ -127,12 +147,12 @@ def test_own_chat_data_in_one_param_trains_on_the_assistant_turns(built_repo: Pa
     assert f"data/sums@{meta['data']['sha256'][:8]}" in listed and "data/raw/pydoc_topics.jsonl@" in listed
 
     assert dvc(repo, "status").stdout.strip() == UP_TO_DATE
-    write_jsonl(repo / "data" / "sums" / "train.jsonl", [*train, chat("What is 5 plus 5?", "10.")])
+    write_jsonl(repo / "data" / "sums" / "train.jsonl", [*TRAIN, chat("What is 5 plus 5?", "10.")])
     status = dvc(repo, "status", "prepare").stdout
     assert "changed deps" in status and "data/sums" in status
 
 
-def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo: Path, capsys, monkeypatch) -> None:
+def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(sums_repo: Path, capsys, monkeypatch) -> None:
     """Chat data: evaluate answers every test prompt with base and tuned, scores them, records each answer;
     `dvc exp show` lists the scores, `loravc compare` pairs two versions' answers record by record."""
     from loravc.cli.main import main as loravc
@@ -140,35 +160,7 @@ def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo
     from loravc.evaluate.scoring import METRICS, compare_answers, score
     from loravc.versions.catalogue import Versions
 
-    repo = built_repo
-    write_jsonl(
-        repo / "data" / "sums" / "train.jsonl", [chat(f"{a} plus {b}?", f"{a + b}") for a in range(6) for b in range(4)]
-    )
-    test = [chat(f"{a} plus {b}?", f"{a + b}") for a, b in ((7, 1), (9, 2), (8, 8), (6, 5))]
-    write_jsonl(repo / "data" / "sums" / "test.jsonl", test)
-    common = ["-S", "data.train=data/sums", "-S", "train.max_length=256", "-S", "evaluate.max_new_tokens=3"]
-    # a local lm-eval task of the user's, next to the shipped one: the likelihood of each test answer
-    write_jsonl(
-        repo / "data" / "harness" / "sums.jsonl",
-        [{"q": f"{a} plus {b}?", "a": f"{a + b}"} for a, b in ((7, 1), (9, 2))],
-    )
-    (repo / "data" / "harness" / "sums.yaml").write_text(
-        "task: sums\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: data/harness/sums.jsonl\n"
-        'test_split: test\noutput_type: loglikelihood\ndoc_to_text: "{{q}}"\ndoc_to_target: " {{a}}"\n'
-        "metric_list:\n  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n"
-    )
-    dvc(
-        repo,
-        "exp",
-        "run",
-        "-n",
-        "first",
-        *common,
-        "-S",
-        "evaluate.harness=[python_module_docs,sums]",
-        "-S",
-        "evaluate.harness_limit=3",
-    )
+    repo, test = sums_repo, TEST  # the experiment `first`: the data and tasks of sums_template
     metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
     predictions = json.loads((repo / "reports" / "predictions.json").read_text())
     rows = predictions["records"]
@@ -197,7 +189,7 @@ def test_task_scores_reach_dvc_metrics_and_compare_pairs_two_versions(built_repo
         for key in ("python_module_docs_word_perplexity", "sums_perplexity"):
             assert metrics[f"{which}_harness_{key}"] == pytest.approx(scores[key], rel=1e-5)
 
-    dvc(repo, "exp", "run", "-n", "second", *common, "-S", "train.seed=7")
+    dvc(repo, "exp", "run", "-n", "second", *COMMON, "-S", "train.seed=7")
     shown = dvc(repo, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
     assert {"tuned_exact_match", "base_chrf", "chrf_gain", "chrf_gain_low", "chrf_gain_high"} <= set(shown)
 
