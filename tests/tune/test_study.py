@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,9 +46,10 @@ def test_a_trial_that_fails_stops_the_study_with_its_log(tmp_path: Path, monkeyp
 
 
 # --- real studies on the tiny pipeline --------------------------------------------------------------
-def tune_repo(dest: Path, tiny_model_dir: Path, tune: dict[str, Any]) -> Path:
-    """The tiny pipeline with three epochs (three evaluations a trial) and a tune section, committed."""
-    repo = make_repo(dest, tiny_model_dir)
+def tune_repo(repo: Path, built_repo_template: Path, tune: dict[str, Any]) -> Path:
+    """The built tiny pipeline with three epochs (three evaluations a trial) and a tune section, committed: its
+    trials take base and prepare from the first version, as a study after a first `dvc repro` does."""
+    shutil.copytree(built_repo_template, repo, symlinks=True)
     update_params(repo / "params.yaml", {"train": {"trainer": {"max_steps": -1, "num_train_epochs": 3}}})
     update_params(repo / "params.yaml", {"tune": {"space": None}})
     update_params(repo / "params.yaml", {"tune": {**tune, "space": SPACE}})
@@ -88,9 +90,9 @@ def dvc_running(repo: Path) -> list[str]:
 
 
 @pytest.mark.slow  # real trials: dvc exp run in a scratch repository (tests/conftest.py's rule)
-def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path, built_repo_template: Path) -> None:
     repo = tune_repo(
-        tmp_path / "repo", tiny_model_dir, {"study": "t", "sampler": "random", "trials": 2, "pruner": "none"}
+        tmp_path / "repo", built_repo_template, {"study": "t", "sampler": "random", "trials": 2, "pruner": "none"}
     )
     storage = str(repo / ".dvc" / "tmp" / "tune" / "t.journal")
     first = subprocess.Popen(loravc_cmd("tune"), cwd=repo, env=tool_env(), start_new_session=True,
@@ -131,9 +133,9 @@ def test_a_killed_study_resumes_and_every_trial_is_an_experiment(tmp_path: Path,
 
 
 @pytest.mark.slow  # real trials: dvc exp run in a scratch repository (tests/conftest.py's rule)
-def test_two_processes_share_one_sqlite_study(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_two_processes_share_one_sqlite_study(tmp_path: Path, built_repo_template: Path) -> None:
     repo = tune_repo(
-        tmp_path / "repo", tiny_model_dir, {"study": "s", "storage": "sqlite:///shared.db", "pruner": "none"}
+        tmp_path / "repo", built_repo_template, {"study": "s", "storage": "sqlite:///shared.db", "pruner": "none"}
     )
     workers = [
         subprocess.Popen(loravc_cmd("tune", "--trials", "2"), cwd=repo, env=tool_env(), stdout=subprocess.PIPE,
@@ -160,8 +162,8 @@ def test_bad_tune_params_stop_before_any_trial(tmp_path: Path, tiny_model_dir: P
 
 
 @pytest.mark.slow  # real trials: dvc exp run in a scratch repository (tests/conftest.py's rule)
-def test_a_pruned_trial_stops_training_and_is_no_version(tmp_path: Path, tiny_model_dir: Path) -> None:
-    repo = tune_repo(tmp_path / "repo", tiny_model_dir, {"study": "p", "trials": 3, "pruner": "median"})
+def test_a_pruned_trial_stops_training_and_is_no_version(tmp_path: Path, built_repo_template: Path) -> None:
+    repo = tune_repo(tmp_path / "repo", built_repo_template, {"study": "p", "trials": 3, "pruner": "median"})
     storage = str(repo / ".dvc" / "tmp" / "tune" / "p.journal")
     Path(storage).parent.mkdir(parents=True)
     study = optuna.create_study(study_name="p", storage=pruning.open_storage(storage))
