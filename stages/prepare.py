@@ -38,7 +38,7 @@ def main() -> None:
     data.write_splits(prepared.splits, args.out)
     data.write_info(args.out, prepared.info)
     write_summary(args.live, prepared.summary)
-    print(report(prepared, params.max_length))
+    print(report(prepared, params))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ Each entry is the sha256 of what the check read (params, library versions, the p
 same key passes again. It lives in DVC's git-ignored scratch folder; deleting it only makes the next run slower.
 """
 
+import contextlib
 import hashlib
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +29,6 @@ def code_sha256() -> str:
     return digest.hexdigest()
 
 
-def versions(*packages: str) -> dict[str, str | None]:
-    """The installed version of each package (None where it is not installed), read without importing it."""
-    found: dict[str, str | None] = {}
-    for name in packages:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 def holds(memo: Path, key: str) -> bool:
     """Whether `key` passed before (an unreadable memo holds nothing)."""
     try:
@@ -49,12 +38,13 @@ def holds(memo: Path, key: str) -> bool:
 
 
 def add(memo: Path, key: str) -> None:
-    """Remember that `key` passed: the newest KEEP keys, written whole or not at all."""
+    """Remember that `key` passed: the newest KEEP keys, written whole or not at all (not at all where it cannot be)."""
     try:
         known = [k for k in json.loads(memo.read_text(encoding="utf-8")) if k != key]
     except (OSError, ValueError, TypeError):
         known = []
-    memo.parent.mkdir(parents=True, exist_ok=True)
     partial = memo.with_name(memo.name + ".partial")
-    partial.write_text(json.dumps([*known[-(KEEP - 1) :], key]), encoding="utf-8")
-    partial.replace(memo)
+    with contextlib.suppress(OSError):  # a read-only or full disk: the check passed all the same, and runs next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps([*known[-(KEEP - 1) :], key]), encoding="utf-8")
+        partial.replace(memo)

@@ -256,9 +256,10 @@ def _git(cwd: Path | None, *args: str, strip: bool = True) -> str:
     return out.strip() if strip else out
 
 
-def library_versions() -> dict[str, str | None]:
+def library_versions(packages: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
+    """The installed version of each package (None where it is not installed), read without importing it."""
     found: dict[str, str | None] = {}
-    for name in LIBRARIES:
+    for name in packages:
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -8,7 +8,7 @@ export that ships its base (`ships_base`) loads.
 from typing import Any
 
 from loravc.core.errors import UserError
-from loravc.train.card import BASE_DIR, HUB, Committed, base_kind, card_text
+from loravc.train.card import BASE_DIR, HUB, Committed, base_kind, card_text, in_repository, peft_load_code
 from loravc.versions.catalogue import Version
 
 SHIPPED_BASE = f"./{BASE_DIR}"  # how an export's adapter_config.json names the base it ships: relative to itself
@@ -53,16 +53,6 @@ def shipped_load_text(version: Version, where: str) -> str:
         'model = AutoPeftModelForCausalLM.from_pretrained(".")',
         'tokenizer = AutoTokenizer.from_pretrained(".")',
     ]
-    anywhere = [
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        f'directory = "{where}"  # this directory, wherever it is now',
-        f'base = AutoModelForCausalLM.from_pretrained(f"{{directory}}/{BASE_DIR}")',
-        "model = PeftModel.from_pretrained(base, directory)",
-        "tokenizer = AutoTokenizer.from_pretrained(directory)",
-    ]
-    version_id = version.version_id
     return "\n".join(
         [
             f"An export ships the exact base in `{BASE_DIR}/`, and its adapter_config.json names it "
@@ -77,11 +67,10 @@ def shipped_load_text(version: Version, where: str) -> str:
             f"with `Repo id must use alphanumeric chars ...: '{SHIPPED_BASE}'` and loads nothing):",
             "",
             "```python",
-            *anywhere,
+            *peft_load_code(where),
             "```",
             "",
-            f"`loravc export {version_id}` writes this directory (`model_versions/{version_id}/`); in the repository "
-            f'that made it, `loravc.export.use.load_version("{version_id}")` loads the version without one.',
+            in_repository(version.version_id),
         ]
     )
 

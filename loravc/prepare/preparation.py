@@ -34,14 +34,21 @@ def prepare(source_path: Path, params: PrepareInputs, tokenizer: Any) -> Prepare
         seed=p.seed,
         test=p.test_records,
         validation=p.validation_records,
-        train=p.train_records,
+        train=None,
         fixed_test=fixed_test,
     )
-    summary: dict[str, Any] = {"records": len(source.train), "duplicates": len(source.train) - len(unique)}
+    available = len(split["train"])  # what test and validation left; prepare.train_records caps it
+    split["train"] = split["train"][: p.train_records]
+    summary: dict[str, Any] = {
+        "records": len(source.train),
+        "duplicates": len(source.train) - len(unique),
+        "train_available": available,
+    }
     splits = {}
     for name, records in split.items():
         encoded = [_encode(source_path, name, i, r, tokenizer, plan) for i, r in enumerate(records, start=1)]
         trained = [sum(mask[1:max_length]) for _, mask in encoded]  # the first token is never a target
+        cut = sum(sum(mask[max_length:]) for _, mask in encoded)  # trained tokens past train.max_length
         splits[name] = [r for r, n in zip(records, trained, strict=True) if n > 0]
         if not splits[name]:
             raise UserError(
@@ -52,6 +59,7 @@ def prepare(source_path: Path, params: PrepareInputs, tokenizer: Any) -> Prepare
             f"{name}_records": len(splits[name]),
             f"{name}_tokens": sum(len(ids) for ids, _ in encoded),
             f"{name}_trained_tokens": sum(trained),
+            f"{name}_trained_tokens_cut": cut,
             f"{name}_over_max_length": sum(len(ids) > max_length for ids, _ in encoded),
             f"{name}_dropped_no_target": len(records) - len(splits[name]),
         }
@@ -75,15 +83,23 @@ def _encode(
         ) from None
 
 
-def report(prepared: Prepared, max_length: int) -> str:
-    """The stage's one line: where the data came from, the splits, and what the loss trains on."""
+def report(prepared: Prepared, params: PrepareInputs) -> str:
+    """The stage's one line: where the data came from, the splits (and the train cap), what the loss trains on and
+    what train.max_length cut from it. Token counts are trained tokens, kept and cut, on the same records."""
     info, s, names = prepared.info, prepared.summary, list(prepared.splits)
-    counts = ", ".join(f"{name} {len(rows)}" for name, rows in prepared.splits.items())
     test = f"fixed, {info['fixed_test']}" if info["fixed_test"] else "split off by prepare.seed"
-    trained, tokens = (sum(s[f"{n}_{key}"] for n in names) for key in ("trained_tokens", "tokens"))
-    over, dropped = (sum(s[f"{n}_{key}"] for n in names) for key in ("over_max_length", "dropped_no_target"))
+    sizes = {name: str(len(rows)) for name, rows in prepared.splits.items()}
+    available, cap = s["train_available"], params.prepare.train_records
+    if s["train_records"] + s["train_dropped_no_target"] < available:
+        sizes["train"] += f" of {available}, capped by prepare.train_records ({cap})"
+    kept, cut, over, dropped = (
+        sum(s[f"{n}_{key}"] for n in names)
+        for key in ("trained_tokens", "trained_tokens_cut", "over_max_length", "dropped_no_target")
+    )
     return (
         f"prepare: {s['records']} {info['shape']} records from {info['source']}, {s['duplicates']} duplicates -> "
-        f"{counts} (test: {test}); the loss trains on {info['loss_on']} tokens: {trained} of {tokens}; "
-        f"{over} records over train.max_length ({max_length}), {dropped} dropped with no trained token left"
+        + ", ".join(f"{name} {size}" for name, size in sizes.items())
+        + f" (test: {test}); the loss trains on {info['loss_on']} tokens: {kept}, and train.max_length "
+        f"({params.max_length}) cut {cut} more from {over} records over it; "
+        f"{dropped} records dropped with no trained token left"
     )

@@ -279,25 +279,32 @@ def load_text(version_id: str, kind: str, merged: bool, where: str) -> str:
         ]
         intro = "adapter_config.json names the base by its hub id and revision:"
     else:
-        code = [
-            "from peft import PeftModel",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            "",
-            f'directory = "{where}"  # this directory, wherever it is now',
-            f'base = AutoModelForCausalLM.from_pretrained(f"{{directory}}/{BASE_DIR}")',
-            "model = PeftModel.from_pretrained(base, directory)",
-            "tokenizer = AutoTokenizer.from_pretrained(directory)",
-        ]
+        code = peft_load_code(where)
         intro = (
-            f"An export ships the base in `{BASE_DIR}/`, and its adapter_config.json names that directory by its "
-            "absolute path, so `AutoPeftModelForCausalLM.from_pretrained(directory)` works from any working "
-            "directory while the export stays where it was written; after moving it:"
+            f"The base is on no hub, so `loravc export {version_id}` ships it in `{BASE_DIR}/` beside the adapter "
+            "(that export's card says how it loads from its own directory). From any directory:"
         )
-    repo = (
+    return f"{intro}\n\n```python\n" + "\n".join(code) + f"\n```\n\n{in_repository(version_id)}"
+
+
+def peft_load_code(where: str) -> list[str]:
+    """Python that loads an export which ships its base in BASE_DIR, from any working directory."""
+    return [
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'directory = "{where}"  # this directory, wherever it is now',
+        f'base = AutoModelForCausalLM.from_pretrained(f"{{directory}}/{BASE_DIR}")',
+        "model = PeftModel.from_pretrained(base, directory)",
+        "tokenizer = AutoTokenizer.from_pretrained(directory)",
+    ]
+
+
+def in_repository(version_id: str) -> str:
+    return (
         f"`loravc export {version_id}` writes this directory (`model_versions/{version_id}/`); in the repository "
         f'that made it, `loravc.export.use.load_version("{version_id}")` loads the version without one.'
     )
-    return f"{intro}\n\n```python\n" + "\n".join(code) + f"\n```\n\n{repo}"
 
 
 def provenance_text(meta: VersionMetadata, done: Committed) -> str:

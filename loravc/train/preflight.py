@@ -18,6 +18,7 @@ from typing import Any
 from loravc.core import memo
 from loravc.core.base_files import sha256_file
 from loravc.core.errors import UserError
+from loravc.core.metadata import library_versions
 from loravc.core.schema import check_type
 from loravc.data import records as data
 from loravc.train.config import trainer_settings
@@ -62,7 +63,7 @@ def check_before_outputs(train: TrainParams, base_dir: Path | None, checked: Pat
         {
             "train": dataclasses.asdict(train),
             "base_config": sha256_file(config) if config and config.is_file() else None,
-            "libraries": memo.versions("torch", "transformers", "trl", "peft"),
+            "libraries": library_versions(("torch", "transformers", "trl", "peft")),
             "code": memo.code_sha256(),
         }
     )

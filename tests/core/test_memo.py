@@ -27,11 +27,18 @@ def test_a_damaged_memo_holds_nothing_and_is_rewritten(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == ["a"]
 
 
+def test_a_memo_that_cannot_be_written_is_skipped(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    path = blocked / "checked.json"  # its folder is a file: mkdir fails with an OSError
+    memo.add(path, "a")  # no error: the check passed, it is only not remembered
+    assert not memo.holds(path, "a")
+
+
 def test_keys_follow_every_part_of_what_they_are_made_of() -> None:
     what = {"train": {"lr": 1e-3, "targets": ["q_proj"]}, "base": Path("models/base")}
     assert memo.key_of(what) == memo.key_of(dict(reversed(list(what.items()))))  # order does not matter
     assert memo.key_of(what) != memo.key_of({**what, "train": {"lr": 1e-3, "targets": ["k_proj"]}})
-    assert memo.versions("pytest", "no-such-package-here")["no-such-package-here"] is None
 
 
 def test_the_code_hash_changes_with_any_module(tmp_path: Path, monkeypatch) -> None:

@@ -9,11 +9,13 @@ import pytest
 
 from loravc.core.errors import UserError
 from loravc.core.metadata import (
+    LIBRARIES,
     LOCK_RECORD,
     METADATA_FILE,
     SCHEMA_VERSION,
     VersionMetadata,
     environment_lock,
+    library_versions,
     read_metadata,
     write_metadata,
 )
@@ -112,6 +114,14 @@ def test_a_file_from_before_the_lock_record_reads_with_none() -> None:
     meta = VersionMetadata.from_dict(with_changes(lock=KeyError))
     assert meta.lock is None and meta.libraries["trl"] == "1.16.0"
     assert VersionMetadata.from_dict(meta.to_dict()) == meta
+
+
+def test_library_versions_are_read_without_importing_and_a_missing_one_is_none() -> None:
+    from importlib.metadata import version
+
+    found = library_versions(("pytest", "no-such-package-here"))
+    assert found == {"pytest": version("pytest"), "no-such-package-here": None}
+    assert list(library_versions()) == list(LIBRARIES)  # a version records each of these
 
 
 def test_the_environment_lock_is_what_setup_recorded_in_the_environment(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from loravc.core.errors import UserError
+from loravc.data import labels
 from loravc.prepare.params import DataParams, PrepareInputs, PrepareParams
 from loravc.prepare.preparation import prepare, report
 
@@ -43,11 +44,28 @@ def test_records_over_max_length_are_counted_and_those_left_with_nothing_to_lear
         "fixed_test": None,
         "files": {str(source): hashlib.sha256(source.read_bytes()).hexdigest()},
     }
-    line = report(prepared, 32)
-    assert "12 prompt-completion records" in line and "2 records over train.max_length (32), 1 dropped" in line
+    plan = labels.loss_plan("prompt-completion", tok)
+    masks = [labels.encode(r, tok, plan, max_length=10**9)[1] for r in (long_prompt, long_answer)]
+    cut = sum(s[f"{n}_trained_tokens_cut"] for n in prepared.splits)
+    assert cut == sum(sum(mask[32:]) for mask in masks) > 0  # the answer tokens past 32: what truncation took
+    line = report(prepared, params(32))
+    assert "12 prompt-completion records" in line and " of " not in line.split(";")[0]  # no cap: all 8 train
+    kept = sum(s[f"{n}_trained_tokens"] for n in prepared.splits)
+    assert f"completion tokens: {kept}, and train.max_length (32) cut {cut} more from 2 records over it; 1 rec" in line
     only_long = write(tmp_path / "long.jsonl", [{**long_prompt, "completion": f" ok {i}."} for i in range(8)])
     with pytest.raises(UserError, match=r"no train record keeps a trained token within train\.max_length \(32\)"):
         prepare(only_long, params(32), tok)
+
+
+def test_the_train_cap_is_said_with_what_it_left_out(tmp_path: Path, tiny_model_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    source = write(tmp_path / "d.jsonl", [{"text": f"Record number {i} of the data."} for i in range(12)])
+    inputs = params(64)
+    capped = PrepareInputs(inputs.data, PrepareParams(test_records=2, validation_records=2, train_records=3), 64)
+    prepared = prepare(source, capped, tok)
+    assert prepared.summary["train_records"] == 3 and prepared.summary["train_available"] == 8
+    assert "-> train 3 of 8, capped by prepare.train_records (3), validation 2, test 2 (" in report(prepared, capped)
+    assert prepared.splits["test"] == prepare(source, inputs, tok).splits["test"]  # the cap moves no test record
 
 
 def test_a_fixed_test_file_is_the_test_split(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -60,7 +78,7 @@ def test_a_fixed_test_file_is_the_test_split(tmp_path: Path, tiny_model_dir: Pat
     assert prepared.splits["test"] == [{"text": "Record number 3 of the data."}, {"text": "A held-out sentence."}]
     assert {"text": "Record number 3 of the data."} not in prepared.splits["train"] + prepared.splits["validation"]
     assert prepared.info["fixed_test"] == str(source / "test.jsonl") and prepared.summary["train_records"] == 9
-    assert "(test: fixed, " in report(prepared, 64)
+    assert "(test: fixed, " in report(prepared, params(64))
 
 
 def test_a_record_the_chat_template_refuses_is_named(tmp_path: Path, tiny_model_dir: Path) -> None:
