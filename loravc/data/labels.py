@@ -72,13 +72,13 @@ def _require_chat_template(tokenizer: Any) -> None:
 
 def training_chat_template(tokenizer: Any) -> tuple[str, str]:
     """(name, template) of a chat template that marks assistant turns and renders like the tokenizer's own."""
+    template = tokenizer.chat_template
+    if template in MARKED:  # (unmarked ones: checked before TRL, which takes seconds to import)
+        return MARKED[template]
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
-    template = tokenizer.chat_template
     if has_generation_markers(template):
         return "base", template
-    if template in MARKED:
-        return MARKED[template]
     try:
         patched = get_training_chat_template(tokenizer)
     except ValueError:  # "patching is not supported for this template"
@@ -98,20 +98,18 @@ def encode(record: Record, tokenizer: Any, plan: LossPlan, max_length: int) -> t
 
     The mask is 1 where the token is a training target (the label of the position before it).
     """
-    from trl.data_utils import common_prefix_length
-
     if "text" in record:
         ids = tokenizer(text=_with_eos(record["text"], tokenizer))["input_ids"]
         mask = [1] * len(ids)
     elif isinstance(record.get("prompt"), str):
         prompt_ids = tokenizer(text=record["prompt"])["input_ids"]
         ids = tokenizer(text=record["prompt"] + _with_eos(record["completion"], tokenizer))["input_ids"]
-        start = common_prefix_length(prompt_ids, ids)
+        start = _common_prefix_length(prompt_ids, ids)
         mask = [0] * start + [1] * (len(ids) - start)
     elif "prompt" in record:  # conversational prompt-completion
         prompt_ids = _chat(tokenizer, record["prompt"], add_generation_prompt=True)["input_ids"]
         ids = _chat(tokenizer, record["prompt"] + record["completion"])["input_ids"]
-        start = common_prefix_length(prompt_ids, ids)
+        start = _common_prefix_length(prompt_ids, ids)
         mask = [0] * start + [1] * (len(ids) - start)
     elif plan.tokens == ASSISTANT:
         rendered = _chat(tokenizer, record["messages"], chat_template=plan.chat_template, assistant_mask=True)
@@ -122,6 +120,14 @@ def encode(record: Record, tokenizer: Any, plan: LossPlan, max_length: int) -> t
     if plan.tokens == ALL:
         mask = [1] * len(ids)
     return list(ids[:max_length]), mask[:max_length]
+
+
+def _common_prefix_length(prompt_ids: list[int], ids: list[int]) -> int:
+    """Where the completion starts, as TRL finds it (a prompt may render differently alone than followed by a
+    completion); imported only for the data that needs it: trl.data_utils takes seconds to import."""
+    from trl.data_utils import common_prefix_length
+
+    return common_prefix_length(prompt_ids, ids)
 
 
 def _with_eos(text: str, tokenizer: Any) -> str:
