@@ -19,10 +19,15 @@ MAX_LENGTH = 128  # train.max_length's default: prepare and evaluate read it too
 
 
 def knob(default: Any, help: str) -> Any:
-    """A dataclass field with its default and its meaning (what params.yaml's comment says)."""
+    """A dataclass field with its default and its meaning (params.yaml's comment: loravc.cli.reference)."""
     if isinstance(default, list | dict):
         return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
+
+
+def section(cls: type, help: str) -> Any:
+    """A dataclass field holding a section of params.yaml (its keys: `cls`) and its meaning."""
+    return field(default_factory=cls, metadata={"help": help})
 
 
 def require(ok: bool, key: str, what: str) -> None:

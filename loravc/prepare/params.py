@@ -12,7 +12,8 @@ class DataParams:
 
     train: str = knob(
         "data/pydoc_qa",
-        "a JSONL file, or a directory of JSONL files of one shape whose test.jsonl (if any) is a fixed test split",
+        "a JSONL file, or a directory of JSONL files of one shape whose test.jsonl (if any) is a fixed test split "
+        "(docs/data.md); the shipped sets: data/README.md",
     )
 
     loss_on: str = knob(

@@ -39,7 +39,7 @@ UNRUN = {
 
 @dataclass
 class LoraParams:
-    """The LoRA adapter; converted to peft.LoraConfig by `lora_config` below.
+    """params.yaml `train.lora`: the LoRA adapter, converted to peft.LoraConfig by `lora_config` below.
 
     Any other key of train.lora is a peft.LoraConfig option (use_dora, use_rslora, modules_to_save,
     init_lora_weights, ...), kept in `options`; check_lora_keys checks them against PEFT before a model loads.
@@ -47,7 +47,7 @@ class LoraParams:
 
     EXTRA_KEYS: ClassVar[str] = "options"  # loravc.core.schema.build keeps the other keys here
 
-    r: int = knob(4, "rank of the update matrices")
+    r: int = knob(4, "rank of the update matrices (why 4: docs/experiments.md, the default sweep)")
     alpha: int = knob(16, "the update is scaled by alpha / r")
     dropout: float = knob(0.05, "dropout on the adapter's input")
     bias: str = knob("none", "none, all or lora_only")

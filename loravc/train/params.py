@@ -4,11 +4,11 @@ train.lora (loravc.train.lora) and train.quantization (loravc.core.quantization)
 train.trainer goes to trl.SFTConfig on top of TRAINER_DEFAULTS and the profile (`trainer_settings`).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from loravc.core.errors import UserError
-from loravc.core.params import MAX_LENGTH, check_device, check_max_length, knob, require
+from loravc.core.params import MAX_LENGTH, check_device, check_max_length, knob, require, section
 from loravc.core.quantization import QuantizationParams
 from loravc.train.lora import LoraParams
 
@@ -140,18 +140,27 @@ class TrainParams:
     seed: int = knob(42, "adapter initialisation, dropout and data order")
     device: str = knob("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
     profile: str = knob(
-        "auto", "speed settings per device: auto (gpu on CUDA, else cpu), cpu or gpu (loravc.train.params.PROFILES)"
+        "auto", "speed settings per device: auto (gpu on CUDA, else cpu), cpu or gpu (docs/reference/params.md)"
     )
     max_length: int = knob(MAX_LENGTH, "tokens per example; longer ones are truncated")
     processes: int = knob(
         1, "data-parallel processes; above 1 train runs under `accelerate launch` (one per GPU; gloo on a CPU)"
     )
-    lora: LoraParams = field(default_factory=LoraParams)
-    quantization: QuantizationParams = field(default_factory=QuantizationParams)
-    early_stopping: EarlyStoppingParams = field(default_factory=EarlyStoppingParams)
+    lora: LoraParams = section(
+        LoraParams,
+        "the adapter; any other key is a peft.LoraConfig option: use_dora: true, use_rslora: true, "
+        "init_lora_weights: pissa, modules_to_save: [lm_head], ... (docs/peft.md)",
+    )
+    quantization: QuantizationParams = section(
+        QuantizationParams, "QLoRA: the frozen base in 4 or 8 bits (bitsandbytes; docs/peft.md)"
+    )
+    early_stopping: EarlyStoppingParams = section(
+        EarlyStoppingParams, "stop when validation stops improving; the best evaluation's weights are the version"
+    )
     trainer: dict[str, Any] = knob(
         {key: TRAINER_DEFAULTS[key] for key in ("num_train_epochs", "learning_rate", "logging_steps")},
-        "passed to trl.SFTConfig (it validates the keys) on top of TRAINER_DEFAULTS and the profile",
+        "passed to trl.SFTConfig, which checks the keys, on top of the project's defaults and the profile "
+        "(docs/reference/params.md); add a key not listed here with `dvc exp run -S +train.trainer.KEY=VALUE`",
     )
 
     def __post_init__(self) -> None:

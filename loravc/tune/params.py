@@ -43,7 +43,9 @@ class TuneParams:
 
     study: str = knob("lora", "study name; its trials are the experiments <study>-<trial number>")
     storage: str | None = knob(
-        None, "null: the journal file .dvc/tmp/tune/<study>.journal; a file path; or a database URL"
+        None,
+        "null: the journal file .dvc/tmp/tune/<study>.journal; a journal file's path; or a database URL that "
+        "several machines share (sqlite:///..., postgresql://...)",
     )
     sampler: str = knob("tpe", "tpe, random or grid (grid: every knob a list of choices, or a range with a step)")
     seed: int = knob(42, "seed of the sampler")
