@@ -52,7 +52,7 @@ def test_train_runs_with_each_peft_option_for_the_check(built_repo: Path) -> Non
             continue  # not installed here (QLORA=1 scripts/setup.sh; CI has it): its lazy imports go unrecorded
         params.write_text(built, encoding="utf-8")
         update_params(params, {"train": train})
-        assert "Running stage 'train'" in dvc(built_repo, "repro", "train").stdout
+        assert "Running stage 'train'" in dvc(built_repo, "repro", "--single-item", "train").stdout  # train alone
 
 
 @pytest.mark.slow  # it reads the pipeline runs of the slow tests
