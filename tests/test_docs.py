@@ -1,5 +1,6 @@
 """The docs a newcomer reads: a short README, and every relative link and #anchor in it and in docs/ leads somewhere."""
 
+import json
 import re
 from pathlib import Path
 
@@ -66,3 +67,27 @@ def test_the_readme_is_a_front_door() -> None:
     assert "bash scripts/setup.sh && . .venv/bin/activate && dvc repro" in first
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
     assert ci in first  # the test command CI runs is the README's
+
+
+def test_the_readme_summary_is_the_pinned_versions_committed_record() -> None:
+    """The block under "The pinned default ends with:" is what evaluate prints for the version dvc.lock pins, from
+    its metadata (tests/fixtures/metadata) and the committed metrics: a re-pin that forgets the README fails here."""
+    from loravc.core.metadata import VersionMetadata
+    from loravc.core.schema import parse_yaml, read_yaml
+    from loravc.evaluate.evaluation import summary_text
+    from loravc.versions.pins import parse_pins
+
+    pins = parse_pins(read_yaml(ROOT / "dvc.yaml"), read_yaml(ROOT / "dvc.lock"))
+    fixture = ROOT / "tests" / "fixtures" / "metadata" / f"{pins.adapter.md5.removesuffix('.dir')}.json"
+    meta = VersionMetadata.from_dict(json.loads(fixture.read_text(encoding="utf-8")))
+    metrics = json.loads((ROOT / "dvclive" / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
+    ppl = {
+        who: {"perplexity": metrics[f"{who}_perplexity"], "tokens": metrics[f"{who}_tokens"]}
+        for who in ("base", "tuned")
+    }
+    scores = parse_yaml((ROOT / "params.yaml").read_text(encoding="utf-8"))["evaluate"]["metrics"]
+    paths = {"adapter": Path("models/adapter"), "predictions": Path("reports/predictions.json")}
+    paths["samples"] = Path("reports/samples.md")
+    expected = summary_text(meta, paths, ppl, meta.training.loss_on, scores, metrics, {})
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"ends with:\n\n```\n{expected}\n```" in readme
