@@ -178,7 +178,7 @@ def params_reference(root: Path) -> str:
         if key.section:
             continue
         stages = ", ".join(rerun_by(key.path, declared)) or "-"
-        lines.append(f"| `{key.path}` | {key.type} | `{default_text(key.default)}` | {stages} | {key.help} |")
+        lines.append(f"| `{key.path}` | {key.type} | `{default_text(key.default)}` | {stages} | {cell(key.help)} |")
     lines += [
         "",
         "## `train.trainer`: the project's defaults",
@@ -225,6 +225,11 @@ def cli_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
+def cell(text: str) -> str:
+    """Text for a markdown table cell: `|` escaped, `<id>` shown rather than taken for an HTML tag."""
+    return text.replace("|", "\\|").replace("<", "&lt;")
+
+
 def rows(parser: argparse.ArgumentParser) -> list[str]:
     found = []
     for action in parser._actions:
@@ -233,7 +238,7 @@ def rows(parser: argparse.ArgumentParser) -> list[str]:
         name = ", ".join(action.option_strings) or action.metavar or action.dest
         if action.option_strings and action.nargs != 0:
             name += f" {action.metavar or action.dest.upper()}"
-        help = (action.help or "").replace("|", "\\|")
+        help = cell(action.help or "")
         if action.choices and action.option_strings:
             help += f" (one of: {', '.join(map(str, action.choices))})"
         found.append(f"| `{name}` | {help} |")
