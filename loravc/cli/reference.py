@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is stale")
     ap.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     args = ap.parse_args(argv)
+    if not (args.root / "params.yaml").is_file() or not (args.root / "dvc.yaml").is_file():
+        print(f"error: {args.root} holds no params.yaml and dvc.yaml: run it from the repository root", file=sys.stderr)
+        return 2
     stale = []
     for path, text in generated(args.root).items():
         if not path.is_file() or path.read_text(encoding="utf-8") != text:

@@ -86,3 +86,9 @@ def test_a_changed_help_makes_the_files_stale_and_check_says_so(
     assert main(["--root", str(root)]) == 0  # writes them
     assert "    r: 4                     # a new meaning" in (root / "params.yaml").read_text(encoding="utf-8")
     assert main(["--check", "--root", str(root)]) == 0
+
+
+def test_outside_the_repository_it_says_where_to_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--check", "--root", str(tmp_path)]) == 2
+    said = capsys.readouterr().err
+    assert said == f"error: {tmp_path} holds no params.yaml and dvc.yaml: run it from the repository root\n"
