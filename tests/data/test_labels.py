@@ -131,3 +131,27 @@ def test_template_families(tok) -> None:
         assert labels.loss_plan("text", tok).tokens == labels.ALL
     finally:
         tok.chat_template = labels.SMOLLM2_CHATML
+
+
+def test_chat_and_text_data_are_encoded_without_importing_trl(tiny_model_dir: Path) -> None:
+    """TRL takes seconds to import; prepare and evaluate need it only for prompt/completion data or a chat template
+    loravc does not mark (the shipped base's is marked here)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from transformers import AutoTokenizer\n"
+        "from loravc.data import labels\n"
+        f"tok = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r})\n"
+        "chat = {'messages': [{'role': 'user', 'content': 'q'}, {'role': 'assistant', 'content': 'a'}]}\n"
+        "ids, mask = labels.encode(chat, tok, labels.loss_plan('messages', tok), max_length=10**9)\n"
+        "labels.encode({'text': 'plain'}, tok, labels.loss_plan('text', tok), max_length=10**9)\n"
+        "assert sum(mask) > 0\n"
+        "print(sorted(m for m in sys.modules if m == 'trl' or m.startswith('trl.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    pc = code.replace("print(", "labels.encode({'prompt': 'q', 'completion': 'a'}, tok, "
+                      "labels.loss_plan('prompt-completion', tok), max_length=10**9)\nprint(")  # fmt: skip
+    assert "trl.data_utils" in subprocess.run([sys.executable, "-c", pc], capture_output=True, text=True).stdout
